@@ -1,0 +1,473 @@
+"""TaskSpec: the declarative, immutable part of a task.
+
+A spec comes from a YAML file (through ``loader``) or from the Python builder.
+``TaskSpec.from_dict`` takes the camelCase document of the file format (already
+checked against ``task.schema.json`` when it comes from a file) and performs the
+checks a schema cannot express: durations, cron expressions, time zones, the
+choice of exactly one schedule kind. Errors are ``SpecError`` carrying the JSON
+pointer of the field, which the loader turns into ``path:line:col``.
+
+``TaskSpec.to_dict`` gives the canonical document (durations in seconds, times in
+ISO 8601 UTC) that the store keeps; ``from_dict(to_dict(spec)) == spec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from .errors import SpecError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SCHEDULE_KINDS = ("cron", "every", "at", "after")
+MISSED_RUNS = ("skip", "runOnce", "runAll")
+CONCURRENCY = ("forbid", "replace")
+ON_CRASH = ("resume", "manual")
+RUN_ON = ("any", "all")
+BACKOFF = ("fixed", "exponential")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(value: Any, pointer: str = "") -> timedelta:
+    """``90s``, ``5m``, ``1h30m``, ``7d``, ``250ms`` or a non-negative number of seconds."""
+    if isinstance(value, bool):
+        raise SpecError(f"expected a duration such as 90s, 5m or 1h30m, got {value!r}", pointer)
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value or value in (float("inf"), float("-inf")):
+            raise SpecError(f"a duration must be a finite number >= 0, got {value!r}", pointer)
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and any(match.groups()):
+            days, hours, minutes, seconds, millis = (int(g or 0) for g in match.groups())
+            try:
+                return timedelta(
+                    days=days, hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis
+                )
+            except OverflowError:
+                pass
+            raise SpecError(f"duration {value!r} is too large", pointer)
+    raise SpecError(f"expected a duration such as 90s, 5m, 1h30m or 7d, got {value!r}", pointer)
+
+
+def format_seconds(delta: timedelta) -> int | float:
+    """Seconds as an int when whole: the canonical form of a duration in documents."""
+    seconds = delta.total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze plain JSON-like data (dicts become read-only, lists tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of ``freeze``: plain dicts and lists, ready for JSON."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, seconds precision kept exact (milliseconds when present)."""
+    moment = moment.astimezone(timezone.utc)
+    if moment.microsecond:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _timezone(name: str, pointer: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError(f"unknown time zone {name!r} (expected an IANA name such as Europe/Paris)", pointer) from None
+
+
+def _parse_at(value: Any, pointer: str) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise SpecError(f"expected an ISO 8601 time such as 2026-12-01T03:00:00Z, got {value!r}", pointer) from None
+    else:
+        raise SpecError(f"expected an ISO 8601 time such as 2026-12-01T03:00:00Z, got {value!r}", pointer)
+    if moment.tzinfo is None:
+        raise SpecError(f"time {value!s} has no time zone: add Z or an offset such as +01:00", pointer)
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a task runs: exactly one of ``cron``, ``every``, ``at`` or ``after``."""
+
+    cron: str | None = None
+    timezone: str = "UTC"
+    every: timedelta | None = None
+    fixed_rate: bool = True
+    initial_delay: timedelta = timedelta(0)
+    at: datetime | None = None
+    after: timedelta | None = None
+    jitter: timedelta = timedelta(0)
+    missed_runs: str = "runOnce"
+
+    @property
+    def kind(self) -> str:
+        for kind in SCHEDULE_KINDS:
+            if getattr(self, kind) is not None:
+                return kind
+        raise AssertionError("a Schedule always has a kind")
+
+    @property
+    def one_shot(self) -> bool:
+        return self.kind in ("at", "after")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], pointer: str = "/schedule") -> Schedule:
+        kinds = [k for k in SCHEDULE_KINDS if k in doc]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise SpecError(f"a schedule needs exactly one of cron, every, at, after (found: {found})", pointer)
+        kind = kinds[0]
+        tz = doc.get("timezone", "UTC")
+        _timezone(tz, f"{pointer}/timezone")
+        options: dict[str, Any] = {"timezone": tz}
+        if kind == "cron":
+            expression = str(doc["cron"]).strip()
+            if not croniter.is_valid(expression) or len(expression.split()) not in (1, 5):
+                raise SpecError(
+                    f"invalid cron expression {expression!r} (expected 5 fields such as '0 * * * *' or @hourly, @daily...)",
+                    f"{pointer}/cron",
+                )
+            options["cron"] = expression
+        elif kind == "every":
+            every = parse_duration(doc["every"], f"{pointer}/every")
+            if every <= timedelta(0):
+                raise SpecError("every must be a positive duration", f"{pointer}/every")
+            options["every"] = every
+        elif kind == "at":
+            options["at"] = _parse_at(doc["at"], f"{pointer}/at")
+        else:
+            options["after"] = parse_duration(doc["after"], f"{pointer}/after")
+        for key in ("fixedRate", "initialDelay"):
+            if key in doc and kind != "every":
+                raise SpecError(f"{key} only applies to an 'every' schedule", f"{pointer}/{key}")
+        if "timezone" in doc and kind != "cron":
+            raise SpecError("timezone only applies to a cron schedule", f"{pointer}/timezone")
+        if "fixedRate" in doc:
+            options["fixed_rate"] = bool(doc["fixedRate"])
+        if "initialDelay" in doc:
+            options["initial_delay"] = parse_duration(doc["initialDelay"], f"{pointer}/initialDelay")
+        if "jitter" in doc:
+            options["jitter"] = parse_duration(doc["jitter"], f"{pointer}/jitter")
+        missed = doc.get("missedRuns", "runOnce")
+        if missed not in MISSED_RUNS:
+            raise SpecError(f"missedRuns must be one of {', '.join(MISSED_RUNS)}", f"{pointer}/missedRuns")
+        options["missed_runs"] = missed
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.cron is not None:
+            doc["cron"] = self.cron
+            doc["timezone"] = self.timezone
+        elif self.every is not None:
+            doc["every"] = format_seconds(self.every)
+            doc["fixedRate"] = self.fixed_rate
+            doc["initialDelay"] = format_seconds(self.initial_delay)
+        elif self.at is not None:
+            doc["at"] = utc_iso(self.at)
+        else:
+            assert self.after is not None
+            doc["after"] = format_seconds(self.after)
+        doc["jitter"] = format_seconds(self.jitter)
+        doc["missedRuns"] = self.missed_runs
+        return doc
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """An HTTP call; success is a status in ``expect_status`` (any 2xx when empty)."""
+
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    body: Any = None
+    timeout: timedelta = timedelta(seconds=30)
+    expect_status: tuple[int, ...] = ()
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], pointer: str) -> HttpRequest:
+        url = str(doc.get("url", ""))
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise SpecError(f"http.url must be an http:// or https:// URL, got {url!r}", f"{pointer}/url")
+        method = str(doc.get("method", "GET")).upper()
+        if method not in HTTP_METHODS:
+            raise SpecError(f"http.method must be one of {', '.join(HTTP_METHODS)}", f"{pointer}/method")
+        expect = doc.get("expectStatus", ())
+        if isinstance(expect, int):
+            expect = (expect,)
+        return cls(
+            url=url,
+            method=method,
+            headers=freeze({str(k): str(v) for k, v in doc.get("headers", {}).items()}),
+            body=freeze(doc.get("body")),
+            timeout=parse_duration(doc.get("timeout", 30), f"{pointer}/timeout"),
+            expect_status=tuple(int(s) for s in expect),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"method": self.method, "url": self.url}
+        if self.headers:
+            doc["headers"] = thaw(self.headers)
+        if self.body is not None:
+            doc["body"] = thaw(self.body)
+        doc["timeout"] = format_seconds(self.timeout)
+        if self.expect_status:
+            doc["expectStatus"] = list(self.expect_status)
+        return doc
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run executes: exactly one of ``command``, ``shell``, ``http``, ``python``."""
+
+    command: tuple[str, ...] | None = None
+    shell: str | None = None
+    http: HttpRequest | None = None
+    python: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    working_dir: str | None = None
+    timeout: timedelta | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.command is not None or self.shell is not None:
+            return "command"
+        return "http" if self.http is not None else "python"
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], pointer: str = "/run") -> RunSpec:
+        kinds = [k for k in ("command", "shell", "http", "python") if k in doc]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise SpecError(f"run needs exactly one of command, shell, http, python (found: {found})", pointer)
+        options: dict[str, Any] = {}
+        if "command" in doc:
+            argv = doc["command"]
+            if isinstance(argv, str):
+                argv = [argv]
+            if not argv or not str(argv[0]):
+                raise SpecError("command must name a program", f"{pointer}/command")
+            options["command"] = tuple(str(a) for a in argv)
+        elif "shell" in doc:
+            options["shell"] = str(doc["shell"])
+        elif "http" in doc:
+            options["http"] = HttpRequest.from_dict(doc["http"], f"{pointer}/http")
+        else:
+            target = str(doc["python"])
+            if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", target):
+                raise SpecError(f"python must be 'module:function', got {target!r}", f"{pointer}/python")
+            options["python"] = target
+        for key in ("env", "workingDir"):
+            if key in doc and options.get("command") is None and options.get("shell") is None:
+                raise SpecError(f"{key} only applies to command and shell runs", f"{pointer}/{key}")
+        if "env" in doc:
+            options["env"] = freeze({str(k): str(v) for k, v in doc["env"].items()})
+        if "workingDir" in doc:
+            options["working_dir"] = str(doc["workingDir"])
+        if doc.get("timeout") is not None:
+            timeout = parse_duration(doc["timeout"], f"{pointer}/timeout")
+            if timeout <= timedelta(0):
+                raise SpecError("timeout must be a positive duration", f"{pointer}/timeout")
+            options["timeout"] = timeout
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.command is not None:
+            doc["command"] = list(self.command)
+        elif self.shell is not None:
+            doc["shell"] = self.shell
+        elif self.http is not None:
+            doc["http"] = self.http.to_dict()
+        else:
+            doc["python"] = self.python
+        if self.env:
+            doc["env"] = thaw(self.env)
+        if self.working_dir is not None:
+            doc["workingDir"] = self.working_dir
+        if self.timeout is not None:
+            doc["timeout"] = format_seconds(self.timeout)
+        return doc
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failures are retried (Unomi's defaults: 3 retries, 60 s apart)."""
+
+    max_retries: int = 3
+    retry_delay: timedelta = timedelta(seconds=60)
+    backoff: str = "fixed"
+    max_delay: timedelta | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], pointer: str = "/retry") -> RetryPolicy:
+        max_retries = doc.get("maxRetries", 3)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise SpecError(f"maxRetries must be an integer >= 0, got {max_retries!r}", f"{pointer}/maxRetries")
+        backoff = doc.get("backoff", "fixed")
+        if backoff not in BACKOFF:
+            raise SpecError(f"backoff must be one of {', '.join(BACKOFF)}", f"{pointer}/backoff")
+        max_delay = doc.get("maxDelay")
+        return cls(
+            max_retries=max_retries,
+            retry_delay=parse_duration(doc.get("retryDelay", 60), f"{pointer}/retryDelay"),
+            backoff=backoff,
+            max_delay=None if max_delay is None else parse_duration(max_delay, f"{pointer}/maxDelay"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "maxRetries": self.max_retries,
+            "retryDelay": format_seconds(self.retry_delay),
+            "backoff": self.backoff,
+        }
+        if self.max_delay is not None:
+            doc["maxDelay"] = format_seconds(self.max_delay)
+        return doc
+
+    def delay(self, failure_count: int) -> timedelta:
+        """The wait before retry number ``failure_count`` (1 for the first retry)."""
+        delay = self.retry_delay
+        if self.backoff == "exponential":
+            delay = self.retry_delay * (2 ** min(max(failure_count - 1, 0), 40))
+        if self.max_delay is not None:
+            delay = min(delay, self.max_delay)
+        return delay
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a spec was declared: a file and the line of its document, or ``<api>``/``<builder>``."""
+
+    path: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as declared. Immutable; ``name`` becomes the ``itemId``."""
+
+    name: str
+    schedule: Schedule
+    type: str = ""
+    description: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    enabled: bool = True
+    run: RunSpec | None = None
+    parameters: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    retry: RetryPolicy = RetryPolicy()
+    concurrency: str = "forbid"
+    persistent: bool = True
+    run_on: str = "any"
+    nodes: tuple[str, ...] = ()
+    on_crash: str = "resume"
+    source: Source | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.type:
+            object.__setattr__(self, "type", self.name)
+
+    @property
+    def task_type(self) -> str:
+        return self.type
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], source: Source | None = None) -> TaskSpec:
+        """Build and check a spec from its camelCase document (``apiVersion``/``kind`` optional)."""
+        if not isinstance(doc, Mapping):
+            raise SpecError("a task must be a mapping")
+        name = doc.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise SpecError(
+                f"name must match [a-z0-9][a-z0-9_-]{{0,62}}, got {name!r}", "/name" if "name" in doc else ""
+            )
+        if "schedule" not in doc:
+            raise SpecError("a task needs a schedule (one of cron, every, at, after)", "")
+        checks = {"concurrency": CONCURRENCY, "runOn": RUN_ON, "onCrash": ON_CRASH}
+        for key, allowed in checks.items():
+            if key in doc and doc[key] not in allowed:
+                raise SpecError(f"{key} must be one of {', '.join(allowed)}, got {doc[key]!r}", f"/{key}")
+        return cls(
+            name=name,
+            type=str(doc.get("type") or name),
+            description=str(doc.get("description", "")),
+            labels=freeze({str(k): str(v) for k, v in doc.get("labels", {}).items()}),
+            enabled=bool(doc.get("enabled", True)),
+            schedule=Schedule.from_dict(doc["schedule"]),
+            run=RunSpec.from_dict(doc["run"]) if doc.get("run") is not None else None,
+            parameters=freeze(dict(doc.get("parameters", {}))),
+            retry=RetryPolicy.from_dict(doc.get("retry", {})),
+            concurrency=doc.get("concurrency", "forbid"),
+            persistent=bool(doc.get("persistent", True)),
+            run_on=doc.get("runOn", "any"),
+            nodes=tuple(str(n) for n in doc.get("nodes", ())),
+            on_crash=doc.get("onCrash", "resume"),
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical document: every default spelled out, durations in seconds."""
+        doc: dict[str, Any] = {
+            "apiVersion": "scheduler/v1",
+            "kind": "Task",
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "labels": thaw(self.labels),
+            "enabled": self.enabled,
+            "schedule": self.schedule.to_dict(),
+        }
+        if self.run is not None:
+            doc["run"] = self.run.to_dict()
+        doc.update(
+            parameters=thaw(self.parameters),
+            retry=self.retry.to_dict(),
+            concurrency=self.concurrency,
+            persistent=self.persistent,
+            runOn=self.run_on,
+            nodes=list(self.nodes),
+            onCrash=self.on_crash,
+        )
+        return doc
+
+    def spec_hash(self) -> str:
+        """A stable digest of the canonical document: equal specs, equal hashes."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()

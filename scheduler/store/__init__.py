@@ -1,0 +1,1 @@
+"""Task stores: the contract (``base``) and its backends (``sqlite``, ``mongo``)."""

@@ -1,0 +1,433 @@
+"""The Store contract: the domain verbs every backend implements, with their rules.
+
+A *task* is a ``TaskSpec`` plus its runtime state (``Task`` below). The store is
+the single source of truth shared by every node; all mutual exclusion comes
+from conditional updates here, never from a node's memory.
+
+Time: every verb reads the time from the store's own ``clock`` (``Store.now``).
+On SQLite that is the host clock; on MongoDB it is the server's clock estimated
+from the ``hello`` reply. Stored times have millisecond precision on every
+backend; verbs return aware UTC datetimes truncated to the millisecond.
+
+The claim protocol (see DESIGN.md):
+
+1. ``claim_due`` sets ``status=RUNNING`` and a lease ``{owner, until, fence+1}``
+   in one compare-and-set per task; the returned ``Claim.fence`` is the run's token.
+2. ``renew_leases`` extends ``lease.until`` only where owner, fence and
+   ``status == RUNNING`` still match; anything else is reported lost.
+3. ``finish_run`` and ``save_progress`` write only where owner and fence match
+   and the task is still RUNNING: a stale node's late write changes nothing.
+4. ``recover_expired`` turns expired leases into ``CRASHED`` under the same
+   fence condition, keeping ``checkpointData``.
+5. Each claim inserts a run record, unique on ``(taskId, scheduledFor, attempt)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any, Callable, Mapping, Sequence
+
+from ..spec import TaskSpec
+
+Clock = Callable[[], datetime]
+
+HISTORY_LIMIT = 20  # history entries kept on a task document, newest first
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def truncate_ms(moment: datetime) -> datetime:
+    """The precision every backend stores (BSON dates are milliseconds)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Status(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    WAITING = "WAITING"  # kept for Unomi compatibility; this scheduler never sets it
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    CRASHED = "CRASHED"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+SORT_FIELDS = frozenset(
+    {
+        "nextScheduledExecution",
+        "lastExecutionDate",
+        "creationDate",
+        "taskType",
+        "status",
+        "itemId",
+        "failureCount",
+        "successCount",
+    }
+)
+
+
+class Outcome(StrEnum):
+    """How a run ended, as recorded in its run record and in the history."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"  # stopped because the task was cancelled or replaced
+    LEASE_LOST = "lease_lost"  # stopped because another node took the task over
+    CRASHED = "crashed"  # the node died or shut down: written by recover/abandon
+
+
+@dataclass
+class Task:
+    """A stored task: its spec and its runtime state. Field names follow the API."""
+
+    item_id: str
+    spec: TaskSpec
+    spec_hash: str
+    status: Status
+    node: str | None = None  # runOn: all copies and non-persistent tasks: the only node that may claim
+    next_scheduled_execution: datetime | None = None  # when it becomes claimable (slot + jitter or retry delay)
+    scheduled_for: datetime | None = None  # the nominal slot the next run is for
+    attempt: int = 1  # attempt number of the next run of ``scheduled_for`` (1 = first try)
+    last_execution_date: datetime | None = None  # start of the last run
+    last_finish_date: datetime | None = None
+    failure_count: int = 0  # consecutive failures; 0 after a success
+    success_count: int = 0
+    current_step: str | None = None
+    status_details: dict[str, Any] = field(default_factory=dict)
+    checkpoint_data: dict[str, Any] | None = None
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    fence: int = 0
+    max_retries_override: int | None = None  # set through PUT /cxs/tasks/{id}/config
+    retry_delay_override: timedelta | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # newest first, bounded
+    spec_version: float = 0.0  # see upsert_spec
+    creation_date: datetime | None = None
+    last_modified: datetime | None = None
+    expires_at: datetime | None = None  # finished one-shots: when purge may delete the task
+
+    @property
+    def max_retries(self) -> int:
+        return self.spec.retry.max_retries if self.max_retries_override is None else self.max_retries_override
+
+    @property
+    def retry_delay(self) -> timedelta:
+        return self.spec.retry.retry_delay if self.retry_delay_override is None else self.retry_delay_override
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run a node is entitled to execute: the task as claimed plus the fencing token."""
+
+    task: Task
+    node_id: str
+    fence: int
+    run_id: str  # "<taskId>:<scheduledFor ms>:<attempt>"
+    scheduled_for: datetime
+    attempt: int
+    started_at: datetime
+    lease_until: datetime
+
+    @property
+    def item_id(self) -> str:
+        return self.task.item_id
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What an executor reports; the engine turns it into a ``Transition``."""
+
+    outcome: Outcome
+    finished_at: datetime
+    exit_code: int | None = None
+    output: str = ""  # tail of the output, capped by the executor
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The next state of a task after a run, computed by the engine (pure policy)."""
+
+    status: Status
+    next_scheduled_execution: datetime | None
+    scheduled_for: datetime | None
+    attempt: int
+    failure_count: int
+    success_count: int
+    last_error: str | None
+    expires_at: datetime | None = None  # set for a one-shot reaching a final status
+    run_expires_at: datetime | None = None  # when purge may delete this run's record
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    task_id: str
+    scheduled_for: datetime
+    attempt: int
+    node_id: str
+    fence: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: Outcome | None = None  # None while running
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    status: Status | None = None
+    task_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    node: str | None = None
+    persistent: bool | None = None
+    origin_file: bool | None = None  # True: tasks declared in files; False: API/builder tasks
+    sort_by: str = "itemId"  # one of SORT_FIELDS
+    descending: bool = False
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    executor: bool
+    heartbeat: datetime
+    running: int = 0
+    started_at: datetime | None = None
+    version: str = ""
+    listen: str = ""
+
+
+class UpsertResult(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SUPERSEDED = "superseded"  # the store holds a newer version of this spec
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    tasks: int = 0
+    runs: int = 0
+
+
+class Store(abc.ABC):
+    """The task store shared by the nodes. Every verb is atomic on its own."""
+
+    def __init__(self, clock: Clock = system_clock) -> None:
+        self._clock = clock
+
+    def now(self) -> datetime:
+        """The store's notion of the current time (millisecond precision, UTC)."""
+        return truncate_ms(self._clock())
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect, create the schema or indexes, check the schema version."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- specs -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def upsert_spec(
+        self,
+        spec: TaskSpec,
+        *,
+        item_id: str | None = None,
+        node: str | None = None,
+        first_due: datetime | None,
+        spec_version: float = 0.0,
+    ) -> UpsertResult:
+        """Insert a task or update its spec, keeping its runtime state.
+
+        ``item_id`` defaults to ``spec.name``; ``node`` pins the task to one node
+        (``runOn: all`` copies, non-persistent tasks). ``first_due`` is the first
+        fire time computed by the caller from the spec (None: never due).
+
+        - New task: status SCHEDULED, ``nextScheduledExecution = scheduledFor =
+          first_due``, attempt 1, counters 0.
+        - Same spec hash: nothing is written (UNCHANGED), so several nodes
+          reconciling the same file write once.
+        - Stored ``spec_version`` greater than ``spec_version``: nothing is written
+          (SUPERSEDED): during a rollout a node with an older file never
+          overwrites a newer one, so nodes converge instead of flip-flopping.
+        - Otherwise the spec, hash and version are replaced (UPDATED); counters,
+          history, checkpoint, overrides and lease stay. The next run is set to
+          ``first_due`` only when the schedule changed and the task is not RUNNING.
+        """
+
+    @abc.abstractmethod
+    async def remove_spec(self, item_id: str) -> bool:
+        """Delete a task (its run records stay until purged). A run in progress
+        notices at its next renewal and is stopped. False if there was no task."""
+
+    # -- reads -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_task(self, item_id: str) -> Task:
+        """The task, or ``TaskNotFound``."""
+
+    @abc.abstractmethod
+    async def query_tasks(self, query: TaskQuery) -> Page:
+        """Tasks matching every given filter, sorted by ``query.sort_by`` (ties
+        broken by itemId), paged; ``Page.total`` counts all matches. Filter values
+        are compared as plain values, never interpreted as query operators."""
+
+    @abc.abstractmethod
+    async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
+        """Run records of a task, newest ``started_at`` first (``Page.items`` of ``RunRecord``)."""
+
+    @abc.abstractmethod
+    async def next_due_time(self, node_id: str) -> datetime | None:
+        """The earliest ``nextScheduledExecution`` among tasks this node could
+        claim (as ``claim_due`` defines eligibility, ignoring the time), or the
+        earliest lease expiry of a RUNNING task (to recover it); None if neither."""
+
+    # -- the claim protocol ------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim_due(self, node_id: str, limit: int, lease_duration: timedelta) -> list[Claim]:
+        """Claim up to ``limit`` due tasks for ``node_id``, earliest due first.
+
+        Eligible: enabled; status SCHEDULED, or CRASHED with ``onCrash: resume``;
+        ``nextScheduledExecution <= now``; ``node`` is null or ``node_id``; the
+        spec's ``nodes`` list is empty or contains ``node_id``; no lease, or a
+        lease whose ``until`` has passed.
+
+        Each claim is one compare-and-set: status RUNNING, ``lease = {owner:
+        node_id, until: now + lease_duration, fence: fence + 1}``,
+        ``lastExecutionDate = now``, ``currentStep``/``statusDetails`` kept. The
+        run record ``(taskId, scheduledFor, attempt)`` is inserted in the same
+        atomic step; if it already exists the task is not claimed this time and
+        its attempt is moved past the existing records. Two concurrent callers
+        never both obtain the same task.
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
+        """Extend to ``now + lease_duration`` the lease of each claim whose task
+        still has ``lease.owner == node_id``, ``lease.fence == claim.fence`` and
+        status RUNNING. Returns the item ids that matched nothing: cancelled,
+        deleted or taken over. The caller must stop those runs and write nothing."""
+
+    @abc.abstractmethod
+    async def save_progress(
+        self,
+        claim: Claim,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        step: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store a checkpoint and/or the current step and its details, fenced like
+        ``renew_leases``. False (and nothing written) when the claim is stale."""
+
+    @abc.abstractmethod
+    async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
+        """Record a run's end, fenced: only where ``lease.owner``, ``lease.fence``
+        match the claim and status is RUNNING. Applies ``transition``, clears the
+        lease, appends a history entry (``runId``, ``scheduledFor``, ``attempt``,
+        ``node``, ``startedAt``, ``finishedAt``, ``outcome``, ``exitCode``,
+        ``error``; at most HISTORY_LIMIT kept), completes the run record. Returns False
+        when fenced out: a cancel, delete or takeover that happened meanwhile wins.
+        Checkpoint data is cleared on success and kept otherwise."""
+
+    @abc.abstractmethod
+    async def recover_expired(self, node_id: str) -> list[Task]:
+        """Mark CRASHED every RUNNING task whose lease expired before now (fenced
+        on the fence read): ``lastError``, ``statusDetails.crashTime`` and
+        ``crashedNode``, a history entry, the run record closed as crashed,
+        ``attempt + 1``, ``nextScheduledExecution = now``, lease cleared,
+        checkpoint kept. ``onCrash: resume`` tasks are claimable again at once;
+        ``manual`` ones wait for ``resume``. ``node_id`` is the recovering node,
+        written in the history. Returns the recovered tasks."""
+
+    @abc.abstractmethod
+    async def abandon_runs(self, claims: Sequence[Claim], reason: str) -> list[str]:
+        """What ``recover_expired`` does, at once, for the given claims of a node
+        that is shutting down (``reason``, e.g. "Interrupted by scheduler
+        shutdown", becomes ``lastError``). Fenced; returns the ids it marked."""
+
+    # -- operator actions (the API) ---------------------------------------
+
+    @abc.abstractmethod
+    async def cancel(self, item_id: str) -> Task:
+        """Any non-final status -> CANCELLED (``nextScheduledExecution`` cleared).
+        A RUNNING task keeps its lease fields so that its node's next renewal
+        fails and the run is killed. ``InvalidState`` when already final."""
+
+    @abc.abstractmethod
+    async def retry(self, item_id: str, reset_failure_count: bool = False) -> Task:
+        """FAILED or CANCELLED -> SCHEDULED, due now, next attempt of the same
+        slot; ``failureCount`` reset to 0 on request. ``InvalidState`` otherwise."""
+
+    @abc.abstractmethod
+    async def resume(self, item_id: str) -> Task:
+        """CRASHED -> SCHEDULED, due now, checkpoint kept. ``InvalidState`` otherwise."""
+
+    @abc.abstractmethod
+    async def run_now(self, item_id: str) -> Task:
+        """Make the task due now, as a new slot ``scheduledFor = now``, from any
+        status but RUNNING (final statuses become SCHEDULED). ``InvalidState``
+        while RUNNING."""
+
+    @abc.abstractmethod
+    async def update_config(
+        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
+    ) -> Task:
+        """Set the operator overrides of the spec's retry policy (None leaves a
+        value as it is). Overrides survive spec updates from files."""
+
+    # -- nodes ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat(self, node: NodeInfo) -> None:
+        """Register or refresh a node (``node.heartbeat`` is written as given)."""
+
+    @abc.abstractmethod
+    async def list_nodes(self) -> list[NodeInfo]:
+        """Every registered node, by node id."""
+
+    # -- retention -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+        """Delete tasks and run records whose ``expires_at`` has passed. With
+        ``finished_before``, also every task in a final status (COMPLETED, FAILED,
+        CANCELLED) whose last run finished before it, and run records that ended
+        before it (the CLI's ``task-purge --days``). With ``keep_history``, trim each
+        task's history list to that many entries. Never touches other tasks."""
