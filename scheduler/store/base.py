@@ -81,6 +81,7 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # stopped because the task was cancelled or replaced
     LEASE_LOST = "lease_lost"  # stopped because another node took the task over
     CRASHED = "crashed"  # the node died or shut down: written by recover/abandon
+    SKIPPED = "skipped"  # missedRuns: skip, a slot missed while the cluster was down
 
 
 @dataclass
