@@ -115,6 +115,13 @@ def _parse_at(value: Any, pointer: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def _check_cron_fires(expression: str, tz: str) -> None:
+    """Refuse an expression that parses but never matches a date (``0 0 30 2 *``)."""
+    from .schedule import cron_after  # schedule builds on this module
+
+    cron_after(Schedule(cron=expression, timezone=tz), datetime.now(timezone.utc))
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When a task runs: exactly one of ``cron``, ``every``, ``at`` or ``after``."""
@@ -162,6 +169,7 @@ class Schedule:
                     f"{pointer}/cron",
                 )
             options["cron"] = expression
+            _check_cron_fires(expression, tz)
         elif kind == "every":
             every = parse_duration(doc["every"], f"{pointer}/every")
             if every <= timedelta(0):

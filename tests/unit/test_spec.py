@@ -85,6 +85,7 @@ def test_at_is_normalised_to_utc():
         ({"name": "t", "schedule": {"every": "1h", "cron": "* * * * *"}}, "/schedule", "exactly one of"),
         ({"name": "t", "schedule": {"cron": "61 * * * *"}}, "/schedule/cron", "invalid cron"),
         ({"name": "t", "schedule": {"cron": "* * * * * *"}}, "/schedule/cron", "invalid cron"),
+        ({"name": "t", "schedule": {"cron": "0 0 30 2 *"}}, "/schedule/cron", "never matches"),
         ({"name": "t", "schedule": {"cron": "0 * * * *", "timezone": "Mars/Base"}}, "/schedule/timezone", "unknown time zone"),
         ({"name": "t", "schedule": {"at": "2026-12-01T03:00:00"}}, "/schedule/at", "no time zone"),
         ({"name": "t", "schedule": {"every": "0s"}}, "/schedule/every", "positive"),
