@@ -1,0 +1,233 @@
+"""The node: the composition root that wires config, stores, engine, reconciler and API together.
+
+Start order matters to operators: the store must answer (else exit with a
+store error), the API port must be free (else exit with a listen error), the
+first reconcile must finish, and only then does the node report ready and
+start claiming. Stop order is the reverse: stop claiming and hand unfinished
+runs back (the engine's shutdown), stop watching, close the API, close stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from aiohttp import web
+
+from .api.app import create_app
+from .api.metrics import Metrics
+from .api.services import ApiServices
+from .config import NodeConfig
+from .engine import Engine, EngineConfig
+from .errors import SchedulerError, StoreError
+from .executors import Executor
+from .reconcile import Reconciler, ReloadReport
+from .store import open_store
+from .store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(SchedulerError):
+    """The API cannot listen on its address."""
+
+
+def ensure_admin_token(path: Path) -> None:
+    """Create the node's admin token file (mode 0600) unless it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    log.info("created admin token file %s", path)
+
+
+@dataclass
+class _Parts:
+    store: Store
+    memory_store: Store
+    engine: Engine
+    reconciler: Reconciler | None
+    runner: web.AppRunner
+    metrics: Metrics
+
+
+class Node:
+    """One scheduler node: ``async with Node(config): ...`` or ``await node.serve()``."""
+
+    def __init__(self, config: NodeConfig, executors: Mapping[str, Executor] | None = None) -> None:
+        self.config = config
+        self.executors = dict(executors or {})
+        self._parts: _Parts | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def engine(self) -> Engine:
+        assert self._parts is not None, "node not started"
+        return self._parts.engine
+
+    @property
+    def store(self) -> Store:
+        assert self._parts is not None, "node not started"
+        return self._parts.store
+
+    async def start(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(config.store_url)
+        memory_store = open_store("sqlite:///:memory:")
+        await store.start()
+        await memory_store.start()
+        tokens = list(config.tokens)
+        if not tokens:
+            ensure_admin_token(config.admin_token_path)
+            tokens = [{"name": "admin", "tokenFile": str(config.admin_token_path), "roles": ["ADMINISTRATOR"]}]
+        metrics = Metrics()
+        engine = Engine(
+            EngineConfig(
+                node_id=config.node_id,
+                executor_node=config.executor_node,
+                lease_duration=config.lease_duration,
+                poll_interval=config.poll_interval,
+                max_concurrent_runs=config.max_concurrent_runs,
+                shutdown_grace=config.shutdown_grace,
+                retention=config.retention,
+                keep_history=config.keep_history,
+                listen=config.listen,
+            ),
+            [store, memory_store],
+            executors=self.executors,
+            listener=metrics,
+        )
+        reconciler = None
+        if config.tasks_dir is not None:
+            reconciler = Reconciler(
+                config.tasks_dir, store, memory_store,
+                node_id=config.node_id, executor_node=config.executor_node,
+                on_change=engine.wake, on_reload=lambda report: metrics.reload_finished(
+                    report.ok, report.rejected, report.at
+                ),
+            )
+
+        async def ready() -> bool:
+            if reconciler is not None and not reconciler.ready:
+                return False
+            try:
+                await store.next_due_time(config.node_id)
+            except StoreError:
+                return False
+            return True
+
+        services = ApiServices(
+            store=store,
+            memory_store=memory_store,
+            auth_tokens=tuple(tokens),
+            cors_origins=config.cors_origins,
+            metrics_public=config.metrics_public,
+            wake=engine.wake,
+            reload=(lambda: self.reload_json()) if reconciler else None,
+            config_status=self.config_status,
+            ready=ready,
+            metrics=metrics,
+        )
+        runner = web.AppRunner(create_app(services), access_log=None)
+        await runner.setup()
+        host, port = config.host_port
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            await memory_store.close()
+            await store.close()
+            raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+        self._parts = _Parts(store, memory_store, engine, reconciler, runner, metrics)
+        log.info("node %s: store %s", config.node_id, _redact(config.store_url))
+        log.info("node %s: tasks directory %s", config.node_id, config.tasks_dir or "(none)")
+        log.info("node %s: API on http://%s:%d", config.node_id, host, port)
+        if not config.tokens:
+            log.info("node %s: admin token in %s", config.node_id, config.admin_token_path)
+        if reconciler is not None:
+            await reconciler.reload()
+            self._watcher = asyncio.create_task(reconciler.watch(), name="watch tasks.d")
+        await engine.start()
+        log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
+
+    async def stop(self) -> None:
+        parts, self._parts = self._parts, None
+        if parts is None:
+            return
+        await parts.engine.stop()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await parts.runner.cleanup()
+        await parts.memory_store.close()
+        await parts.store.close()
+        log.info("node %s stopped", self.config.node_id)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def reload(self) -> ReloadReport | None:
+        if self._parts is None or self._parts.reconciler is None:
+            return None
+        return await self._parts.reconciler.reload()
+
+    async def reload_json(self) -> dict:
+        report = await self.reload()
+        return report.to_dict() if report else {}
+
+    def config_status(self) -> dict:
+        reconciler = self._parts.reconciler if self._parts else None
+        report = reconciler.last_report if reconciler else None
+        return {
+            "tasksDir": str(self.config.tasks_dir) if self.config.tasks_dir else None,
+            "lastReload": report.to_dict() if report else None,
+            "files": [f.to_dict() for f in report.files] if report else [],
+        }
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT; SIGHUP rescans the tasks directory."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
+        try:
+            await self._stopped.wait()
+            log.info("node %s stopping", self.config.node_id)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def _reload_on_signal(self) -> None:
+        report = await self.reload()
+        if report is not None:
+            log.info(
+                "reload on SIGHUP: %d created, %d updated, %d removed, %d file(s) rejected",
+                report.created, report.updated, report.removed, report.rejected,
+            )
+
+
+def _redact(url: str) -> str:
+    """A store URL fit for logs: no password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
