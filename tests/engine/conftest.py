@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
@@ -15,6 +14,7 @@ from scheduler.spec import Source, TaskSpec
 from scheduler.store import open_store
 from scheduler.store.base import system_clock
 from tests.support.clock import ManualClock
+from tests.support.wait import wait_for  # noqa: F401  (re-exported for the scenarios)
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
 
@@ -100,15 +100,3 @@ class Recorder:
                 raise RuntimeError(f"boom #{len(self.starts)}")
 
         return run
-
-
-async def wait_for(get: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], timeout: float = 10) -> Any:
-    """Poll ``get()`` until ``predicate`` holds; fail after ``timeout`` seconds. A bounded wait on a real condition."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await get()
-        if predicate(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.02)

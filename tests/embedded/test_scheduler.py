@@ -1,0 +1,120 @@
+"""The embedded scheduler: tasks created in code run on the engine and survive restarts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from scheduler import Scheduler
+from scheduler.errors import SpecError
+from scheduler.store.base import Status, TaskQuery
+from tests.support.clock import ManualClock
+from tests.support.wait import wait_for
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(datetime(2026, 3, 1, 12, tzinfo=timezone.utc))
+
+
+async def test_builder_tasks_run_on_the_engine(tmp_path, clock):
+    calls: list[str] = []
+    scheduler = Scheduler(f"sqlite:///{tmp_path / 'app.db'}", node_id="app-1", clock=clock)
+    await scheduler.open()
+    try:
+        await scheduler.new_task("dataSync").with_period(timedelta(hours=1)).with_simple_executor(
+            lambda: calls.append("sync")
+        ).schedule()
+        await scheduler.new_task("localCache").non_persistent().with_period(timedelta(minutes=5)).with_simple_executor(
+            lambda ctx: calls.append(f"cache:{ctx.task_id}")
+        ).schedule()
+
+        await scheduler.run_until_idle()
+        clock.advance(timedelta(minutes=5))
+        await scheduler.run_until_idle()
+
+        assert sorted(calls) == ["cache:localCache", "cache:localCache", "sync"]
+        assert (await scheduler.get_task("dataSync")).success_count == 1
+        cache = await scheduler.get_task("localCache")
+        assert cache.success_count == 2 and cache.node == "app-1"
+        assert (await scheduler.store.query_tasks(TaskQuery(persistent=False))).total == 0
+    finally:
+        await scheduler.stop()
+
+
+async def test_executor_object_checkpoints_and_resumes(tmp_path, clock):
+    class Export:
+        def __init__(self):
+            self.seen = []
+
+        def execute(self, ctx):
+            self.seen.append(ctx.checkpoint_data)
+            start = (ctx.checkpoint_data or {}).get("next", 0)
+            for item in range(start, 3):
+                ctx.update_step("exporting", {"item": item})
+                ctx.checkpoint({"next": item + 1})
+                if item == 1 and ctx.attempt == 1:
+                    raise RuntimeError("disk full")
+
+    export = Export()
+    scheduler = Scheduler(f"sqlite:///{tmp_path / 'app.db'}", node_id="app-1", clock=clock)
+    await scheduler.open()
+    try:
+        await scheduler.new_task("export").as_one_shot().with_retry_delay(timedelta(seconds=1)).with_executor(
+            export
+        ).schedule()
+        await scheduler.run_until_idle()
+        failed = await scheduler.get_task("export")
+        assert failed.status is Status.SCHEDULED and failed.checkpoint_data == {"next": 2}
+        assert failed.current_step == "exporting" and failed.status_details == {"item": 1}
+
+        clock.advance(timedelta(seconds=1))
+        await scheduler.run_until_idle()
+
+        assert export.seen == [None, {"next": 2}]
+        assert (await scheduler.get_task("export")).status is Status.COMPLETED
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_named_task_created_again_after_restart_is_the_same_task(tmp_path, clock):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    for _ in range(2):
+        scheduler = Scheduler(url, node_id="app-1", clock=clock)
+        await scheduler.open()
+        try:
+            await scheduler.new_task("dataSync").with_period(timedelta(hours=1)).with_simple_executor(
+                lambda: None
+            ).schedule()
+            await scheduler.run_until_idle()
+        finally:
+            await scheduler.stop()
+        clock.advance(timedelta(hours=1))
+
+    scheduler = Scheduler(url, node_id="app-1", clock=clock)
+    await scheduler.open()
+    try:
+        page = await scheduler.store.query_tasks(TaskQuery())
+        assert [t.item_id for t in page.items] == ["dataSync"]
+        assert page.items[0].success_count == 2
+    finally:
+        await scheduler.stop()
+
+
+async def test_schedule_without_an_executor_is_refused(tmp_path, clock):
+    scheduler = Scheduler(f"sqlite:///{tmp_path / 'app.db'}", clock=clock)
+    await scheduler.open()
+    try:
+        with pytest.raises(SpecError, match="nothing to run"):
+            await scheduler.new_task("empty").with_period(timedelta(hours=1)).schedule()
+    finally:
+        await scheduler.stop()
+
+
+async def test_start_and_stop_run_the_engine_in_the_background(tmp_path):
+    done = []
+    async with Scheduler(f"sqlite:///{tmp_path / 'app.db'}", poll_interval=timedelta(seconds=0.05)) as scheduler:
+        await scheduler.new_task("hello").as_one_shot().with_simple_executor(lambda: done.append(1)).schedule()
+        await wait_for(lambda: scheduler.get_task("hello"), lambda task: task.status is Status.COMPLETED)
+    assert done == [1]
