@@ -1,0 +1,125 @@
+"""Prometheus metrics of one node, in a registry of its own (never the process-global one).
+
+Counters and the histogram are fed by the engine through the ``EngineListener``
+hooks and by the reconciler through ``reload_finished``. The per-task next/last
+run timestamps are a snapshot the ``/metrics`` handler refreshes from the store
+(one query per store) just before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..listener import EngineListener
+from ..store.base import Claim, RunResult, Task
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# From a no-op Python call to a long batch job.
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600, 1800, 3600, float("inf"))
+
+
+class _TaskTimes(Collector):
+    """Yields the per-task timestamps of the last snapshot."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+
+    def collect(self) -> Iterator[Metric]:
+        next_run = GaugeMetricFamily(
+            "scheduler_task_next_run_timestamp_seconds",
+            "When the task is next due (Unix time); absent when it is not scheduled.",
+            labels=["task"],
+        )
+        last_run = GaugeMetricFamily(
+            "scheduler_task_last_run_timestamp_seconds",
+            "When the task's last run started (Unix time).",
+            labels=["task"],
+        )
+        for task in self.tasks:
+            if task.next_scheduled_execution is not None:
+                next_run.add_metric([task.item_id], task.next_scheduled_execution.timestamp())
+            if task.last_execution_date is not None:
+                last_run.add_metric([task.item_id], task.last_execution_date.timestamp())
+        yield next_run
+        yield last_run
+
+
+class Metrics(EngineListener):
+    """The node's metrics: an engine listener plus the reconciler's reload results."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.runs = Counter(
+            "scheduler_runs", "Runs finished on this node, by task and outcome.",
+            ["task", "outcome"], registry=self.registry,
+        )
+        self.fenced = Counter(
+            "scheduler_runs_fenced", "Runs whose result was not recorded: cancelled, removed or taken over meanwhile.",
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "scheduler_run_duration_seconds", "Run durations on this node, by outcome.",
+            ["outcome"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.claims = Counter("scheduler_claims", "Runs claimed by this node.", registry=self.registry)
+        self.lease_losses = Counter(
+            "scheduler_lease_losses", "Runs stopped because their lease was lost.", registry=self.registry
+        )
+        self.recoveries = Counter(
+            "scheduler_recoveries", "Crashed runs of other nodes this node recovered.", registry=self.registry
+        )
+        self.reload_success = Gauge(
+            "scheduler_reload_success", "1 if the last reload of tasks.d rejected no file, else 0.",
+            registry=self.registry,
+        )
+        self.reload_timestamp = Gauge(
+            "scheduler_reload_timestamp_seconds", "When tasks.d was last reloaded (Unix time).", registry=self.registry
+        )
+        self.files_rejected = Gauge(
+            "scheduler_files_rejected", "Task files rejected by the last reload.", registry=self.registry
+        )
+        self._task_times = _TaskTimes()
+        self.registry.register(self._task_times)
+
+    # -- EngineListener --------------------------------------------------------
+
+    def run_started(self, claim: Claim) -> None:
+        self.claims.inc()
+
+    def run_finished(self, claim: Claim, result: RunResult, applied: bool) -> None:
+        self.runs.labels(task=claim.item_id, outcome=result.outcome.value).inc()
+        seconds = max(0.0, (result.finished_at - claim.started_at).total_seconds())
+        self.duration.labels(outcome=result.outcome.value).observe(seconds)
+        if not applied:
+            self.fenced.inc()
+
+    def lease_lost(self, claim: Claim) -> None:
+        self.lease_losses.inc()
+
+    def recovered(self, task: Task) -> None:
+        self.recoveries.inc()
+
+    # -- reconciler --------------------------------------------------------------
+
+    def reload_finished(self, ok: bool, rejected_files: int, at: datetime) -> None:
+        self.reload_success.set(1 if ok else 0)
+        self.reload_timestamp.set(at.timestamp())
+        self.files_rejected.set(rejected_files)
+
+    # -- exposition --------------------------------------------------------------
+
+    def set_task_times(self, tasks: Iterable[Task]) -> None:
+        """Replace the snapshot of per-task timestamps rendered by ``render``."""
+        self._task_times.tasks = list(tasks)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,95 @@
+"""Strict parsing of query parameters: every bad value is a 400 naming it.
+
+Values are data only: they become plain Python values (enum members, ints,
+strings) compared by the store, never query operators. Unknown parameters are
+ignored (Unomi clients send extras); a known one given twice is an error.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from ..store.base import SORT_FIELDS, Status, TaskQuery
+from .errors import bad_request
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000
+MAX_TEXT = 256  # longest task type accepted as a filter
+MAX_RETRIES = 1000
+MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000  # 30 days
+
+
+def _one(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad_request(f"Parameter {name} given more than once")
+    return values[0] if values else None
+
+
+def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = _one(request, name)
+    if raw is None:
+        return default
+    # int() would also take "+5", " 5" and "5_000": accept plain digits only.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise bad_request(f"Invalid {name}: {raw} (expected an integer from {low} to {high})")
+    value = int(raw)
+    if not low <= value <= high:
+        raise bad_request(f"Invalid {name}: {raw} (expected an integer from {low} to {high})")
+    return value
+
+
+def bool_param(request: web.Request, name: str) -> bool:
+    raw = _one(request, name)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise bad_request(f"Invalid {name}: {raw} (expected true or false)")
+    return raw == "true"
+
+
+def paging(request: web.Request) -> tuple[int, int]:
+    offset = int_param(request, "offset", 0, 0, MAX_OFFSET)
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    assert offset is not None and limit is not None
+    return offset, limit
+
+
+def task_query(request: web.Request) -> TaskQuery:
+    """``GET /cxs/tasks`` parameters: status, type, offset, limit, sortBy=field[:asc|desc]."""
+    status = _one(request, "status")
+    if status is not None and status not in Status.__members__:
+        raise bad_request(f"Invalid status: {status}")
+    task_type = _one(request, "type")
+    if task_type is not None and not 0 < len(task_type) <= MAX_TEXT:
+        raise bad_request(f"Invalid type: expected 1 to {MAX_TEXT} characters")
+    sort_by, descending = "itemId", False
+    raw_sort = _one(request, "sortBy")
+    if raw_sort is not None:
+        field, colon, direction = raw_sort.partition(":")
+        if field not in SORT_FIELDS:
+            raise bad_request(f"Invalid sortBy: {raw_sort} (fields: {', '.join(sorted(SORT_FIELDS))})")
+        if colon and direction not in ("asc", "desc"):
+            raise bad_request(f"Invalid sortBy: {raw_sort} (direction must be asc or desc)")
+        sort_by, descending = field, direction == "desc"
+    offset, limit = paging(request)
+    return TaskQuery(
+        status=None if status is None else Status(status),
+        task_type=task_type,
+        sort_by=sort_by,
+        descending=descending,
+        offset=offset,
+        limit=limit,
+    )
+
+
+def retry_config(request: web.Request) -> tuple[int | None, timedelta | None]:
+    """``PUT /cxs/tasks/{id}/config`` parameters: maxRetries and retryDelay (milliseconds)."""
+    max_retries = int_param(request, "maxRetries", None, 0, MAX_RETRIES)
+    delay_ms = int_param(request, "retryDelay", None, 0, MAX_RETRY_DELAY_MS)
+    if max_retries is None and delay_ms is None:
+        raise bad_request("Give maxRetries and/or retryDelay (milliseconds)")
+    return max_retries, None if delay_ms is None else timedelta(milliseconds=delay_ms)

@@ -1,0 +1,65 @@
+"""Handlers of the node and cluster: nodes, config, reload, health, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..store.base import TaskQuery
+from . import views
+from .errors import ApiError
+from .keys import OPENAPI, SERVICES
+from .metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+# Per-task timestamps exported at most for this many tasks per store (by itemId),
+# so that a scrape stays one bounded query even with 100,000 tasks.
+METRICS_TASK_LIMIT = 5000
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    nodes = await request.app[SERVICES].store.list_nodes()
+    items = [views.node_info(n) for n in nodes]
+    return web.json_response({"list": items, "totalSize": len(items)})
+
+
+async def show_config(request: web.Request) -> web.Response:
+    config_status = request.app[SERVICES].config_status
+    if config_status is None:
+        raise ApiError(503, "This node has no task directory configuration to show")
+    return web.json_response(config_status())
+
+
+async def reload(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if services.reload is None:
+        raise ApiError(503, "This node has no tasks directory to reload")
+    result = await services.reload()
+    services.wake()
+    return web.json_response(result)
+
+
+async def livez(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not await request.app[SERVICES].ready():
+        raise ApiError(503, "Not ready: the store is unreachable or the first reconcile has not finished")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    tasks = []
+    for store in (services.store, services.memory_store):
+        if store is not None:
+            tasks.extend((await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))).items)
+    services.metrics.set_task_times(tasks)
+    return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])

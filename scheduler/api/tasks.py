@@ -1,0 +1,82 @@
+"""Handlers of ``/cxs/tasks``: list, show, runs, and the operator actions.
+
+Every action acts on the store that holds the task (shared first, then this
+node's memory store) and then wakes the engine so the node acts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..store.base import Task
+from . import params, views
+from .errors import bad_request
+from .keys import FINDER, SERVICES
+from .listing import Located
+
+log = logging.getLogger(__name__)
+
+
+async def _locate(request: web.Request) -> Located:
+    return await request.app[FINDER].locate(request.match_info["id"])
+
+
+def _task_answer(request: web.Request, task: Task) -> web.Response:
+    request.app[SERVICES].wake()
+    return web.json_response(views.task_detail(task, history=False))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    query = params.task_query(request)
+    try:
+        tasks, total = await request.app[FINDER].query(query)
+    except ValueError as exc:  # the store refused the query (e.g. a sort it cannot do)
+        raise bad_request(str(exc)) from None
+    items = [views.task_summary(t) for t in tasks]
+    return web.json_response(views.page(items, query.offset, query.limit, total))
+
+
+async def show_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    return web.json_response(views.task_detail(located.task))
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    offset, limit = params.paging(request)
+    located = await _locate(request)
+    runs = await located.store.list_runs(located.task.item_id, offset=offset, limit=limit)
+    return web.json_response(views.runs_page(runs, limit))
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    await located.store.cancel(located.task.item_id)
+    log.info("task %s cancelled through the API", located.task.item_id, extra={"task": located.task.item_id})
+    request.app[SERVICES].wake()
+    return web.Response(status=204)
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    reset = params.bool_param(request, "resetFailureCount")
+    located = await _locate(request)
+    task = await located.store.retry(located.task.item_id, reset_failure_count=reset)
+    return _task_answer(request, task)
+
+
+async def resume_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    return _task_answer(request, await located.store.resume(located.task.item_id))
+
+
+async def configure_task(request: web.Request) -> web.Response:
+    max_retries, retry_delay = params.retry_config(request)
+    located = await _locate(request)
+    task = await located.store.update_config(located.task.item_id, max_retries=max_retries, retry_delay=retry_delay)
+    return _task_answer(request, task)
+
+
+async def run_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    return _task_answer(request, await located.store.run_now(located.task.item_id))

@@ -1,0 +1,129 @@
+"""Store objects as the JSON a client sees: Unomi's task shape, plus run records and nodes.
+
+Dates are ISO 8601 UTC strings (``2024-03-20T15:00:00Z``) or null; durations
+shown to clients are milliseconds, as in Unomi (``retryDelay: 60000``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from ..spec import utc_iso
+from ..store.base import NodeInfo, Page, RunRecord, Task
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else utc_iso(moment)
+
+
+def millis(delta: timedelta | None) -> int | None:
+    return None if delta is None else int(delta.total_seconds() * 1000)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data from stored free-form values (frozen mappings, tuples, datetimes)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    return value
+
+
+def task_summary(task: Task) -> dict[str, Any]:
+    """The list item: the fields of Unomi's ``GET /cxs/tasks`` example."""
+    return {
+        "itemId": task.item_id,
+        "taskType": task.spec.type,
+        "status": task.status.value,
+        "nextScheduledExecution": iso(task.next_scheduled_execution),
+        "lastExecutionDate": iso(task.last_execution_date),
+        "failureCount": task.failure_count,
+        "persistent": task.spec.persistent,
+        "parameters": jsonable(task.spec.parameters),
+    }
+
+
+def task_detail(task: Task, *, history: bool = True) -> dict[str, Any]:
+    """The full task of ``GET /cxs/tasks/{id}`` (and of the action answers)."""
+    spec = task.spec
+    doc = task_summary(task)
+    doc.update(
+        successCount=task.success_count,
+        currentStep=task.current_step,
+        statusDetails=jsonable(task.status_details),
+        checkpointData=jsonable(task.checkpoint_data),
+        maxRetries=task.max_retries,
+        retryDelay=millis(task.retry_delay),
+        enabled=spec.enabled,
+        description=spec.description,
+        labels=jsonable(spec.labels),
+        schedule=spec.schedule.to_dict(),
+        node=task.node,
+        lastError=task.last_error,
+        lastFinishDate=iso(task.last_finish_date),
+        attempt=task.attempt,
+        lease=None
+        if task.lease_owner is None
+        else {"owner": task.lease_owner, "until": iso(task.lease_until), "fence": task.fence},
+        creationDate=iso(task.creation_date),
+        lastModified=iso(task.last_modified),
+        source=None if spec.source is None else {"path": spec.source.path, "line": spec.source.line},
+    )
+    overrides = task_overrides(task)
+    if overrides:
+        doc["overrides"] = overrides
+    if history:
+        doc["history"] = jsonable(task.history)
+    return doc
+
+
+def task_overrides(task: Task) -> dict[str, int]:
+    """The retry settings changed through the API, which win over the task's file."""
+    overrides: dict[str, int] = {}
+    if task.max_retries_override is not None:
+        overrides["maxRetries"] = task.max_retries_override
+    if task.retry_delay_override is not None:
+        overrides["retryDelay"] = int(task.retry_delay_override.total_seconds() * 1000)
+    return overrides
+
+
+def run_record(run: RunRecord) -> dict[str, Any]:
+    return {
+        "runId": run.run_id,
+        "taskId": run.task_id,
+        "scheduledFor": iso(run.scheduled_for),
+        "attempt": run.attempt,
+        "node": run.node_id,
+        "fence": run.fence,
+        "startedAt": iso(run.started_at),
+        "finishedAt": iso(run.finished_at),
+        "durationMs": millis(run.duration),
+        "outcome": None if run.outcome is None else run.outcome.value,
+        "exitCode": run.exit_code,
+        "output": run.output,
+        "error": run.error,
+    }
+
+
+def node_info(node: NodeInfo) -> dict[str, Any]:
+    return {
+        "nodeId": node.node_id,
+        "executor": node.executor,
+        "heartbeat": iso(node.heartbeat),
+        "running": node.running,
+        "startedAt": iso(node.started_at),
+        "version": node.version,
+        "listen": node.listen,
+    }
+
+
+def page(items: list[dict[str, Any]], offset: int, page_size: int, total: int) -> dict[str, Any]:
+    """Unomi's paged list: ``pageSize`` is the size asked for, as in its example."""
+    return {"list": items, "offset": offset, "pageSize": page_size, "totalSize": total}
+
+
+def runs_page(runs: Page, page_size: int) -> dict[str, Any]:
+    return page([run_record(r) for r in runs.items], runs.offset, page_size, runs.total)

@@ -1,0 +1,273 @@
+"""``/cxs/tasks``: what a Unomi client sees when it lists, shows and acts on tasks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from scheduler.schedule import first_slot
+from scheduler.spec import Source, TaskSpec
+from scheduler.store.base import Outcome, Status
+from tests.api.conftest import ADMIN, VIEWER
+
+CRM = {"targetSystem": "CRM", "batchSize": 1000}
+
+
+async def get_json(client, path: str, status: int = 200, headers=VIEWER):
+    response = await client.get(path, headers=headers)
+    assert response.status == status, await response.text()
+    return await response.json()
+
+
+async def test_list_answers_the_unomi_shape(client, seed):
+    await seed.task("data-sync", type="dataSync", parameters=CRM)
+    await seed.run_all(Outcome.SUCCESS)
+
+    body = await get_json(client, "/cxs/tasks")
+
+    assert body == {
+        "list": [
+            {
+                "itemId": "data-sync",
+                "taskType": "dataSync",
+                "status": "SCHEDULED",
+                "nextScheduledExecution": "2024-03-20T15:00:00Z",
+                "lastExecutionDate": "2024-03-20T14:00:00Z",
+                "failureCount": 0,
+                "persistent": True,
+                "parameters": {"targetSystem": "CRM", "batchSize": 1000},
+            }
+        ],
+        "offset": 0,
+        "pageSize": 50,
+        "totalSize": 1,
+    }
+
+
+async def test_list_filters_by_status_and_type(client, seed):
+    await seed.task("sync-a", type="dataSync")
+    await seed.task("sync-b", type="dataSync", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    await seed.task("purge", type="purge", schedule={"every": "2h", "initialDelay": "1h"})
+    await seed.run_all(Outcome.FAILURE, error="boom")  # sync-a retries later, sync-b is FAILED
+
+    failed = await get_json(client, "/cxs/tasks?status=FAILED")
+    sync = await get_json(client, "/cxs/tasks?type=dataSync")
+    both = await get_json(client, "/cxs/tasks?type=dataSync&status=SCHEDULED")
+
+    assert [t["itemId"] for t in failed["list"]] == ["sync-b"] and failed["totalSize"] == 1
+    assert [t["itemId"] for t in sync["list"]] == ["sync-a", "sync-b"] and sync["totalSize"] == 2
+    assert [(t["itemId"], t["failureCount"]) for t in both["list"]] == [("sync-a", 1)]
+
+
+async def test_list_sorts_and_pages(client, seed, clock):
+    for index, name in enumerate(["c", "a", "d", "b"]):
+        await seed.task(name, schedule={"every": "1h", "initialDelay": f"{10 * (4 - index)}m"})
+
+    by_next = await get_json(client, "/cxs/tasks?sortBy=nextScheduledExecution")
+    by_next_desc = await get_json(client, "/cxs/tasks?sortBy=nextScheduledExecution:desc")
+    by_id_asc = await get_json(client, "/cxs/tasks?sortBy=itemId:asc")
+    page = await get_json(client, "/cxs/tasks?offset=1&limit=2")
+
+    assert [t["itemId"] for t in by_next["list"]] == ["b", "d", "a", "c"]
+    assert [t["itemId"] for t in by_next_desc["list"]] == ["c", "a", "d", "b"]
+    assert [t["itemId"] for t in by_id_asc["list"]] == ["a", "b", "c", "d"]
+    assert page == {"list": page["list"], "offset": 1, "pageSize": 2, "totalSize": 4}
+    assert [t["itemId"] for t in page["list"]] == ["b", "c"]
+
+
+async def test_list_merges_the_memory_store_with_totals(client, seed, memory_store):
+    for name in ("a", "c", "e"):
+        await seed.task(name)
+    for name in ("b", "d"):
+        await seed.task(name, persistent=False, store=memory_store)
+
+    everything = await get_json(client, "/cxs/tasks")
+    second_page = await get_json(client, "/cxs/tasks?offset=2&limit=2")
+
+    assert [(t["itemId"], t["persistent"]) for t in everything["list"]] == [
+        ("a", True), ("b", False), ("c", True), ("d", False), ("e", True)
+    ]
+    assert everything["totalSize"] == 5
+    assert [t["itemId"] for t in second_page["list"]] == ["c", "d"] and second_page["totalSize"] == 5
+
+
+async def test_show_gives_state_history_and_source(client, seed, store, clock):
+    await seed.task("data-sync", type="dataSync", parameters=CRM, description="Sync CRM records", labels={"team": "crm"})
+    await seed.run_all(Outcome.FAILURE, error="connection refused")
+    clock.advance(timedelta(minutes=1))
+    [claim] = await seed.claim()
+    await store.save_progress(
+        claim, checkpoint={"lastProcessedId": "12345", "progress": 50},
+        step="Processing records", details={"processedCount": 500, "totalCount": 1000},
+    )
+
+    task = await get_json(client, "/cxs/tasks/data-sync")
+
+    assert task["status"] == "RUNNING"
+    assert task["currentStep"] == "Processing records"
+    assert task["statusDetails"] == {"processedCount": 500, "totalCount": 1000}
+    assert task["checkpointData"] == {"lastProcessedId": "12345", "progress": 50}
+    assert (task["failureCount"], task["successCount"], task["lastError"]) == (1, 0, "connection refused")
+    assert (task["maxRetries"], task["retryDelay"]) == (3, 60000)
+    assert task["lastExecutionDate"] == "2024-03-20T14:01:05Z"
+    assert task["lease"] == {"owner": "node-1", "until": "2024-03-20T14:01:35Z", "fence": 2}
+    assert task["source"] == {"path": "/etc/scheduler/tasks.d/demo.yaml", "line": 3}
+    assert (task["description"], task["labels"]) == ("Sync CRM records", {"team": "crm"})
+    assert task["schedule"]["every"] == 3600
+    assert "overrides" not in task
+    [entry] = task["history"]
+    assert (entry["outcome"], entry["error"], entry["node"]) == ("failure", "connection refused", "node-1")
+
+
+async def test_runs_are_listed_newest_first_and_paged(client, seed, clock):
+    await seed.task("data-sync")
+    await seed.run_all(Outcome.FAILURE, error="boom")
+    clock.advance(timedelta(minutes=1))
+    await seed.run_all(Outcome.SUCCESS)
+
+    runs = await get_json(client, "/cxs/tasks/data-sync/runs")
+    first_only = await get_json(client, "/cxs/tasks/data-sync/runs?limit=1&offset=1")
+
+    assert [(r["attempt"], r["outcome"], r["durationMs"]) for r in runs["list"]] == [(2, "success", 5000), (1, "failure", 5000)]
+    assert runs["list"][1] == {
+        "runId": runs["list"][1]["runId"],
+        "taskId": "data-sync",
+        "scheduledFor": "2024-03-20T14:00:00Z",
+        "attempt": 1,
+        "node": "node-1",
+        "fence": 1,
+        "startedAt": "2024-03-20T14:00:00Z",
+        "finishedAt": "2024-03-20T14:00:05Z",
+        "durationMs": 5000,
+        "outcome": "failure",
+        "exitCode": 1,
+        "output": "done",
+        "error": "boom",
+    }
+    assert (first_only["totalSize"], first_only["offset"], first_only["pageSize"]) == (2, 1, 1)
+    assert [r["attempt"] for r in first_only["list"]] == [1]
+
+
+async def test_cancel_answers_204_and_wakes_the_node(client, seed, node):
+    await seed.task("data-sync")
+    await seed.claim()
+
+    response = await client.delete("/cxs/tasks/data-sync", headers=ADMIN)
+    again = await client.delete("/cxs/tasks/data-sync", headers=ADMIN)
+
+    assert (response.status, await response.read()) == (204, b"")
+    assert (await get_json(client, "/cxs/tasks/data-sync"))["status"] == "CANCELLED"
+    assert again.status == 409
+    assert (await again.json())["message"] == "Task data-sync is already CANCELLED: only an unfinished task can be cancelled"
+    assert node.wakes == 1
+
+
+async def test_retry_a_failed_task_with_and_without_reset(client, seed, clock):
+    await seed.task("one-shot", type="dataSync", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    await seed.run_all(Outcome.FAILURE, error="boom")
+
+    kept = await client.post("/cxs/tasks/one-shot/retry", headers=ADMIN)
+    kept_body = await kept.json()
+    await seed.run_all(Outcome.FAILURE, error="boom again")
+    reset = await client.post("/cxs/tasks/one-shot/retry?resetFailureCount=true", headers=ADMIN)
+    reset_body = await reset.json()
+
+    assert kept.status == 200
+    assert {k: kept_body[k] for k in ("itemId", "taskType", "status", "nextScheduledExecution", "failureCount", "persistent")} == {
+        "itemId": "one-shot", "taskType": "dataSync", "status": "SCHEDULED",
+        "nextScheduledExecution": "2024-03-20T14:00:05Z", "failureCount": 1, "persistent": True,
+    }
+    assert reset.status == 200
+    assert (reset_body["status"], reset_body["failureCount"]) == ("SCHEDULED", 0)
+    assert "history" not in reset_body
+
+
+async def test_retry_of_a_scheduled_task_is_a_conflict(client, seed):
+    await seed.task("data-sync")
+
+    response = await client.post("/cxs/tasks/data-sync/retry", headers=ADMIN)
+
+    assert response.status == 409
+    assert await response.json() == {
+        "error": "Conflict",
+        "code": "409",
+        "message": "Task data-sync is SCHEDULED: only a FAILED or CANCELLED task can be retried",
+    }
+
+
+async def test_resume_a_crashed_task_keeps_its_checkpoint(client, seed):
+    await seed.task("data-sync", type="dataSync", onCrash="manual")
+    await seed.crash(checkpoint={"lastProcessedId": "12345", "progress": 50})
+    crashed = await get_json(client, "/cxs/tasks/data-sync")
+
+    response = await client.post("/cxs/tasks/data-sync/resume", headers=ADMIN)
+    body = await response.json()
+    again = await client.post("/cxs/tasks/data-sync/resume", headers=ADMIN)
+
+    assert crashed["status"] == "CRASHED" and crashed["statusDetails"]["crashedNode"] == "node-1"
+    assert response.status == 200
+    assert (body["status"], body["checkpointData"]) == ("SCHEDULED", {"lastProcessedId": "12345", "progress": 50})
+    assert body["nextScheduledExecution"] == "2024-03-20T14:00:31Z"
+    assert again.status == 409
+
+
+async def test_config_overrides_the_file_and_survives_its_reload(client, seed, store, clock):
+    await seed.task("data-sync", type="dataSync", retry={"maxRetries": 1, "retryDelay": "10s"})
+
+    response = await client.put("/cxs/tasks/data-sync/config?maxRetries=5&retryDelay=60000", headers=ADMIN)
+    body = await response.json()
+    edited = TaskSpec.from_dict(
+        {"name": "data-sync", "type": "dataSync", "schedule": {"every": "1h"}, "retry": {"maxRetries": 2, "retryDelay": "20s"}},
+        source=Source("/etc/scheduler/tasks.d/demo.yaml", 3),
+    )
+    await store.upsert_spec(edited, first_due=first_slot(edited.schedule, clock()), spec_version=2.0)
+    after_reload = await get_json(client, "/cxs/tasks/data-sync")
+    delay_only = await client.put("/cxs/tasks/data-sync/config?retryDelay=0", headers=ADMIN)
+
+    assert response.status == 200
+    assert (body["itemId"], body["status"], body["maxRetries"], body["retryDelay"], body["persistent"]) == (
+        "data-sync", "SCHEDULED", 5, 60000, True
+    )
+    assert body["overrides"] == {"maxRetries": 5, "retryDelay": 60000}
+    assert (after_reload["maxRetries"], after_reload["retryDelay"]) == (5, 60000)
+    assert after_reload["overrides"] == {"maxRetries": 5, "retryDelay": 60000}
+    assert (await delay_only.json())["overrides"] == {"maxRetries": 5, "retryDelay": 0}
+
+
+async def test_run_now_makes_the_task_due_and_refuses_while_running(client, seed, clock):
+    await seed.task("nightly", schedule={"cron": "0 3 * * *"})
+    await seed.task("busy")
+    await seed.claim()  # "busy" is due now; "nightly" is not
+
+    response = await client.post("/cxs/tasks/nightly/run", headers=ADMIN)
+    busy = await client.post("/cxs/tasks/busy/run", headers=ADMIN)
+
+    assert response.status == 200
+    body = await response.json()
+    assert (body["status"], body["nextScheduledExecution"]) == ("SCHEDULED", "2024-03-20T14:00:00Z")
+    assert busy.status == 409
+
+
+async def test_actions_reach_tasks_of_the_memory_store(client, seed, memory_store, node):
+    await seed.task("local-cache", persistent=False, store=memory_store)
+
+    shown = await get_json(client, "/cxs/tasks/local-cache")
+    cancelled = await client.delete("/cxs/tasks/local-cache", headers=ADMIN)
+
+    assert (shown["persistent"], shown["node"]) == (False, "node-1")
+    assert cancelled.status == 204
+    assert (await memory_store.get_task("local-cache")).status == Status.CANCELLED
+    assert node.wakes == 1
+
+
+async def test_unknown_task_is_404_on_every_task_route(client):
+    routes = [
+        ("GET", "/cxs/tasks/123e4567"), ("GET", "/cxs/tasks/123e4567/runs"), ("DELETE", "/cxs/tasks/123e4567"),
+        ("POST", "/cxs/tasks/123e4567/retry"), ("POST", "/cxs/tasks/123e4567/resume"),
+        ("PUT", "/cxs/tasks/123e4567/config?maxRetries=1"), ("POST", "/cxs/tasks/123e4567/run"),
+    ]
+    for method, path in routes:
+        response = await client.request(method, path, headers=ADMIN)
+        assert response.status == 404, (method, path)
+        assert await response.json() == {
+            "error": "Task not found", "code": "404", "message": "No task exists with ID: 123e4567"
+        }
