@@ -41,10 +41,12 @@ def parent_death_signal() -> Callable[[], None] | None:
 
     The kernel sends the signal when the *thread* that forked the child exits;
     asyncio forks from the event loop's thread, which lives as long as the node.
-    The signal reaches the direct child only. Processes the command forks are
-    stopped through the group, which needs a living node: a command that forks
-    long-lived helpers should exec its main program or stop them when it gets
-    SIGTERM, and those helpers get SIGPIPE once the dead node's pipe is gone.
+    The signal reaches the direct child only (the kernel clears it on fork).
+    Processes the command forks are stopped through the group, which takes a
+    living node; after a SIGKILL of the node they run on unless they exit with
+    their parent or die of SIGPIPE writing to the dead node's pipe. A command
+    that forks long-lived helpers should exec its main program last, or stop
+    its helpers when its parent goes away.
     """
     prctl = _prctl()
     if prctl is None:

@@ -14,9 +14,9 @@ progress reports are fenced out by the store. Long-running sync functions
 should check ``ctx.cancelled`` between units of work. A coroutine is
 cancelled with ``task.cancel()`` and gets the same grace period to unwind.
 
-Sync functions get a dedicated thread rather than the loop's default executor:
-user code that blocks or ignores a cancel must never starve the threads the
-engine and the store rely on.
+Sync functions run in threads of their own (``threads.Workers``), not in the
+loop's default executor: user code that blocks or ignores a cancel must never
+starve the threads the engine and the store rely on.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import contextvars
 import importlib
 import inspect
 import logging
-import threading
 import traceback
 from typing import Any, Callable
 
 from ..store.base import Outcome
 from .base import OUTPUT_LIMIT, Execution, Executor, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
+from .threads import default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,11 @@ def executor_from_callable(fn: Any, *, grace_period: float = DEFAULT_GRACE) -> E
     """Wrap a user callable, or an object with an ``execute(ctx)`` method (sync or async).
 
     A callable that takes no parameters is called without the context (Unomi's
-    ``withSimpleExecutor(() -> ...)``), any other with it.
+    ``withSimpleExecutor(() -> ...)``), any other with it. Returning means success
+    (an ``Execution`` returned is used as it is), raising means failure.
     """
+    if inspect.isclass(fn):  # calling a class would build an instance, not run a task
+        raise TypeError(f"expected an executor or a function, got the class {fn.__qualname__}: pass an instance")
     target = getattr(fn, "execute", None) if not inspect.isroutine(fn) else None
     if target is None:
         target = fn
@@ -134,6 +137,8 @@ def _outcome_of(work: asyncio.Future, fn: Callable[..., Any]) -> Execution:
         result = work.result()
     except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the run, not the node
         return _failure(exc)
+    if isinstance(result, Execution):  # an executor written to the protocol decides its own outcome
+        return result
     if inspect.isawaitable(result):
         if inspect.iscoroutine(result):
             result.close()  # never awaited, on purpose
@@ -150,7 +155,7 @@ def _failure(exc: BaseException) -> Execution:
 
 
 def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext) -> asyncio.Future:
-    """Run ``fn(*args)`` in a new daemon thread; the returned future settles on the loop."""
+    """Run ``fn(*args)`` in a worker thread; the returned future settles on the loop."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     context = contextvars.copy_context()
@@ -175,7 +180,7 @@ def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext) -> async
         except RuntimeError:  # the loop is closed: the node has shut down meanwhile
             logger.warning("run %s: function %s returned after its node's loop closed", ctx.run_id, _name(fn))
 
-    threading.Thread(target=body, name=f"run-{ctx.run_id}", daemon=True).start()
+    default_workers.submit(body)
     return future
 
 
