@@ -10,6 +10,7 @@ returns the ``TaskSpec`` (raising ``SpecError`` with a clear message);
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -24,13 +25,19 @@ if TYPE_CHECKING:
 BUILDER_SOURCE = Source("<builder>")
 
 
+def default_name(task_type: str) -> str:
+    """A task name (the itemId) from a Unomi-style type: ``dataSync`` -> ``data-sync``."""
+    kebab = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", task_type).lower()
+    return re.sub(r"[^a-z0-9_-]+", "-", kebab).strip("-_")[:63]
+
+
 class TaskBuilder:
     """Collects a task's settings; nothing is checked or stored before ``build``/``schedule``."""
 
     def __init__(self, scheduler: Scheduler | None, task_type: str, name: str | None = None) -> None:
         self._scheduler = scheduler
         self._type = task_type
-        self._name = name or task_type
+        self._name = name or default_name(task_type)
         self._period: timedelta | None = None
         self._fixed_rate = True
         self._cron: tuple[str, str] | None = None

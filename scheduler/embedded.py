@@ -43,7 +43,6 @@ class Scheduler:
         self._store_url = store
         self._clock = clock
         self._config = EngineConfig(node_id=node_id or socket.gethostname(), executor_node=executor_node, **engine_options)
-        self._executors: dict[str, Executor] = {}
         self._store: Store | None = None
         self._memory_store: Store | None = None
         self._engine: Engine | None = None
@@ -69,7 +68,7 @@ class Scheduler:
         self._memory_store = open_store("sqlite:///:memory:", clock=self._clock)
         await self._store.start()
         await self._memory_store.start()
-        self._engine = Engine(self._config, [self._store, self._memory_store], executors=self._executors)
+        self._engine = Engine(self._config, [self._store, self._memory_store], executors={})
 
     async def start(self) -> None:
         """Open the stores and run the engine in the background."""
@@ -103,7 +102,7 @@ class Scheduler:
         """Store ``spec`` (creating or updating it) and register ``executor`` for its type."""
         assert self._engine is not None, "scheduler not started"
         if executor is not None:
-            self._executors[spec.type] = executor
+            self._engine.register_executor(spec.type, executor)
         store, item_id, node = self.store, spec.name, None
         if not spec.persistent:
             store, node = self.memory_store, self.node_id

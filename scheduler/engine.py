@@ -118,6 +118,10 @@ class Engine:
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
 
+    def register_executor(self, task_type: str, executor: Executor) -> None:
+        """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
+        self.executors[task_type] = executor
+
     def wake(self) -> None:
         """Something changed locally: look for due work now instead of at the next poll."""
         if self._wake is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .schedule import fire_time, next_slot
+from .store.common import is_file_source
 from .store.base import FINAL_STATUSES, Claim, Outcome, Status, Task, Transition
 
 
@@ -66,7 +67,9 @@ def _next_slot_transition(
             failure_count=failure_count,
             success_count=success_count,
             last_error=last_error,
-            expires_at=now + retention.for_status(final),
+            # A task declared in a file lives as long as its file: purging it would
+            # make the next reload create it again, and a one-shot would run twice.
+            expires_at=None if is_file_source(task.spec.source) else now + retention.for_status(final),
             run_expires_at=now + retention.runs,
         )
     return Transition(

@@ -34,9 +34,9 @@ async def test_builder_tasks_run_on_the_engine(tmp_path, clock):
         clock.advance(timedelta(minutes=5))
         await scheduler.run_until_idle()
 
-        assert sorted(calls) == ["cache:localCache", "cache:localCache", "sync"]
-        assert (await scheduler.get_task("dataSync")).success_count == 1
-        cache = await scheduler.get_task("localCache")
+        assert sorted(calls) == ["cache:local-cache", "cache:local-cache", "sync"]
+        assert (await scheduler.get_task("data-sync")).success_count == 1
+        cache = await scheduler.get_task("local-cache")
         assert cache.success_count == 2 and cache.node == "app-1"
         assert (await scheduler.store.query_tasks(TaskQuery(persistent=False))).total == 0
     finally:
@@ -96,7 +96,7 @@ async def test_a_named_task_created_again_after_restart_is_the_same_task(tmp_pat
     await scheduler.open()
     try:
         page = await scheduler.store.query_tasks(TaskQuery())
-        assert [t.item_id for t in page.items] == ["dataSync"]
+        assert [t.item_id for t in page.items] == ["data-sync"]
         assert page.items[0].success_count == 2
     finally:
         await scheduler.stop()

@@ -13,7 +13,7 @@ def builder(task_type="dataSync"):
 
 def test_period_task_defaults():
     spec = builder().with_period(timedelta(hours=1)).build()
-    assert spec.name == spec.type == "dataSync"
+    assert (spec.name, spec.type) == ("data-sync", "dataSync")
     assert spec.schedule == Schedule(every=timedelta(hours=1))
     assert spec.persistent and spec.run_on == "any"
     assert (spec.retry.max_retries, spec.retry.retry_delay) == (3, timedelta(seconds=60))
@@ -82,6 +82,11 @@ def test_invalid_combinations_raise_at_build_time(configure, message):
         configure(builder()).build()
 
 
+@pytest.mark.parametrize(("task_type", "name"), [("dataSync", "data-sync"), ("cache-refresh-Segment", "cache-refresh-segment"), ("ETL job", "etl-job")])
+def test_default_name_from_type(task_type, name):
+    assert TaskBuilder(None, task_type).with_period(timedelta(hours=1)).build().name == name
+
+
 def test_invalid_name():
     with pytest.raises(SpecError, match="task name must match"):
-        TaskBuilder(None, "Data Sync").with_period(timedelta(hours=1)).build()
+        TaskBuilder(None, "x", name="Data Sync").with_period(timedelta(hours=1)).build()

@@ -1,0 +1,316 @@
+"""What every executor shares: the run context, progress reports, the execution result.
+
+An executor turns a ``RunContext`` into an ``Execution``. The engine builds the
+context from a ``Claim``, passes progress reports (checkpoints, steps) on to the
+store, and stamps times on the result. Executors stop a run in two cases, both
+seen through the context: the engine cancels it (cancel, lease lost) or the
+spec's ``run.timeout`` passes, which the executor itself turns into
+``ctx.cancel(Outcome.TIMEOUT)`` so that task code sees one cancellation signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from ..spec import TaskSpec
+from ..store.base import Outcome
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_LIMIT = 8 * 1024  # bytes of output tail kept for the run record
+STOP_REASONS = frozenset({Outcome.CANCELLED, Outcome.LEASE_LOST, Outcome.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report from a run: a checkpoint, a step, or both."""
+
+    checkpoint: Mapping | None = None
+    step: str | None = None
+    details: Mapping | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What an executor returns; the engine stamps times and builds the ``RunResult``."""
+
+    outcome: Outcome
+    exit_code: int | None = None
+    output: str = ""  # tail, at most OUTPUT_LIMIT bytes of text
+    error: str | None = None  # one clear line for operators
+
+
+class Executor(Protocol):
+    async def execute(self, ctx: RunContext) -> Execution: ...
+
+
+ProgressSink = Callable[[Progress], Awaitable[None]]
+
+
+class CancelSignal:
+    """A read-only view of a ``threading.Event``: task code may watch it, only the engine sets it."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+def _json_copy(data: Any, what: str) -> Any:
+    """A deep copy holding only JSON data: what the store can keep, detached from the caller's object."""
+    try:
+        return json.loads(json.dumps(data))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON data: {exc}") from None
+
+
+class RunContext:
+    """What a run sees: given to python callables (one argument) and registered executors.
+
+    ``checkpoint`` and ``update_step`` may be called from the loop thread or any
+    other thread. Reports reach ``progress_sink`` on the loop, one at a time, in
+    the order they were made; a failing sink is logged and never stops the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        run_id: str,
+        node_id: str,
+        fence: int,
+        scheduled_for: datetime,
+        attempt: int,
+        spec: TaskSpec,
+        checkpoint_data: Mapping[str, Any] | None,
+        progress_sink: ProgressSink,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._task_id = task_id
+        self._run_id = run_id
+        self._node_id = node_id
+        self._fence = fence
+        self._scheduled_for = scheduled_for
+        self._attempt = attempt
+        self._spec = spec
+        self._checkpoint_data = None if checkpoint_data is None else dict(checkpoint_data)
+        self._sink = progress_sink
+        self._loop = loop
+        self._cancel_event = threading.Event()
+        self._cancelled = CancelSignal(self._cancel_event)
+        self._async_cancelled = asyncio.Event()
+        self.cancel_reason: Outcome | None = None
+        # Progress bookkeeping. Reports are numbered under the lock and queued on
+        # the loop in that order, so "delivered >= n" means reports 1..n reached the sink.
+        self._lock = threading.Lock()
+        self._reported = 0
+        self._delivered = 0
+        self._pending: collections.deque[Progress] = collections.deque()
+        self._pump: asyncio.Task | None = None
+        self._drain_waiters: list[tuple[int, asyncio.Future]] = []
+
+    # -- what task code reads ------------------------------------------------
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def fence(self) -> int:
+        return self._fence
+
+    @property
+    def scheduled_for(self) -> datetime:
+        return self._scheduled_for
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self._spec
+
+    @property
+    def task_type(self) -> str:
+        return self._spec.type
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        return self._spec.parameters
+
+    @property
+    def checkpoint_data(self) -> dict[str, Any] | None:
+        """The last checkpoint: the stored one at start, then the last one this run saved."""
+        return self._checkpoint_data
+
+    @property
+    def cancelled(self) -> CancelSignal:
+        """Set when the run must stop (cancel, lease lost, timeout); see ``cancel_reason``."""
+        return self._cancelled
+
+    # -- what task code calls ------------------------------------------------
+
+    def checkpoint(self, data: Mapping[str, Any]) -> None:
+        """Save a checkpoint: a resumed run of this slot receives it as ``checkpoint_data``."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a checkpoint must be a mapping, got {type(data).__name__}")
+        copy = _json_copy(data, "checkpoint data")
+        with self._lock:
+            self._checkpoint_data = copy
+        self._report(Progress(checkpoint=copy))
+
+    def update_step(self, step: str, details: Mapping[str, Any] | None = None) -> None:
+        """Report the current step (``currentStep``) and its details (``statusDetails``)."""
+        if not isinstance(step, str):
+            raise TypeError(f"a step must be a string, got {type(step).__name__}")
+        if details is not None and not isinstance(details, Mapping):
+            raise TypeError(f"step details must be a mapping, got {type(details).__name__}")
+        copy = None if details is None else _json_copy(details, "step details")
+        self._report(Progress(step=step, details=copy))
+
+    async def wait_cancelled(self) -> None:
+        """Return once the run must stop."""
+        if not self._cancel_event.is_set():
+            await self._async_cancelled.wait()
+
+    # -- engine side -----------------------------------------------------------
+
+    def cancel(self, reason: Outcome) -> None:
+        """Ask the run to stop. Idempotent: the first reason is the run's outcome."""
+        if reason not in STOP_REASONS:
+            raise ValueError(f"a run is stopped for one of {sorted(STOP_REASONS)}, not {reason!r}")
+        with self._lock:
+            if self.cancel_reason is not None:
+                return
+            self.cancel_reason = reason
+            self._cancel_event.set()
+        if self._on_loop_thread():
+            self._async_cancelled.set()
+        else:
+            self._loop.call_soon_threadsafe(self._async_cancelled.set)
+
+    async def drain(self) -> None:
+        """Wait until every report made so far has been passed to the sink."""
+        with self._lock:
+            target = self._reported
+        if self._delivered >= target:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append((target, waiter))
+        await waiter
+
+    # -- delivery ----------------------------------------------------------------
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _report(self, progress: Progress) -> None:
+        on_loop = self._on_loop_thread()
+        with self._lock:
+            try:
+                if on_loop:
+                    self._loop.call_soon(self._enqueue, progress)
+                else:
+                    self._loop.call_soon_threadsafe(self._enqueue, progress)
+            except RuntimeError:  # the loop is closed: the run is long over
+                logger.warning("run %s: progress report after the run ended was dropped: %s", self._run_id, progress)
+                return
+            self._reported += 1
+
+    def _enqueue(self, progress: Progress) -> None:
+        self._pending.append(progress)
+        if self._pump is None:
+            self._pump = self._loop.create_task(self._deliver())
+
+    async def _deliver(self) -> None:
+        while self._pending:
+            progress = self._pending.popleft()
+            try:
+                await self._sink(progress)
+            except Exception:
+                logger.exception("run %s: storing progress %s failed", self._run_id, progress)
+            self._delivered += 1
+            self._wake_drainers()
+        self._pump = None
+
+    def _wake_drainers(self) -> None:
+        still_waiting = []
+        for target, waiter in self._drain_waiters:
+            if self._delivered >= target:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still_waiting.append((target, waiter))
+        self._drain_waiters = still_waiting
+
+
+def run_timeout(ctx: RunContext) -> timedelta | None:
+    return ctx.spec.run.timeout if ctx.spec.run is not None else None
+
+
+async def wait_or_stop(ctx: RunContext, work: asyncio.Future, timeout: timedelta | None) -> bool:
+    """Wait for ``work``, a cancel or the timeout. True when the run must stop.
+
+    A timeout is recorded as ``ctx.cancel(Outcome.TIMEOUT)``; ``ctx.cancel_reason``
+    then says why the run stops (an earlier cancel wins). Work that finished
+    wins over a stop that arrived at the same time.
+    """
+    if work.done():
+        return False
+    stop = asyncio.ensure_future(ctx.wait_cancelled())
+    try:
+        seconds = None if timeout is None else timeout.total_seconds()
+        await asyncio.wait({work, stop}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if work.done():
+        return False
+    ctx.cancel(Outcome.TIMEOUT)  # no-op when the run was cancelled first
+    return True
+
+
+def stop_message(ctx: RunContext) -> str:
+    """Why a stopped run ended, for operators."""
+    if ctx.cancel_reason is Outcome.TIMEOUT:
+        timeout = run_timeout(ctx)
+        return f"timed out after {timeout.total_seconds():g}s" if timeout else "timed out"
+    if ctx.cancel_reason is Outcome.LEASE_LOST:
+        return "stopped: the lease was lost (the task was taken over or deleted)"
+    return "cancelled while running"
+
+
+def text_tail(data: bytes, limit: int = OUTPUT_LIMIT) -> str:
+    """The last ``limit`` bytes as text, not starting in the middle of a UTF-8 character."""
+    if len(data) > limit:
+        data = data[-limit:]
+        skip = 0
+        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:  # continuation bytes
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", errors="replace")

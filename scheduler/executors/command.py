@@ -1,0 +1,189 @@
+"""The ``command`` executor: a program (argv) or ``/bin/sh -c`` in its own process group.
+
+Output (stdout and stderr merged) is read continuously and only its tail is
+kept. The run's environment carries the ``SCHEDULER_*`` variables of the
+DESIGN's "Python builder" section, and the process reports progress through
+its control file (see ``control``). A stop (timeout, cancel, lease lost)
+sends SIGTERM to the whole group, waits up to the grace period for every
+process of the group to end, then sends SIGKILL. When the command exits on its
+own, processes it left behind in its group are killed too: a run ends with
+all of its processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..spec import RunSpec, thaw, utc_iso
+from ..store.base import Outcome
+from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
+from .control import ControlReader
+from .processes import describe_exit, group_alive, parent_death_signal, signal_group
+
+logger = logging.getLogger(__name__)
+
+GROUP_POLL = 0.05  # seconds between checks that a signalled group has ended
+OUTPUT_DRAIN_LIMIT = 2.0  # seconds to read what is left in the pipe once the group is gone
+
+
+class CommandExecutor:
+    """Runs ``spec.run.command`` / ``spec.run.shell``; stateless, one instance serves every run."""
+
+    def __init__(
+        self, *, grace_period: float = 10.0, output_limit: int = OUTPUT_LIMIT, control_poll: float = 0.15
+    ) -> None:
+        self.grace_period = grace_period
+        self.output_limit = output_limit
+        self.control_poll = control_poll
+
+    async def execute(self, ctx: RunContext) -> Execution:
+        run = ctx.spec.run
+        if run is None or run.kind != "command":
+            return Execution(Outcome.FAILURE, error=f"task {ctx.task_id!r} has no command or shell to run")
+        if run.working_dir is not None and not os.path.isdir(run.working_dir):
+            return Execution(Outcome.FAILURE, error=f"working directory {run.working_dir!r} does not exist")
+        with tempfile.TemporaryDirectory(prefix="scheduler-run-") as tmp:
+            control_file = Path(tmp) / "control.jsonl"
+            control_file.touch()
+            return await self._run(ctx, run, control_file)
+
+    async def _run(self, ctx: RunContext, run: RunSpec, control_file: Path) -> Execution:
+        argv = list(run.command) if run.command is not None else ["/bin/sh", "-c", run.shell or ""]
+        loop = asyncio.get_running_loop()
+        try:
+            transport, process = await loop.subprocess_exec(
+                lambda: _Process(loop, self.output_limit),
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=run.working_dir,
+                env=command_env(ctx, run, control_file),
+                start_new_session=True,
+                # A preexec_fn makes Python fork instead of vfork: a few ms more per
+                # start, the price of the parent-death signal.
+                preexec_fn=parent_death_signal(),
+            )
+        except OSError as exc:
+            return Execution(Outcome.FAILURE, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+        pgid = transport.get_pid()  # a new session: the command leads its own group
+        logger.debug("run %s: started %s as pid %d", ctx.run_id, argv, pgid)
+        control = ControlReader(control_file, ctx)
+        follower = asyncio.create_task(self._follow(control))
+        how = ""
+        try:
+            if await wait_or_stop(ctx, process.exited, run.timeout):
+                how = await self._stop_group(pgid, process)
+        finally:
+            follower.cancel()
+            if not process.exited.done():  # this coroutine was cancelled: leave nothing running
+                signal_group(pgid, signal.SIGKILL)
+                await process.exited
+            self._kill_leftovers(ctx, pgid)
+            control.read_new(final=True)
+            await self._close(ctx, transport, process)
+        returncode = transport.get_returncode()
+        output = text_tail(bytes(process.output), self.output_limit)
+        if how:
+            return Execution(ctx.cancel_reason, returncode, output, f"{stop_message(ctx)}; {how}")
+        if returncode == 0:
+            return Execution(Outcome.SUCCESS, 0, output)
+        return Execution(Outcome.FAILURE, returncode, output, describe_exit(returncode))
+
+    async def _follow(self, control: ControlReader) -> None:
+        while True:
+            control.read_new()
+            await asyncio.sleep(self.control_poll)
+
+    async def _stop_group(self, pgid: int, process: _Process) -> str:
+        """SIGTERM the group, give it the grace period, then SIGKILL it. Says how it ended."""
+        signal_group(pgid, signal.SIGTERM)
+        if await self._group_ended(pgid, process, self.grace_period):
+            return "stopped with SIGTERM"
+        signal_group(pgid, signal.SIGKILL)
+        await process.exited
+        return f"killed with SIGKILL after a {self.grace_period:g}s grace period"
+
+    @staticmethod
+    async def _group_ended(pgid: int, process: _Process, within: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        await asyncio.wait({process.exited}, timeout=within)
+        if not process.exited.done():
+            return False
+        # The leader is gone; its children may still be handling SIGTERM. There is
+        # no notification for a process group emptying, so it is polled.
+        while group_alive(pgid):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(GROUP_POLL)
+        return True
+
+    @staticmethod
+    def _kill_leftovers(ctx: RunContext, pgid: int) -> None:
+        if group_alive(pgid):
+            logger.warning("run %s: the command left processes in its group %d; killing them", ctx.run_id, pgid)
+            signal_group(pgid, signal.SIGKILL)
+
+    @staticmethod
+    async def _close(ctx: RunContext, transport: asyncio.SubprocessTransport, process: _Process) -> None:
+        # Every writer of the pipe is dead unless a process left the group (setsid):
+        # then the output is cut rather than waited for.
+        await asyncio.wait({process.closed}, timeout=OUTPUT_DRAIN_LIMIT)
+        if not process.closed.done():
+            logger.warning("run %s: a process outside the group still holds the output open; output cut", ctx.run_id)
+        transport.close()
+
+
+class _Process(asyncio.SubprocessProtocol):
+    """Keeps the last ``limit`` bytes of the output, whatever its length, and tells when the process exits.
+
+    ``exited`` is set when the process exits, ``closed`` once its output pipe is
+    closed too (``asyncio.subprocess.Process.wait`` waits for both, which a
+    background process holding the pipe open would delay indefinitely).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.output = bytearray()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._limit = limit
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output += data
+        if len(self.output) > self._limit:
+            del self.output[: len(self.output) - self._limit]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def command_env(ctx: RunContext, run: RunSpec, control_file: Path) -> dict[str, str]:
+    """The node's environment, then the spec's ``env``, then the run's ``SCHEDULER_*`` variables."""
+    env = dict(os.environ)
+    env.update(run.env)
+    env.update(
+        SCHEDULER_TASK_ID=ctx.task_id,
+        SCHEDULER_RUN_ID=ctx.run_id,
+        SCHEDULER_NODE_ID=ctx.node_id,
+        SCHEDULER_FENCE=str(ctx.fence),
+        SCHEDULER_SCHEDULED_FOR=utc_iso(ctx.scheduled_for),
+        SCHEDULER_ATTEMPT=str(ctx.attempt),
+        # YAML may hold dates: they travel as their ISO text.
+        SCHEDULER_PARAMETERS=json.dumps(thaw(ctx.parameters), default=str),
+        SCHEDULER_CHECKPOINT=json.dumps(ctx.checkpoint_data or {}, default=str),
+        SCHEDULER_CONTROL_FILE=str(control_file),
+    )
+    return env

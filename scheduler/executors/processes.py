@@ -1,0 +1,112 @@
+"""Process-group plumbing for command runs: parent-death signal, group signals, group liveness.
+
+Every command starts a new session, so it leads its own process group whose id
+is its pid; everything it forks stays in that group unless it calls setsid
+itself. Stopping a run signals the whole group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import signal
+import sys
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError) as exc:
+        logger.warning("prctl unavailable (%s): command runs get no parent-death signal", exc)
+        return None
+
+
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies (Linux only).
+
+    It runs in the forked child between fork and exec, where only async-signal-safe
+    work is wise: it calls one libc function resolved beforehand in the parent and
+    reads the parent pid. If the parent died before ``prctl`` took effect, the
+    child kills itself rather than run unsupervised.
+
+    The kernel sends the signal when the *thread* that forked the child exits;
+    asyncio forks from the event loop's thread, which lives as long as the node.
+    The signal reaches the direct child only (the kernel clears it on fork).
+    Processes the command forks are stopped through the group, which takes a
+    living node; after a SIGKILL of the node they run on unless they exit with
+    their parent or die of SIGPIPE writing to the dead node's pipe. A command
+    that forks long-lived helpers should exec its main program last, or stop
+    its helpers when its parent goes away.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to the group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies waiting to be reaped do not count).
+
+    ``killpg(pgid, 0)`` also finds zombies, and orphaned zombies linger where the
+    init process does not reap them (containers, micro-VMs); on Linux the
+    members are then read from /proc.
+    """
+    if not signal_group(pgid, 0):
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(state != "Z" for state in _group_states(pgid))
+
+
+def _group_states(pgid: int) -> list[str]:
+    states = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as file:
+                stat = file.read().decode("ascii", errors="replace")
+        except (FileNotFoundError, ProcessLookupError):  # exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            states.append(fields[0])
+    return states
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code N`` or ``killed by signal SIGX`` (asyncio reports a signal as ``-N``)."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by signal {name}"

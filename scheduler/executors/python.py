@@ -1,0 +1,200 @@
+"""The ``python`` executor and the wrapper that turns any user callable into an executor.
+
+A coroutine function is awaited on the loop; a plain function runs in a thread
+of its own. Returning means success, raising means failure.
+
+Stopping (timeout, cancel, lease lost) is the hard part for a thread: Python
+cannot kill one. The run's ``ctx.cancelled`` is set and the function gets the
+grace period to notice it and return; after that the executor returns the stop
+outcome anyway and the thread is left to finish in the background (logged as a
+warning). The trade-off: the engine can record the cancel and free the task
+(waiting could keep a task RUNNING forever), but a function that ignores
+``ctx.cancelled`` keeps running beside whatever runs next, and its late
+progress reports are fenced out by the store. Long-running sync functions
+should check ``ctx.cancelled`` between units of work. A coroutine is
+cancelled with ``task.cancel()`` and gets the same grace period to unwind.
+
+Sync functions run in threads of their own (``threads.Workers``), not in the
+loop's default executor: user code that blocks or ignores a cancel must never
+starve the threads the engine and the store rely on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib
+import inspect
+import logging
+import traceback
+from typing import Any, Callable
+
+from ..store.base import Outcome
+from .base import OUTPUT_LIMIT, Execution, Executor, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
+from .threads import default_workers
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 10.0  # seconds a stopped function gets to return
+
+
+def executor_from_callable(fn: Any, *, grace_period: float = DEFAULT_GRACE) -> Executor:
+    """Wrap a user callable, or an object with an ``execute(ctx)`` method (sync or async).
+
+    A callable that takes no parameters is called without the context (Unomi's
+    ``withSimpleExecutor(() -> ...)``), any other with it. Returning means success
+    (an ``Execution`` returned is used as it is), raising means failure.
+    """
+    if inspect.isclass(fn):  # calling a class would build an instance, not run a task
+        raise TypeError(f"expected an executor or a function, got the class {fn.__qualname__}: pass an instance")
+    target = getattr(fn, "execute", None) if not inspect.isroutine(fn) else None
+    if target is None:
+        target = fn
+    if not callable(target):
+        raise TypeError(f"an executor must be callable or have an execute(ctx) method, got {fn!r}")
+    return CallableExecutor(target, grace_period=grace_period)
+
+
+class CallableExecutor:
+    """Runs one user callable per execution; see the module docstring for how it stops."""
+
+    def __init__(self, fn: Callable[..., Any], *, grace_period: float = DEFAULT_GRACE) -> None:
+        self.fn = fn
+        self.grace_period = grace_period
+        self._takes_context = _takes_context(fn)
+        self._is_async = _is_coroutine_function(fn)
+
+    def __repr__(self) -> str:
+        return f"CallableExecutor({_name(self.fn)})"
+
+    async def execute(self, ctx: RunContext) -> Execution:
+        args = (ctx,) if self._takes_context else ()
+        if self._is_async:
+            try:
+                work = asyncio.ensure_future(self.fn(*args))
+            except Exception as exc:  # e.g. a signature that does not accept the context
+                return _failure(exc)
+        else:
+            work = _start_thread(self.fn, args, ctx)
+        try:
+            stopped = await wait_or_stop(ctx, work, run_timeout(ctx))
+        except asyncio.CancelledError:  # the engine abandoned this run: the function must stop too
+            ctx.cancel(Outcome.CANCELLED)
+            work.cancel()
+            raise
+        if not stopped:
+            return _outcome_of(work, self.fn)
+        if self._is_async:
+            work.cancel()
+        await asyncio.wait({work}, timeout=self.grace_period)
+        if not work.done():
+            kind = "coroutine" if self._is_async else "thread"
+            logger.warning(
+                "run %s: %s of %s still running %gs after the stop; it is left to finish in the background",
+                ctx.run_id, kind, _name(self.fn), self.grace_period,
+            )
+            work.cancel()  # a thread's future: stop waiting for it (its end is logged)
+        elif not work.cancelled() and work.exception() is not None:
+            logger.info("run %s: stopped function raised %r", ctx.run_id, work.exception())
+        return Execution(ctx.cancel_reason, error=stop_message(ctx))
+
+
+class PythonExecutor:
+    """Runs ``spec.run.python`` (``module:function``), imported when the run starts."""
+
+    def __init__(self, *, grace_period: float = DEFAULT_GRACE) -> None:
+        self.grace_period = grace_period
+
+    async def execute(self, ctx: RunContext) -> Execution:
+        target = ctx.spec.run.python if ctx.spec.run is not None else None
+        if not target:
+            return Execution(Outcome.FAILURE, error=f"task {ctx.task_id!r} has no python target")
+        try:
+            fn = import_target(target)
+            executor = executor_from_callable(fn, grace_period=self.grace_period)
+        except Exception as exc:  # an import runs arbitrary module code: any error is the target's
+            return Execution(
+                Outcome.FAILURE,
+                output=text_tail(traceback.format_exc().encode(), OUTPUT_LIMIT),
+                error=f"cannot load python target {target!r}: {type(exc).__name__}: {exc}",
+            )
+        return await executor.execute(ctx)
+
+
+def import_target(target: str) -> Any:
+    """``package.module:attribute`` -> the attribute (``attribute`` may be dotted)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected 'module:function', got {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _outcome_of(work: asyncio.Future, fn: Callable[..., Any]) -> Execution:
+    try:
+        result = work.result()
+    except (Exception, SystemExit) as exc:  # sys.exit() in a task fails the run, not the node
+        return _failure(exc)
+    if isinstance(result, Execution):  # an executor written to the protocol decides its own outcome
+        return result
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited, on purpose
+        return Execution(
+            Outcome.FAILURE,
+            error=f"{_name(fn)} is a plain function that returned an awaitable: declare it with 'async def'",
+        )
+    return Execution(Outcome.SUCCESS)
+
+
+def _failure(exc: BaseException) -> Execution:
+    output = "".join(traceback.format_exception(exc)).encode()
+    return Execution(Outcome.FAILURE, output=text_tail(output, OUTPUT_LIMIT), error=f"{type(exc).__name__}: {exc}")
+
+
+def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext) -> asyncio.Future:
+    """Run ``fn(*args)`` in a worker thread; the returned future settles on the loop."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # nobody waits any more: the run was stopped
+            if error is not None:
+                logger.warning("run %s: abandoned function %s raised %r", ctx.run_id, _name(fn), error)
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def body() -> None:
+        try:
+            result, error = context.run(fn, *args), None
+        except BaseException as exc:  # handed over to the loop, which decides
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: the node has shut down meanwhile
+            logger.warning("run %s: function %s returned after its node's loop closed", ctx.run_id, _name(fn))
+
+    default_workers.submit(body)
+    return future
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature: give them the context
+        return True
+    return any(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

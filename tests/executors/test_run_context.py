@@ -1,0 +1,113 @@
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from scheduler.executors import Progress, RunContext
+from scheduler.store.base import Outcome
+
+from conftest import SLOT, make_spec
+
+
+async def test_exposes_the_run_and_its_spec(make_ctx):
+    ctx = make_ctx({"python": "m:f"}, type="dataSync", parameters={"batch": 10}, checkpoint={"offset": 3})
+    assert (ctx.task_id, ctx.node_id, ctx.fence, ctx.attempt, ctx.scheduled_for) == ("job", "node-a", 7, 2, SLOT)
+    assert ctx.task_type == "dataSync"
+    assert ctx.parameters == {"batch": 10}
+    assert ctx.checkpoint_data == {"offset": 3}
+    with pytest.raises(TypeError):
+        ctx.parameters["batch"] = 11
+
+
+async def test_reports_reach_the_sink_in_order_and_drain_waits_for_them():
+    delivered = []
+
+    async def slow_sink(progress):
+        await asyncio.sleep(0)  # a store write yields to the loop
+        delivered.append(progress)
+
+    ctx = RunContext(
+        task_id="t", run_id="r", node_id="n", fence=1, scheduled_for=SLOT, attempt=1, spec=make_spec(),
+        checkpoint_data=None, progress_sink=slow_sink, loop=asyncio.get_running_loop(),
+    )
+    ctx.update_step("load", {"rows": 1})
+    ctx.checkpoint({"offset": 10})
+    ctx.update_step("save")
+    await ctx.drain()
+    assert delivered == [
+        Progress(step="load", details={"rows": 1}),
+        Progress(checkpoint={"offset": 10}),
+        Progress(step="save"),
+    ]
+    assert ctx.checkpoint_data == {"offset": 10}
+
+
+async def test_reports_from_a_thread_keep_their_order(make_ctx):
+    ctx = make_ctx()
+
+    def work():
+        for i in range(200):
+            ctx.checkpoint({"i": i})
+
+    await asyncio.to_thread(work)
+    await ctx.drain()
+    assert [p.checkpoint["i"] for p in ctx.reports] == list(range(200))
+    assert ctx.checkpoint_data == {"i": 199}
+
+
+async def test_checkpoint_is_a_copy_of_json_data(make_ctx):
+    ctx = make_ctx()
+    data = {"items": [1, 2]}
+    ctx.checkpoint(data)
+    data["items"].append(3)
+    await ctx.drain()
+    assert ctx.reports[0].checkpoint == {"items": [1, 2]}
+    with pytest.raises(ValueError, match="checkpoint data must be JSON data"):
+        ctx.checkpoint({"when": object()})
+    with pytest.raises(TypeError, match="a checkpoint must be a mapping"):
+        ctx.checkpoint([1, 2])
+    with pytest.raises(TypeError, match="a step must be a string"):
+        ctx.update_step(3)
+
+
+async def test_a_failing_sink_is_logged_and_later_reports_still_arrive(caplog):
+    delivered = []
+
+    async def flaky_sink(progress):
+        if progress.step == "bad":
+            raise RuntimeError("store down")
+        delivered.append(progress.step)
+
+    ctx = RunContext(
+        task_id="t", run_id="r-1", node_id="n", fence=1, scheduled_for=SLOT, attempt=1, spec=make_spec(),
+        checkpoint_data=None, progress_sink=flaky_sink, loop=asyncio.get_running_loop(),
+    )
+    for step in ("one", "bad", "two"):
+        ctx.update_step(step)
+    with caplog.at_level(logging.ERROR):
+        await ctx.drain()
+    assert delivered == ["one", "two"]
+    assert "run r-1: storing progress" in caplog.text and "store down" in caplog.text
+
+
+async def test_cancel_keeps_the_first_reason_and_wakes_every_waiter(make_ctx):
+    ctx = make_ctx()
+    assert not ctx.cancelled.is_set() and ctx.cancel_reason is None
+    thread_saw = []
+    waiter = threading.Thread(target=lambda: thread_saw.append(ctx.cancelled.wait(30)))
+    waiter.start()
+    async_waiter = asyncio.ensure_future(ctx.wait_cancelled())
+    await asyncio.to_thread(ctx.cancel, Outcome.LEASE_LOST)  # the engine may cancel from any thread
+    ctx.cancel(Outcome.CANCELLED)
+    await asyncio.wait_for(async_waiter, 10)
+    await asyncio.to_thread(waiter.join, 10)
+    assert thread_saw == [True]
+    assert ctx.cancelled and ctx.cancel_reason is Outcome.LEASE_LOST
+
+
+async def test_cancel_rejects_an_outcome_that_is_not_a_stop(make_ctx):
+    ctx = make_ctx()
+    with pytest.raises(ValueError):
+        ctx.cancel(Outcome.SUCCESS)
+    assert ctx.cancel_reason is None

@@ -1,0 +1,124 @@
+"""Run real ``scheduler`` processes for acceptance tests and talk to them over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .wait import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scheduler_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scheduler", *args]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run one ``scheduler`` command to completion."""
+    return subprocess.run(
+        scheduler_command(*args), cwd=ROOT, env={**os.environ, **(env or {})}, input=input,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@dataclass
+class Daemon:
+    """A ``scheduler run`` process with its own state directory and port."""
+
+    state_dir: Path
+    tasks_dir: Path | None = None
+    node_id: str = "node-1"
+    store: str | None = None
+    config: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.state_dir / "admin.token").read_text().strip()
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        args = ["run", "--state-dir", str(self.state_dir), "--node-id", self.node_id, "--listen", f"127.0.0.1:{self.port}"]
+        if self.tasks_dir is not None:
+            args += ["--tasks-dir", str(self.tasks_dir)]
+        if self.store:
+            args += ["--store", self.store]
+        if self.config:
+            args += ["--config", str(self.config)]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir / f"{self.node_id}.log"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                scheduler_command(*args, *self.extra_args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        if wait_ready:
+            wait_until(self._ready, timeout=30, what=f"{self.node_id} ready (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"{self.node_id} exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.request("GET", "/readyz", auth=False)[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, *, auth: bool = True, token: str | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, method=method)
+        if auth:
+            request.add_header("Authorization", f"Bearer {token or self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:
+            return status, body.decode()
+
+    def get(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, (status, body)
+        return body
+
+    def task(self, item_id: str) -> dict | None:
+        status, body = self.request("GET", f"/cxs/tasks/{item_id}")
+        return body if status == 200 else None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
