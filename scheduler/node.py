@@ -21,6 +21,7 @@ from typing import Mapping
 from aiohttp import web
 
 from .api.app import create_app
+from .api.auth import ApiAuth
 from .api.metrics import Metrics
 from .api.services import ApiServices
 from .config import NodeConfig
@@ -130,7 +131,7 @@ class Node:
         services = ApiServices(
             store=store,
             memory_store=memory_store,
-            auth_tokens=tuple(tokens),
+            auth=ApiAuth.from_config(tokens),
             cors_origins=config.cors_origins,
             metrics_public=config.metrics_public,
             wake=engine.wake,
