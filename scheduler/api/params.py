@@ -87,9 +87,7 @@ def task_query(request: web.Request) -> TaskQuery:
 
 
 def retry_config(request: web.Request) -> tuple[int | None, timedelta | None]:
-    """``PUT /cxs/tasks/{id}/config`` parameters: maxRetries and retryDelay (milliseconds)."""
+    """``PUT /cxs/tasks/{id}/config`` parameters: maxRetries and retryDelay (milliseconds); None if absent."""
     max_retries = int_param(request, "maxRetries", None, 0, MAX_RETRIES)
     delay_ms = int_param(request, "retryDelay", None, 0, MAX_RETRY_DELAY_MS)
-    if max_retries is None and delay_ms is None:
-        raise bad_request("Give maxRetries and/or retryDelay (milliseconds)")
     return max_retries, None if delay_ms is None else timedelta(milliseconds=delay_ms)

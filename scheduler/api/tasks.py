@@ -73,6 +73,8 @@ async def resume_task(request: web.Request) -> web.Response:
 async def configure_task(request: web.Request) -> web.Response:
     max_retries, retry_delay = params.retry_config(request)
     located = await _locate(request)
+    if max_retries is None and retry_delay is None:  # nothing to change: answer the settings in force
+        return web.json_response(views.task_detail(located.task, history=False))
     task = await located.store.update_config(located.task.item_id, max_retries=max_retries, retry_delay=retry_delay)
     return _task_answer(request, task)
 

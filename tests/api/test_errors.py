@@ -62,7 +62,6 @@ async def test_query_values_are_data_not_operators(client, seed):
     [
         ("/cxs/tasks/data-sync/retry?resetFailureCount=yes", "Invalid resetFailureCount: yes (expected true or false)"),
         ("/cxs/tasks/data-sync/retry?resetFailureCount=1", "Invalid resetFailureCount: 1 (expected true or false)"),
-        ("/cxs/tasks/data-sync/config", "Give maxRetries and/or retryDelay (milliseconds)"),
         ("/cxs/tasks/data-sync/config?maxRetries=-1", "Invalid maxRetries: -1 (expected an integer from 0 to 1000)"),
         ("/cxs/tasks/data-sync/config?maxRetries=1001", "Invalid maxRetries: 1001 (expected an integer from 0 to 1000)"),
         ("/cxs/tasks/data-sync/config?retryDelay=1.5", "Invalid retryDelay: 1.5 (expected an integer from 0 to 2592000000)"),

@@ -90,6 +90,19 @@ async def test_list_merges_the_memory_store_with_totals(client, seed, memory_sto
     assert [t["itemId"] for t in second_page["list"]] == ["c", "d"] and second_page["totalSize"] == 5
 
 
+async def test_merged_listing_follows_the_requested_order(client, seed, memory_store):
+    for name, delay in (("a", "40m"), ("c", "10m"), ("e", "30m")):
+        await seed.task(name, schedule={"every": "1h", "initialDelay": delay})
+    for name, delay in (("b", "20m"), ("d", "50m")):
+        await seed.task(name, persistent=False, store=memory_store, schedule={"every": "1h", "initialDelay": delay})
+
+    everything = await get_json(client, "/cxs/tasks?sortBy=nextScheduledExecution:desc")
+    middle = await get_json(client, "/cxs/tasks?sortBy=nextScheduledExecution:desc&offset=1&limit=3")
+
+    assert [t["itemId"] for t in everything["list"]] == ["d", "a", "e", "b", "c"]
+    assert [t["itemId"] for t in middle["list"]] == ["a", "e", "b"] and middle["totalSize"] == 5
+
+
 async def test_show_gives_state_history_and_source(client, seed, store, clock):
     await seed.task("data-sync", type="dataSync", parameters=CRM, description="Sync CRM records", labels={"team": "crm"})
     await seed.run_all(Outcome.FAILURE, error="connection refused")
@@ -231,6 +244,17 @@ async def test_config_overrides_the_file_and_survives_its_reload(client, seed, s
     assert (after_reload["maxRetries"], after_reload["retryDelay"]) == (5, 60000)
     assert after_reload["overrides"] == {"maxRetries": 5, "retryDelay": 60000}
     assert (await delay_only.json())["overrides"] == {"maxRetries": 5, "retryDelay": 0}
+
+
+async def test_config_without_parameters_shows_the_settings_in_force(client, seed, node):
+    await seed.task("data-sync", retry={"maxRetries": 1, "retryDelay": "10s"})
+
+    response = await client.put("/cxs/tasks/data-sync/config", headers=ADMIN)
+
+    body = await response.json()
+    assert response.status == 200
+    assert (body["maxRetries"], body["retryDelay"], "overrides" in body) == (1, 10000, False)
+    assert node.wakes == 0
 
 
 async def test_run_now_makes_the_task_due_and_refuses_while_running(client, seed, clock):

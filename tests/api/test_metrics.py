@@ -1,0 +1,99 @@
+"""``GET /metrics``: what Prometheus scrapes after the engine has run tasks on this node."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from scheduler.api.metrics import Metrics
+from scheduler.engine import Engine, EngineConfig
+from scheduler.executors import executor_from_callable
+from scheduler.store.base import Outcome
+from tests.api.conftest import LEASE, VIEWER
+
+
+async def scrape(client, headers=None) -> dict[tuple[str, tuple], float]:
+    response = await client.get("/metrics", headers=headers or {})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def at(*fields: int) -> float:
+    return datetime(*fields, tzinfo=timezone.utc).timestamp()
+
+
+def job(ctx) -> None:
+    if ctx.parameters.get("fail"):
+        raise RuntimeError("boom")
+
+
+async def test_runs_claims_and_durations_by_task_and_outcome(client, services, seed, store, clock):
+    await seed.task("good", type="job")
+    await seed.task("bad", type="job", parameters={"fail": True})
+    engine = Engine(EngineConfig(node_id="node-1"), [store], {"job": executor_from_callable(job)}, services.metrics)
+
+    await engine.run_until_idle()
+    samples = await scrape(client)
+
+    assert samples[("scheduler_runs_total", (("outcome", "success"), ("task", "good")))] == 1
+    assert samples[("scheduler_runs_total", (("outcome", "failure"), ("task", "bad")))] == 1
+    assert samples[("scheduler_claims_total", ())] == 2
+    assert samples[("scheduler_run_duration_seconds_count", (("outcome", "success"),))] == 1
+    assert samples[("scheduler_run_duration_seconds_count", (("outcome", "failure"),))] == 1
+    assert samples[("scheduler_runs_fenced_total", ())] == 0
+
+
+async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store):
+    await seed.task("data-sync")
+    await seed.task("local-cache", persistent=False, store=memory_store, schedule={"every": "5m", "initialDelay": "5m"})
+    await seed.run_all(Outcome.SUCCESS)
+
+    samples = await scrape(client)
+
+    assert samples[("scheduler_task_last_run_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 14)
+    assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 15)
+    assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "local-cache"),))] == at(2024, 3, 20, 14, 5)
+    assert ("scheduler_task_last_run_timestamp_seconds", (("task", "local-cache"),)) not in samples
+
+
+async def test_recoveries_lease_losses_and_reloads(client, services, seed, store, clock):
+    await seed.task("data-sync", type="job")
+    [claim] = await store.claim_due("node-9", 1, LEASE)  # a node that then dies
+    clock.advance(LEASE + timedelta(seconds=1))
+    engine = Engine(EngineConfig(node_id="node-1"), [store], {"job": executor_from_callable(job)}, services.metrics)
+
+    await engine.run_until_idle()  # recovers, then runs the resumed task
+    services.metrics.lease_lost(claim)
+    services.metrics.reload_finished(False, 2, datetime(2024, 3, 20, 14, 0, 31, tzinfo=timezone.utc))
+    samples = await scrape(client)
+
+    assert samples[("scheduler_recoveries_total", ())] == 1
+    assert samples[("scheduler_lease_losses_total", ())] == 1
+    assert samples[("scheduler_reload_success", ())] == 0
+    assert samples[("scheduler_files_rejected", ())] == 2
+    assert samples[("scheduler_reload_timestamp_seconds", ())] == at(2024, 3, 20, 14, 0, 31)
+    assert samples[("scheduler_runs_total", (("outcome", "success"), ("task", "data-sync")))] == 1
+
+
+async def test_apps_keep_their_own_registries(make_client):
+    first, second = Metrics(), Metrics()
+    first.claims.inc(3)
+    client_one = await make_client(metrics=first)
+    client_two = await make_client(metrics=second)
+
+    assert (await scrape(client_one))[("scheduler_claims_total", ())] == 3
+    assert (await scrape(client_two))[("scheduler_claims_total", ())] == 0
+
+
+async def test_private_metrics_scrape_with_a_viewer_token(make_client):
+    client = await make_client(metrics_public=False)
+
+    samples = await scrape(client, headers=VIEWER)
+
+    assert ("scheduler_claims_total", ()) in samples
