@@ -14,11 +14,12 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .commands import validate
+from .commands import admin, run, validate
+from .logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (validate,)
+COMMANDS = (run, validate, admin)
 EXIT_USAGE = 2
 
 
@@ -26,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scheduler", description="A declarative, cluster-aware task scheduler.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--log-level", default="warning", choices=("debug", "info", "warning", "error"), help="default: warning"
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info for run, else warning"
     )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(subparsers)
@@ -39,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level or getattr(args, "log_level_default", "warning"), args.log_format)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
