@@ -107,7 +107,7 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path, source: str = "config")
     options["tokens"] = tuple(_resolve_token(t, base_dir) for t in api.get("auth", {}).get("tokens", ()))
     options["cors_origins"] = tuple(api.get("cors", {}).get("allowOrigins", ()))
     if "metrics" in api:
-        options["metrics_public"] = bool(api["metrics"].get("public", True))
+        options["metrics_public"] = not api["metrics"].get("auth", False)
     purge = doc.get("purge", {})
     ttls = {k: _duration(purge, k, f"/purge/{k}") for k in ("completed", "failed", "cancelled", "runs")}
     options["retention"] = Retention(**{k: v for k, v in ttls.items() if v is not None})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -174,14 +175,25 @@ class Reconciler:
 
     async def _reload(self) -> ReloadReport:
         now = self.store.now()
-        directory = load_directory(self.tasks_dir)
+        try:
+            directory = load_directory(self.tasks_dir)
+        except OSError as exc:
+            # Nothing can be known about the files: everything in force stays in force.
+            problem = Problem(str(self.tasks_dir), 0, 0, "", f"cannot read the tasks directory: {exc.strerror or exc}")
+            log.error("%s", problem)
+            return ReloadReport(ok=False, at=now, files=self.last_report.files if self.last_report else (),
+                                problems=(problem,))
+        between: dict[str, list[Problem]] = {}
+        for problem in directory.problems:
+            between.setdefault(problem.path, []).append(problem)
         states: list[FileState] = []
         seen_paths = set()
         for result in directory.files:
             seen_paths.add(result.path)
             good = self._good.get(result.path)
-            if result.problems:
-                for problem in result.problems:
+            problems = (*result.problems, *between.get(result.path, ()))
+            if problems:
+                for problem in problems:
                     log.error("rejected %s", problem, extra={"file": result.path})
                 states.append(
                     FileState(
@@ -190,13 +202,13 @@ class Reconciler:
                         sha256=result.sha256,
                         checked_at=now,
                         tasks=tuple(s.name for s in good.specs) if good else (),
-                        problems=tuple(result.problems),
+                        problems=tuple(sorted(problems)),
                         applied_sha256=good.sha256 if good else None,
                     )
                 )
                 continue
             if good is None or good.sha256 != result.sha256:
-                self._good[result.path] = _GoodVersion(result.sha256, result.mtime, tuple(result.specs))
+                self._good[result.path] = _GoodVersion(result.sha256, _mtime(result.path), tuple(result.specs))
                 log.info("applied %s (%d task(s))", result.path, len(result.specs), extra={"file": result.path})
             states.append(
                 FileState(
@@ -240,14 +252,13 @@ class Reconciler:
         self._in_force = desired
 
         return ReloadReport(
-            ok=not directory.problems and all(s.status == "applied" for s in states),
+            ok=all(s.status == "applied" for s in states),
             at=now,
             files=tuple(sorted(states, key=lambda s: s.path)),
             created=counts[UpsertResult.CREATED],
             updated=counts[UpsertResult.UPDATED],
             removed=removed,
             superseded=counts[UpsertResult.SUPERSEDED],
-            problems=tuple(directory.problems),
         )
 
     def _placements(self, spec: TaskSpec) -> Iterable[tuple[Store, str, str | None]]:
@@ -274,3 +285,11 @@ class Reconciler:
             offset += page_size
             if offset >= page.total:
                 return ids
+
+
+def _mtime(path: str) -> float:
+    """The file's modification time: the version of its specs (see the rollout rule above)."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

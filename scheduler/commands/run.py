@@ -17,7 +17,6 @@ from typing import Any
 
 from ..config import NodeConfig, load_config
 from ..errors import ConfigError, StoreError
-from ..node import ListenError, Node
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scheduler run: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    from ..node import ListenError, Node  # the daemon's imports (aiohttp...) only when it runs
+
     try:
         asyncio.run(Node(config).serve())
     except StoreError as exc:
