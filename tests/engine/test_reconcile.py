@@ -89,7 +89,7 @@ async def test_a_bad_file_keeps_its_last_good_version(tmp_path, stores):
     assert state.problems[0].line == 8 and "schedul" in state.problems[0].message
     assert (await stores[0].get_task("a")).spec.description == "good"
     data = state.to_dict()
-    assert data["errors"][0]["location"] == f"{tasks / 'a.yaml'}:9:1"
+    assert data["errors"][0]["location"] == f"{tasks / 'a.yaml'}:8:1"
     assert data["appliedSha256"] != data["sha256"]
 
 
