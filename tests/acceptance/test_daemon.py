@@ -78,7 +78,7 @@ def test_a_task_file_lifecycle(tmp_path, daemons):
         what="rejected file reported",
     )
     assert config["path"].endswith("hello.yaml")
-    assert config["errors"][0]["location"].startswith(f"{tasks / 'hello.yaml'}:9:")
+    assert config["errors"][0]["location"].startswith(f"{tasks / 'hello.yaml'}:8:")
     assert "schedul" in config["errors"][0]["message"]
     assert node.task("hello")["description"] == "changed"
 

@@ -1,0 +1,191 @@
+"""The reconciler against real SQLite stores and real files: reload rules and rollout convergence."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from scheduler.errors import TaskNotFound
+from scheduler.reconcile import Reconciler
+from scheduler.store import open_store
+from scheduler.store.base import Status, TaskQuery
+
+
+def task_file(name: str, every: str = "1h", **extra: str) -> str:
+    lines = "".join(f"{key}: {value}\n" for key, value in extra.items())
+    return textwrap.dedent(
+        f"""\
+        apiVersion: scheduler/v1
+        kind: Task
+        name: {name}
+        schedule:
+          every: {every}
+        run:
+          shell: "true"
+        """
+    ) + lines
+
+
+@pytest.fixture
+async def stores(tmp_path, clock):
+    shared = open_store(f"sqlite:///{tmp_path / 'cluster.db'}", clock=clock)
+    memory = open_store("sqlite:///:memory:", clock=clock)
+    for store in (shared, memory):
+        await store.start()
+    yield shared, memory
+    for store in (shared, memory):
+        await store.close()
+
+
+def reconciler(directory, stores, node_id="node-1", **options) -> Reconciler:
+    shared, memory = stores
+    return Reconciler(directory, shared, memory, node_id=node_id, **options)
+
+
+def write(path, text, mtime=None):
+    path.write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+async def ids(store) -> list[str]:
+    return [t.item_id for t in (await store.query_tasks(TaskQuery(limit=1000))).items]
+
+
+async def test_files_become_tasks_and_an_unchanged_reload_writes_nothing(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a"))
+    write(tasks / "b.yml", task_file("b") + "---\n" + task_file("c"))
+    write(tasks / ".ansible_tmp123a.yaml", task_file("ignored"))
+    changes = []
+    rec = reconciler(tasks, stores, on_change=lambda: changes.append(1))
+
+    first = await rec.reload()
+    second = await rec.reload()
+
+    assert (first.ok, first.created, first.updated, first.removed) == (True, 3, 0, 0)
+    assert (second.created, second.updated, second.removed) == (0, 0, 0)
+    assert await ids(stores[0]) == ["a", "b", "c"]
+    assert changes == [1] and rec.ready
+    assert [f.status for f in second.files] == ["applied", "applied"]
+
+
+async def test_a_bad_file_keeps_its_last_good_version(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a", description="good"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+
+    write(tasks / "a.yaml", task_file("a", schedul="typo"))
+    report = await rec.reload()
+
+    assert not report.ok and report.rejected == 1
+    state = report.files[0]
+    assert state.status == "rejected" and state.tasks == ("a",)
+    assert state.problems[0].line == 8 and "schedul" in state.problems[0].message
+    assert (await stores[0].get_task("a")).spec.description == "good"
+    data = state.to_dict()
+    assert data["errors"][0]["location"] == f"{tasks / 'a.yaml'}:8:1"
+    assert data["appliedSha256"] != data["sha256"]
+
+
+async def test_spec_changes_keep_runtime_state_and_deleted_files_remove_tasks(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+    await stores[0].update_config("a", max_retries=9)
+
+    write(tasks / "a.yaml", task_file("a", description="v2"))
+    report = await rec.reload()
+    task = await stores[0].get_task("a")
+    assert report.updated == 1 and task.spec.description == "v2" and task.max_retries == 9
+
+    (tasks / "a.yaml").unlink()
+    report = await rec.reload()
+    assert report.removed == 1 and report.files == ()
+    with pytest.raises(TaskNotFound):
+        await stores[0].get_task("a")
+
+
+async def test_placement_of_non_persistent_and_run_on_all_tasks(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "local.yaml", task_file("local", persistent="false"))
+    write(tasks / "everywhere.yaml", task_file("everywhere", runOn="all"))
+    shared, memory = stores
+
+    await reconciler(tasks, stores, node_id="n1").reload()
+    await reconciler(tasks, stores, node_id="n2").reload()
+    await reconciler(tasks, stores, node_id="api-only", executor_node=False).reload()
+
+    assert await ids(shared) == ["everywhere@n1", "everywhere@n2"]
+    local = await memory.get_task("local")
+    assert local.node == "n1" or local.node == "n2"
+    assert (await shared.get_task("everywhere@n2")).node == "n2"
+
+
+async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path, stores):
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    write(old_dir / "a.yaml", task_file("a", description="old"), mtime=1_700_000_000)
+    write(new_dir / "a.yaml", task_file("a", description="new"), mtime=1_700_000_600)
+    lagging, updated = reconciler(old_dir, stores, "n1"), reconciler(new_dir, stores, "n2")
+
+    await lagging.reload()
+    await updated.reload()
+    for _ in range(3):  # nodes keep reconciling: nobody flips the spec back
+        restarted = reconciler(old_dir, stores, "n1")
+        report = await restarted.reload()
+        assert report.superseded == 1 and report.updated == 0
+        await updated.reload()
+
+    assert (await stores[0].get_task("a")).spec.description == "new"
+
+
+async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("same", description="first"))
+    write(tasks / "b.yaml", task_file("same", description="second") + "---\n" + task_file("other"))
+
+    report = await reconciler(tasks, stores).reload()
+
+    assert [f.status for f in report.files] == ["applied", "rejected"]
+    assert "already defined in" in report.files[1].problems[0].message
+    assert (await stores[0].get_task("same")).spec.description == "first"
+    assert await ids(stores[0]) == ["same"]
+
+
+async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_was_down(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a"))
+    write(tasks / "b.yaml", task_file("b"))
+    await reconciler(tasks, stores).reload()
+    (tasks / "b.yaml").unlink()
+
+    report = await reconciler(tasks, stores).reload()
+
+    assert report.removed == 1
+    assert await ids(stores[0]) == ["a"]
+
+
+async def test_an_unreadable_directory_changes_nothing(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+    tasks.rename(tmp_path / "moved")
+
+    report = await rec.reload()
+
+    assert not report.ok and "cannot read the tasks directory" in report.problems[0].message
+    assert (await stores[0].get_task("a")).status is Status.SCHEDULED
