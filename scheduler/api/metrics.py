@@ -32,8 +32,12 @@ class _TaskTimes(Collector):
 
     def __init__(self) -> None:
         self.tasks: list[Task] = []
+        self.total = 0
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "scheduler_tasks", "Tasks in the shared store and this node's memory store.", value=self.total
+        )
         next_run = GaugeMetricFamily(
             "scheduler_task_next_run_timestamp_seconds",
             "When the task is next due (Unix time); absent when it is not scheduled.",
@@ -117,9 +121,10 @@ class Metrics(EngineListener):
 
     # -- exposition --------------------------------------------------------------
 
-    def set_task_times(self, tasks: Iterable[Task]) -> None:
-        """Replace the snapshot of per-task timestamps rendered by ``render``."""
+    def set_task_times(self, tasks: Iterable[Task], total: int) -> None:
+        """Replace the snapshot rendered by ``render``: per-task timestamps of ``tasks``, out of ``total`` tasks."""
         self._task_times.tasks = list(tasks)
+        self._task_times.total = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

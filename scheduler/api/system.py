@@ -14,9 +14,10 @@ from .metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
-# Per-task timestamps exported at most for this many tasks per store (by itemId),
-# so that a scrape stays one bounded query even with 100,000 tasks.
-METRICS_TASK_LIMIT = 5000
+# Per-task timestamps are exported for at most this many tasks per store (the
+# first by itemId): a scrape stays one bounded query (~0.1 s) with 100,000 tasks,
+# and Prometheus is not handed 200,000 series. ``scheduler_tasks`` shows the total.
+METRICS_TASK_LIMIT = 1000
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -53,11 +54,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    tasks = []
+    tasks, total = [], 0
     for store in (services.store, services.memory_store):
         if store is not None:
-            tasks.extend((await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))).items)
-    services.metrics.set_task_times(tasks)
+            page = await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))
+            tasks.extend(page.items)
+            total += page.total
+    services.metrics.set_task_times(tasks, total)
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -7,6 +7,7 @@ recover...) with the engine's policy computing the transitions, as a node would.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,7 +31,7 @@ ADMIN_TOKEN = "admin-secret-token"
 VIEWER_TOKEN = "viewer-secret-token"
 TOKENS = [
     {"name": "admin", "token": ADMIN_TOKEN, "roles": ["ADMINISTRATOR"]},
-    {"name": "grafana", "sha256": __import__("hashlib").sha256(VIEWER_TOKEN.encode()).hexdigest(), "roles": ["VIEWER"]},
+    {"name": "grafana", "sha256": hashlib.sha256(VIEWER_TOKEN.encode()).hexdigest(), "roles": ["VIEWER"]},
 ]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIEWER = {"Authorization": f"Bearer {VIEWER_TOKEN}"}

@@ -60,6 +60,19 @@ async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store)
     assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 15)
     assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "local-cache"),))] == at(2024, 3, 20, 14, 5)
     assert ("scheduler_task_last_run_timestamp_seconds", (("task", "local-cache"),)) not in samples
+    assert samples[("scheduler_tasks", ())] == 2
+
+
+async def test_per_task_timestamps_are_bounded(client, seed, monkeypatch):
+    monkeypatch.setattr("scheduler.api.system.METRICS_TASK_LIMIT", 2)
+    for name in ("c", "a", "b"):
+        await seed.task(name)
+
+    samples = await scrape(client)
+
+    shown = sorted(dict(labels)["task"] for name, labels in samples if name == "scheduler_task_next_run_timestamp_seconds")
+    assert shown == ["a", "b"]
+    assert samples[("scheduler_tasks", ())] == 3
 
 
 async def test_recoveries_lease_losses_and_reloads(client, services, seed, store, clock):
