@@ -25,7 +25,7 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_schema import CLAIMABLE, NODE_ELIGIBLE, datetime_or_none, ms_or_none, task_from_row, to_json
+from .sqlite_schema import CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, datetime_or_none, ms_or_none, task_from_row, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def claim(
     now_ms = epoch_ms(now)
     until = now + lease_duration
     due = conn.execute(
-        f"SELECT item_id, fence, scheduled_for, attempt FROM tasks WHERE {CLAIMABLE} AND next_at <= :now"
+        f"SELECT item_id, fence, scheduled_for, attempt {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at <= :now"
         f" AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
         " ORDER BY next_at, item_id LIMIT :limit",
         {"now": now_ms, "node": node_id, "limit": limit},

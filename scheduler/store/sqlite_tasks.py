@@ -29,6 +29,7 @@ from .common import (
 from .sqlite_claims import next_free_attempt
 from .sqlite_schema import (
     CLAIMABLE,
+    FROM_CLAIMABLE,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
     datetime_or_none,
@@ -156,7 +157,7 @@ def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime 
     # Walk claimable tasks by due time (the claim index): a held lease delays a task
     # to just past its expiry, so walk on only while a later task could be earlier.
     for next_at, lease_until in conn.execute(
-        f"SELECT next_at, lease_until FROM tasks WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
+        f"SELECT next_at, lease_until {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
         " ORDER BY next_at, item_id",
         {"node": node_id},
     ):
