@@ -39,6 +39,9 @@ NODE_ELIGIBLE = (
     " AND (nodes = '[]' OR EXISTS (SELECT 1 FROM json_each(tasks.nodes) WHERE value = :node))"
 )
 
+# A run record's identity, which its run id spells out: one b-tree, no second unique key.
+RUN_KEY = "task_id = :task_id AND scheduled_for = :scheduled_for AND attempt = :attempt"
+
 # API sort fields (``base.SORT_FIELDS``) -> columns: the only way a sort reaches SQL.
 SORT_COLUMNS = {
     "nextScheduledExecution": "next_at",
@@ -101,7 +104,7 @@ CREATE INDEX IF NOT EXISTS tasks_creation ON tasks (creation_date, item_id);
 CREATE INDEX IF NOT EXISTS tasks_failures ON tasks (failure_count, item_id);
 CREATE INDEX IF NOT EXISTS tasks_successes ON tasks (success_count, item_id);
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
     scheduled_for INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -114,8 +117,8 @@ CREATE TABLE IF NOT EXISTS runs (
     output TEXT NOT NULL DEFAULT '',
     error TEXT,
     expires_at INTEGER,
-    UNIQUE (task_id, scheduled_for, attempt)
-);
+    PRIMARY KEY (task_id, scheduled_for, attempt)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_task ON runs (task_id, started_at DESC, attempt DESC);
 CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS nodes (

@@ -26,7 +26,7 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_claims import next_free_attempt
+from .sqlite_claims import close_run, next_free_attempt, run_key
 from .sqlite_schema import (
     CLAIMABLE,
     FROM_CLAIMABLE,
@@ -190,10 +190,8 @@ def cancel(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
             outcome=Outcome.CANCELLED, error=CANCELLED_ERROR,
         )
         updates["history"] = to_json(push_history(json.loads(row["history"]), entry))
-        conn.execute(
-            "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE run_id = ? AND finished_at IS NULL",
-            (epoch_ms(now), Outcome.CANCELLED.value, CANCELLED_ERROR, run_id),
-        )
+        close_run(conn, run_key(item_id, row["scheduled_for"], row["attempt"]), epoch_ms(now), Outcome.CANCELLED,
+                  CANCELLED_ERROR)
     return _update(conn, item_id, {**updates, "last_modified": epoch_ms(now)})
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from datetime import timedelta
 
 import pytest
 
-from scheduler.errors import StoreError
+from scheduler.errors import StoreError, TaskNotFound
 from scheduler.store import open_store
-from scheduler.store.base import Status, TaskQuery
+from scheduler.store.base import Status, TaskQuery, UpsertResult
 from scheduler.store.sqlite import SQLiteStore
 from scheduler.store.sqlite_schema import SCHEMA_VERSION
 from tests.support.clock import ManualClock
 
-from .helpers import LEASE, add_task, claim_one, failure
+from .helpers import LEASE, add_task, failure, make_spec
 
 
 async def test_file_database_uses_wal_and_records_its_schema_version(tmp_path):
@@ -111,6 +113,41 @@ def test_open_store_passes_the_clock():
     assert open_store("memory:", clock=clock).now() == clock()
 
 
+async def test_queued_writes_share_one_commit_and_stay_atomic_each(tmp_path):
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        await add_task(store, clock(), "kept")
+
+        def delete_then_fail(conn, now):
+            conn.execute("DELETE FROM tasks WHERE item_id = 'kept'")
+            raise ValueError("refused after writing")
+
+        begins: list[str] = []
+        gate = threading.Event()
+        await store._call(lambda: store._conn.set_trace_callback(
+            lambda sql: begins.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None))
+        store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
+        writes = asyncio.gather(
+            store.upsert_spec(make_spec("a"), first_due=clock()),
+            store._write(delete_then_fail),
+            store.cancel("missing"),
+            store.upsert_spec(make_spec("b"), first_due=clock()),
+            return_exceptions=True,
+        )
+        for _ in range(100):  # bounded: each write enqueues on its task's first step
+            if len(store._pending) == 4:
+                break
+            await asyncio.sleep(0)
+        assert len(store._pending) == 4
+        gate.set()
+        created_a, refused, missing, created_b = await writes
+
+        assert len(begins) == 1  # one transaction for the four writes
+        assert created_a == created_b == UpsertResult.CREATED
+        assert isinstance(refused, ValueError) and isinstance(missing, TaskNotFound)
+        assert [task.item_id for task in (await store.query_tasks(TaskQuery())).items] == ["a", "b", "kept"]
+
+
 # -- query plans: the statements the store really runs, explained --------------------
 
 
@@ -134,11 +171,11 @@ def _plan(path, sql: str) -> str:
 
 @pytest.fixture
 async def busy_store(tmp_path):
-    """A file store with a few hundred tasks in assorted states."""
+    """A file store with a hundred-odd tasks in assorted states."""
     clock = ManualClock()
     store = SQLiteStore(tmp_path / "plans.db", clock)
     await store.start()
-    for index in range(300):
+    for index in range(120):
         await add_task(store, clock() + timedelta(seconds=index % 7 - 3), f"t{index:03d}", type=f"type{index % 5}")
     for claim in await store.claim_due("a", 40, LEASE):
         if claim.fence % 2:
