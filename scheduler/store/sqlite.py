@@ -54,7 +54,6 @@ from .sqlite_schema import SORT_COLUMNS, connect, to_json
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MEMORY = ":memory:"
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,12 @@ class SQLiteStore(Store):
         try:
             return fn(*args)
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: sqlite3.Error) -> StoreError:
+        error = StoreError(f"SQLite store {self._path}: {exc}")
+        error.__cause__ = exc
+        return error
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, now, *args)`` atomically, in the next ``BEGIN IMMEDIATE`` group commit."""
@@ -146,28 +150,22 @@ class SQLiteStore(Store):
         try:
             self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
         except sqlite3.Error as exc:
-            error = StoreError(f"SQLite store {self._path}: {exc}")
-            error.__cause__ = exc
-            outcomes = [(write, None, error) for write in batch]
+            outcomes = [(write, None, self._store_error(exc)) for write in batch]
         except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
             outcomes = [(write, None, exc) for write in batch]
         for write, result, error in outcomes:
             write.loop.call_soon_threadsafe(_settle, write.future, result, error)
 
-    def _apply_each(self, conn: sqlite3.Connection, now: datetime, batch: list[_PendingWrite],
+    def _apply_each(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
                     outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
-        for write in batch:
+        for write in batch:  # each verb reads the clock itself, as if it ran alone
             conn.execute("SAVEPOINT verb")
             try:
                 result = write.fn(conn, self.now(), *write.args)
             except Exception as exc:
                 conn.execute("ROLLBACK TO verb")
                 conn.execute("RELEASE verb")
-                if isinstance(exc, sqlite3.Error):
-                    wrapped = StoreError(f"SQLite store {self._path}: {exc}")
-                    wrapped.__cause__ = exc
-                    exc = wrapped
-                outcomes.append((write, None, exc))
+                outcomes.append((write, None, self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc))
             else:
                 conn.execute("RELEASE verb")
                 outcomes.append((write, result, None))
@@ -178,7 +176,8 @@ class SQLiteStore(Store):
 
     def _transaction(self, begin: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         conn = self._conn
-        assert conn is not None, "the connection lives as long as the worker thread"
+        if conn is None:  # a write that raced close()
+            raise StoreError(f"{self!r} is closed")
         conn.execute(begin)
         try:
             # Read the clock once the lock is held: a wait for the lock never ages ``now``.
