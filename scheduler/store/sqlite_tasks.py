@@ -26,9 +26,10 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_claims import next_free_attempt
+from .sqlite_claims import close_run, next_free_attempt, run_key
 from .sqlite_schema import (
     CLAIMABLE,
+    FROM_CLAIMABLE,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
     datetime_or_none,
@@ -156,7 +157,7 @@ def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime 
     # Walk claimable tasks by due time (the claim index): a held lease delays a task
     # to just past its expiry, so walk on only while a later task could be earlier.
     for next_at, lease_until in conn.execute(
-        f"SELECT next_at, lease_until FROM tasks WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
+        f"SELECT next_at, lease_until {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
         " ORDER BY next_at, item_id",
         {"node": node_id},
     ):
@@ -189,10 +190,8 @@ def cancel(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
             outcome=Outcome.CANCELLED, error=CANCELLED_ERROR,
         )
         updates["history"] = to_json(push_history(json.loads(row["history"]), entry))
-        conn.execute(
-            "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE run_id = ? AND finished_at IS NULL",
-            (epoch_ms(now), Outcome.CANCELLED.value, CANCELLED_ERROR, run_id),
-        )
+        close_run(conn, run_key(item_id, row["scheduled_for"], row["attempt"]), epoch_ms(now), Outcome.CANCELLED,
+                  CANCELLED_ERROR)
     return _update(conn, item_id, {**updates, "last_modified": epoch_ms(now)})
 
 
