@@ -35,6 +35,7 @@ from ..spec import TaskSpec
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
 from .base import (
+    Retention,
     Claim,
     Clock,
     NodeInfo,
@@ -296,10 +297,16 @@ class SQLiteStore(Store):
     async def list_nodes(self) -> list[NodeInfo]:
         return await self._read(tasks_sql.list_nodes)
 
-    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+    async def purge(
+        self,
+        *,
+        finished_before: datetime | None = None,
+        keep_history: int | None = None,
+        retention: Retention | None = None,
+    ) -> PurgeCounts:
         if keep_history is not None and keep_history < 0:
             raise ValueError(f"keep_history must be >= 0, got {keep_history}")
-        return await self._write(tasks_sql.purge, finished_before, keep_history)
+        return await self._write(tasks_sql.purge, finished_before, keep_history, retention)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

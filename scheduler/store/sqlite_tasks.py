@@ -15,7 +15,9 @@ from typing import Any
 
 from ..errors import InvalidState, TaskNotFound
 from ..spec import TaskSpec
-from .base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from .base import (
+    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
+)
 from .common import (
     CANCELLED_ERROR,
     REMOVED_ERROR,
@@ -200,10 +202,11 @@ def retry(conn: sqlite3.Connection, now: datetime, item_id: str, reset_failure_c
     if row["status"] not in (Status.FAILED, Status.CANCELLED):
         raise InvalidState(f"Task {item_id} is {row['status']}: only a FAILED or CANCELLED task can be retried")
     now_ms = epoch_ms(now)
-    slot = now_ms if row["scheduled_for"] is None else row["scheduled_for"]
+    fresh = reset_failure_count or row["scheduled_for"] is None  # a new slot: the whole retry budget again
+    slot = now_ms if fresh else row["scheduled_for"]
     updates: dict[str, Any] = {
         "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": slot,
-        "attempt": next_free_attempt(conn, item_id, slot, row["attempt"]), "expires_at": None,
+        "attempt": next_free_attempt(conn, item_id, slot, 1 if fresh else row["attempt"]), "expires_at": None,
         "last_modified": now_ms,
     }
     if reset_failure_count:
@@ -267,7 +270,8 @@ def list_nodes(conn: sqlite3.Connection, now: datetime) -> list[NodeInfo]:
 
 
 def purge(
-    conn: sqlite3.Connection, now: datetime, finished_before: datetime | None, keep_history: int | None
+    conn: sqlite3.Connection, now: datetime, finished_before: datetime | None, keep_history: int | None,
+    retention: Retention | None,
 ) -> PurgeCounts:
     now_ms = epoch_ms(now)
     task_terms = ["expires_at < :now"]
@@ -276,6 +280,14 @@ def purge(
         task_terms.append("last_modified < :before")
         run_terms.append("finished_at < :before")
     params = {"now": now_ms, "before": ms_or_none(finished_before)}
+    if retention is not None:
+        for status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+            params[f"ttl_{status.value}"] = now_ms - retention.for_status(status) // timedelta(milliseconds=1)
+            task_terms.append(
+                f"(origin_file = 0 AND status = '{status.value}' AND last_modified < :ttl_{status.value})"
+            )
+        params["ttl_runs"] = now_ms - retention.runs // timedelta(milliseconds=1)
+        run_terms.append("finished_at < :ttl_runs")
     tasks = conn.execute(f"DELETE FROM tasks WHERE {FINAL_SQL} AND ({' OR '.join(task_terms)})", params).rowcount
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
