@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ...spec import Source, TaskSpec, thaw
 from ..base import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
+from ..common import is_file_source
 
 SCHEMA_VERSION = 1
 
@@ -38,18 +39,8 @@ def stored(moment: datetime | None) -> datetime | None:
     return truncate_ms(moment.astimezone(timezone.utc))
 
 
-def run_id(item_id: str, scheduled_for: datetime, attempt: int) -> str:
-    millis = int(scheduled_for.timestamp() * 1000)
-    return f"{item_id}:{millis}:{attempt}"
-
-
 def label_pairs(labels: Mapping[str, str]) -> list[str]:
     return [json.dumps([key, value]) for key, value in sorted(labels.items())]
-
-
-def from_file(source: Source | None) -> bool:
-    """Files are real paths; the API and the builder use ``<api>``/``<builder>``."""
-    return source is not None and not source.path.startswith("<")
 
 
 # -- tasks -------------------------------------------------------------------
@@ -69,7 +60,7 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
         "taskType": spec.type,
         "enabled": spec.enabled,
         "persistent": spec.persistent,
-        "originFile": from_file(source),
+        "originFile": is_file_source(source),
         "labelPairs": label_pairs(spec.labels),
         "nodes": list(spec.nodes),
         "onCrash": spec.on_crash,
@@ -107,10 +98,6 @@ def new_task_document(
     }
 
 
-def _history_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: aware(value) if isinstance(value, datetime) else value for key, value in entry.items()}
-
-
 def task_from_document(doc: Mapping[str, Any]) -> Task:
     source = doc.get("source")
     lease = doc.get("lease") or {}
@@ -137,7 +124,7 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
         fence=lease.get("fence", 0),
         max_retries_override=doc.get("maxRetriesOverride"),
         retry_delay_override=None if retry_delay_ms is None else timedelta(milliseconds=retry_delay_ms),
-        history=[_history_entry(entry) for entry in doc.get("history") or ()],
+        history=[dict(entry) for entry in doc.get("history") or ()],
         spec_version=doc.get("specVersion", 0.0),
         creation_date=aware(doc.get("creationDate")),
         last_modified=aware(doc.get("lastModified")),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..base import FINAL_STATUSES, SORT_FIELDS, Claim, Status, TaskQuery
+from ..base import SORT_FIELDS, Claim, Status, TaskQuery
 from .documents import label_pairs
 
 # API sort field -> document field. Every other sort field has the same name.
@@ -58,10 +58,6 @@ def fenced_claim(claim: Claim) -> dict[str, Any]:
     return fenced(claim.item_id, claim.node_id, claim.fence)
 
 
-def not_final() -> dict[str, Any]:
-    return {"$nin": [status.value for status in FINAL_STATUSES]}
-
-
 def _text(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
@@ -96,14 +92,14 @@ def query_filter(query: TaskQuery) -> dict[str, Any]:
 
 
 def query_sort(query: TaskQuery) -> list[tuple[str, int]]:
-    """The sort of ``query_tasks``: a whitelisted field, then itemId to break ties."""
+    """The sort of ``query_tasks``: a whitelisted field, then itemId in the same direction."""
     if query.sort_by not in SORT_FIELDS:
         raise ValueError(f"cannot sort by {query.sort_by!r}: expected one of {', '.join(sorted(SORT_FIELDS))}")
     direction = -1 if query.descending else 1
     field = _SORT_DOCUMENT_FIELD.get(query.sort_by, query.sort_by)
     if field == "_id":
         return [("_id", direction)]
-    return [(field, direction), ("_id", 1)]
+    return [(field, direction), ("_id", direction)]
 
 
 def check_page(offset: int, limit: int) -> None:

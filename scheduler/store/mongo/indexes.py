@@ -28,8 +28,11 @@ Collection ``runs`` (``_id`` is ``<taskId>:<scheduledFor ms>:<attempt>``):
 - ``expireAt_ttl`` ``(expireAt)``, ``expireAfterSeconds: 0``: finished run
   records are deleted by the TTL monitor when their retention has passed.
 
-The TTL monitor runs about once a minute (and never under mongomock), so
-``purge()`` deletes expired documents itself as well.
+The TTL monitor runs about once a minute (mongomock only hides expired
+documents from reads), so ``purge()`` deletes expired documents itself as well.
+Only tasks in a final status carry ``expireAt``: every action that schedules a
+task again (retry, run now, a new plan from its file) clears it, since a TTL
+index cannot look at the status.
 """
 
 from __future__ import annotations

@@ -22,16 +22,16 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ...spec import utc_iso
 from ..base import HISTORY_LIMIT, Claim, Outcome, RunResult, Status, Task, Transition
-from .documents import aware, new_run_document, plain, run_id, stored, task_from_document
+from ..common import crash_details, history_entry, lease_expired_error, make_run_id
+from .documents import aware, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced, fenced_claim
 
 log = logging.getLogger(__name__)
 
 
-def _push_history(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Newest first, at most HISTORY_LIMIT entries, in the same update."""
+def push_history(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``$push`` adding ``entry`` first and keeping the HISTORY_LIMIT newest, in the same update."""
     return {"history": {"$each": [dict(entry)], "$position": 0, "$slice": HISTORY_LIMIT}}
 
 
@@ -85,7 +85,7 @@ def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: dat
         task=task,
         node_id=node_id,
         fence=fence,
-        run_id=run_id(task.item_id, scheduled_for, task.attempt),
+        run_id=make_run_id(task.item_id, scheduled_for, task.attempt),
         scheduled_for=scheduled_for,
         attempt=task.attempt,
         started_at=now,
@@ -93,12 +93,17 @@ def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: dat
     )
 
 
+def next_free_attempt(db: Database, item_id: str, scheduled_for: datetime, attempt: int) -> int:
+    """``attempt``, or the first attempt past the run records of that slot."""
+    latest = db["runs"].find_one(
+        {"taskId": item_id, "scheduledFor": scheduled_for}, sort=[("attempt", -1)], projection=["attempt"]
+    )
+    return attempt if latest is None else max(attempt, latest["attempt"] + 1)
+
+
 def _release_duplicate(db: Database, claim: Claim, before: Mapping[str, Any]) -> None:
     """Undo a claim whose run already exists, and move the attempt past the existing records."""
-    latest = db["runs"].find_one(
-        {"taskId": claim.item_id, "scheduledFor": claim.scheduled_for}, sort=[("attempt", -1)], projection=["attempt"]
-    )
-    next_attempt = max(claim.attempt, latest["attempt"] if latest else 0) + 1
+    next_attempt = next_free_attempt(db, claim.item_id, claim.scheduled_for, claim.attempt)
     db["tasks"].update_one(
         fenced_claim(claim),
         {
@@ -166,18 +171,18 @@ def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transi
     }
     if result.outcome == Outcome.SUCCESS:
         changes["checkpointData"] = None
-    entry = {
-        "runId": claim.run_id,
-        "scheduledFor": claim.scheduled_for,
-        "attempt": claim.attempt,
-        "node": claim.node_id,
-        "startedAt": claim.started_at,
-        "finishedAt": finished_at,
-        "outcome": Outcome(result.outcome).value,
-        "exitCode": result.exit_code,
-        "error": result.error,
-    }
-    updated = db["tasks"].update_one(fenced_claim(claim), {"$set": changes, "$push": _push_history(entry)})
+    entry = history_entry(
+        run_id=claim.run_id,
+        scheduled_for=claim.scheduled_for,
+        attempt=claim.attempt,
+        node=claim.node_id,
+        started_at=claim.started_at,
+        finished_at=finished_at,
+        outcome=result.outcome,
+        exit_code=result.exit_code,
+        error=result.error,
+    )
+    updated = db["tasks"].update_one(fenced_claim(claim), {"$set": changes, "$push": push_history(entry)})
     if updated.matched_count == 0:
         return False
     db["runs"].update_one(
@@ -185,7 +190,7 @@ def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transi
         {
             "$set": {
                 "finishedAt": finished_at,
-                "outcome": entry["outcome"],
+                "outcome": Outcome(result.outcome).value,
                 "exitCode": result.exit_code,
                 "output": result.output,
                 "error": result.error,
@@ -198,11 +203,14 @@ def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transi
 
 def recover_expired(db: Database, node_id: str, now: datetime) -> list[Task]:
     recovered = []
-    expired = db["tasks"].find({"status": Status.RUNNING.value, "lease.until": {"$lt": now}}, projection=["lease"])
+    expired = db["tasks"].find(
+        {"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
+        sort=[("lease.until", 1), ("_id", 1)],
+        projection=_CRASH_FIELDS,
+    )
     for doc in list(expired):
         lease = doc["lease"]
-        owner = lease["owner"]
-        reason = f"Node {owner} stopped renewing its lease, which expired at {utc_iso(aware(lease['until']))}"
+        error = lease_expired_error(lease["owner"], aware(lease["until"]))
         # Fenced on the fence read, and on the lease still being expired: a renewal
         # that landed meanwhile leaves the fence unchanged but moves ``until``.
         condition = {
@@ -211,69 +219,83 @@ def recover_expired(db: Database, node_id: str, now: datetime) -> list[Task]:
             "lease.fence": lease["fence"],
             "lease.until": {"$lt": now},
         }
-        task = _mark_crashed(db, condition, doc["_id"], lease["fence"], owner, reason, node_id, now)
+        task = _mark_crashed(db, condition, doc, lease["owner"], error, node_id, now)
         if task is not None:
-            log.warning("task %s crashed on node %s: %s", task.item_id, owner, reason, extra={"task": task.item_id})
             recovered.append(task)
+    if recovered:
+        log.warning(
+            "node %s recovered %d task(s) with expired leases: %s",
+            node_id,
+            len(recovered),
+            ", ".join(task.item_id for task in recovered),
+        )
     return recovered
 
 
 def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, now: datetime) -> list[str]:
     marked = []
     for claim in claims:
-        condition = fenced_claim(claim)
-        if _mark_crashed(db, condition, claim.item_id, claim.fence, claim.node_id, reason, claim.node_id, now) is not None:
+        doc = db["tasks"].find_one(fenced_claim(claim), projection=_CRASH_FIELDS)
+        if doc is None:
+            continue
+        if _mark_crashed(db, fenced_claim(claim), doc, claim.node_id, reason, claim.node_id, now) is not None:
             marked.append(claim.item_id)
     return marked
+
+
+# What ``_mark_crashed`` reads of the task to write its history entry.
+_CRASH_FIELDS = ["lease", "scheduledFor", "attempt", "lastExecutionDate"]
 
 
 def _mark_crashed(
     db: Database,
     condition: Mapping[str, Any],
-    item_id: str,
-    fence: int,
+    doc: Mapping[str, Any],
     crashed_node: str,
-    reason: str,
+    error: str,
     recovered_by: str,
     now: datetime,
 ) -> Task | None:
     """One fenced update: CRASHED, due now, next attempt, lease cleared, checkpoint kept."""
-    run = db["runs"].find_one({"taskId": item_id, "fence": fence}) or {}
-    entry = {
-        "runId": run.get("_id"),
-        "scheduledFor": run.get("scheduledFor"),
-        "attempt": run.get("attempt"),
-        "node": crashed_node,
-        "startedAt": run.get("startedAt"),
-        "finishedAt": now,
-        "outcome": Outcome.CRASHED.value,
-        "exitCode": None,
-        "error": reason,
-        "recoveredBy": recovered_by,
-    }
+    scheduled_for = aware(doc["scheduledFor"])
+    crashed_run = make_run_id(doc["_id"], scheduled_for, doc["attempt"])
+    entry = history_entry(
+        run_id=crashed_run,
+        scheduled_for=scheduled_for,
+        attempt=doc["attempt"],
+        node=crashed_node,
+        started_at=aware(doc.get("lastExecutionDate")),
+        finished_at=now,
+        outcome=Outcome.CRASHED,
+        error=error,
+        recoveredBy=recovered_by,
+    )
+    crash = crash_details({}, now, crashed_node)  # merged into statusDetails field by field
     after = db["tasks"].find_one_and_update(
         condition,
         {
             "$set": {
                 "status": Status.CRASHED.value,
-                "lastError": reason,
-                "statusDetails.crashTime": utc_iso(now),
-                "statusDetails.crashedNode": crashed_node,
+                "lastError": error,
+                **{f"statusDetails.{key}": value for key, value in crash.items()},
                 "nextScheduledExecution": now,
                 "lease.owner": None,
                 "lease.until": None,
                 "lastModified": now,
             },
             "$inc": {"attempt": 1},
-            "$push": _push_history(entry),
+            "$push": push_history(entry),
         },
         return_document=ReturnDocument.AFTER,
     )
     if after is None:
         return None
-    if run:
-        db["runs"].update_one(
-            {"_id": run["_id"], "finishedAt": None},
-            {"$set": {"finishedAt": now, "outcome": Outcome.CRASHED.value, "error": reason}},
-        )
+    close_run(db, crashed_run, now, Outcome.CRASHED, error)
     return task_from_document(after)
+
+
+def close_run(db: Database, run: str, now: datetime, outcome: Outcome, error: str) -> None:
+    """End a run record its node will never finish (crash, cancel)."""
+    db["runs"].update_one(
+        {"_id": run, "finishedAt": None}, {"$set": {"finishedAt": now, "outcome": outcome.value, "error": error}}
+    )

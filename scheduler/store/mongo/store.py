@@ -8,8 +8,9 @@ this module holds the lifecycle, the clock and the error boundary: any
 ``PyMongoError`` leaves the store as a ``StoreError`` naming the operation and
 the servers (never the credentials).
 
-Time is the server's (see ``clock``); pass ``server_clock=False`` to use the
-injected clock as it is, which tests with a manual clock need on a real server.
+Time is the server's (see ``clock``) when the store reads the system clock; an
+injected clock (a test's manual clock) is used as it is unless
+``server_clock=True`` asks for the server's offset on top of it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pymongo import MongoClient
+import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
 
@@ -35,6 +36,7 @@ from ..base import (
     Page,
     PurgeCounts,
     RunResult,
+    Status,
     Store,
     Task,
     TaskQuery,
@@ -69,10 +71,12 @@ def hosts_of(url: str) -> str:
 class MongoStore(Store):
     """The cluster store: every node points at the same MongoDB replica set.
 
-    ``client_factory(url, **options)`` builds the client (default
-    ``pymongo.MongoClient``; tests pass ``mongomock.MongoClient``). ``threads``
-    bounds the driver calls in flight at once; mongomock is not thread-safe, so
-    concurrent use of one mongomock-backed store is not supported.
+    ``client_factory(url, **options)`` builds the client in ``start()``
+    (default ``pymongo.MongoClient``, looked up then so that ``mongomock.patch``
+    applies; tests may pass ``mongomock.MongoClient``). ``server_clock``: follow
+    the server's clock (default: only when ``clock`` is the system clock).
+    ``threads`` bounds the driver calls in flight at once; mongomock is not
+    thread-safe, so concurrent use of one mongomock-backed store is unsupported.
     """
 
     def __init__(
@@ -82,7 +86,7 @@ class MongoStore(Store):
         *,
         database: str | None = None,
         client_factory: Callable[..., Any] | None = None,
-        server_clock: bool = True,
+        server_clock: bool | None = None,
         threads: int = 4,
     ) -> None:
         super().__init__(clock)
@@ -93,7 +97,9 @@ class MongoStore(Store):
         self._url = url
         self._hosts = hosts_of(url)
         self._database_name = database or database_from_url(url)
-        self._client_factory = client_factory or MongoClient
+        self._client_factory = client_factory
+        if server_clock is None:
+            server_clock = clock is system_clock
         self._server_clock = ServerClock(clock) if server_clock else None
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
@@ -123,7 +129,8 @@ class MongoStore(Store):
         log.info("MongoDB store ready: %s, database %s", self._hosts, self._database_name)
 
     def _open(self) -> None:
-        self._client = self._client_factory(self._url, tz_aware=True, appname="scheduler")
+        factory = self._client_factory or pymongo.MongoClient
+        self._client = factory(self._url, tz_aware=True, appname="scheduler")
         self._db = self._client[self._database_name]
         if self._server_clock is not None:
             self._server_clock.sync(self._client.admin.command)  # also the first round trip
@@ -194,7 +201,7 @@ class MongoStore(Store):
         )
 
     async def remove_spec(self, item_id: str) -> bool:
-        return await self._with_db(f"remove task {item_id}", tasks.remove_spec, item_id)
+        return await self._with_db_now(f"remove task {item_id}", tasks.remove_spec, item_id)
 
     # -- reads ---------------------------------------------------------------
 
@@ -213,11 +220,15 @@ class MongoStore(Store):
     # -- the claim protocol --------------------------------------------------
 
     async def claim_due(self, node_id: str, limit: int, lease_duration: timedelta) -> list[Claim]:
-        if limit <= 0:
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, got {limit}")
+        _check_lease(lease_duration)
+        if limit == 0:
             return []
         return await self._with_db_now("claim due tasks", protocol.claim_due, node_id, limit, lease_duration)
 
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
+        _check_lease(lease_duration)
         if not claims:
             return set()
         return await self._with_db_now("renew leases", protocol.renew_leases, node_id, claims, lease_duration)
@@ -235,6 +246,8 @@ class MongoStore(Store):
         )
 
     async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
+        if transition.status == Status.RUNNING:
+            raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
         return await self._with_db_now(f"finish run {claim.run_id}", protocol.finish_run, claim, result, transition)
 
     async def recover_expired(self, node_id: str) -> list[Task]:
@@ -262,6 +275,10 @@ class MongoStore(Store):
     async def update_config(
         self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
     ) -> Task:
+        if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
+            raise ValueError(f"maxRetries must be an integer >= 0, got {max_retries!r}")
+        if retry_delay is not None and retry_delay < timedelta(0):
+            raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
         return await self._with_db_now(
             f"configure task {item_id}", tasks.update_config, item_id, max_retries, retry_delay
         )
@@ -277,4 +294,11 @@ class MongoStore(Store):
     # -- retention -----------------------------------------------------------
 
     async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+        if keep_history is not None and (isinstance(keep_history, bool) or not isinstance(keep_history, int) or keep_history < 0):
+            raise ValueError(f"keep_history must be an integer >= 0, got {keep_history!r}")
         return await self._with_db_now("purge", tasks.purge, finished_before, keep_history)
+
+
+def _check_lease(lease_duration: timedelta) -> None:
+    if lease_duration <= timedelta(0):
+        raise ValueError(f"a lease duration must be positive, got {lease_duration}")

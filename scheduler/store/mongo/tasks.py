@@ -1,15 +1,17 @@
 """Specs, reads, operator actions, nodes and retention on MongoDB (blocking
 functions, run on the driver thread).
 
-Operator actions are one ``find_one_and_update`` whose filter holds the allowed
-statuses, so an action never applies to a task that changed status meanwhile;
-when nothing matched, a second read tells "no such task" from "wrong state".
+Operator actions read the task, decide from what they read (or refuse with
+``InvalidState``), then write with a compare-and-set on the status, fence and
+attempt they read: a claim, finish or other action that lands in between makes
+the write match nothing, and the action decides again from a fresh read.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -17,7 +19,8 @@ from pymongo.errors import DuplicateKeyError
 
 from ...errors import InvalidState, StoreError, TaskNotFound
 from ...spec import TaskSpec
-from ..base import FINAL_STATUSES, NodeInfo, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from ..base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from ..common import CANCELLED_ERROR, ONE_MS, REMOVED_ERROR, history_entry, make_run_id
 from .documents import (
     aware,
     new_task_document,
@@ -28,12 +31,14 @@ from .documents import (
     stored,
     task_from_document,
 )
-from .filters import check_page, claimable_by, not_final, query_filter, query_sort
+from .filters import check_page, claimable_by, query_filter, query_sort
+from .protocol import close_run, next_free_attempt, push_history
 
-# Rounds of read-compare-write before upsert_spec gives up: each lost round
-# means another node or a claim changed the task between the read and the write.
-_UPSERT_ROUNDS = 5
-_CLEAR_LEASE = {"lease.owner": None, "lease.until": None}
+log = logging.getLogger(__name__)
+
+# Rounds of read-decide-compare-and-set before a write gives up: each lost round
+# means a claim, a finish or another node changed the task in between.
+_ROUNDS = 5
 
 
 # -- specs -------------------------------------------------------------------
@@ -50,7 +55,7 @@ def upsert_spec(
 ) -> UpsertResult:
     tasks = db["tasks"]
     fields = spec_fields(spec, node, spec_version)
-    for _ in range(_UPSERT_ROUNDS):
+    for _ in range(_ROUNDS):
         current = tasks.find_one({"_id": item_id}, projection=["specHash", "specVersion", "spec.schedule", "status"])
         if current is None:
             try:
@@ -66,15 +71,26 @@ def upsert_spec(
         if current["spec"]["schedule"] != fields["spec"]["schedule"] and current["status"] != Status.RUNNING:
             due = stored(first_due)
             changes.update(nextScheduledExecution=due, scheduledFor=due, attempt=1)
+            if due is not None and current["status"] in (Status.COMPLETED, Status.FAILED):
+                changes.update(status=Status.SCHEDULED.value, expireAt=None)  # a new plan
         # Compare-and-set on what was read: the decisions above still hold when it matches.
         condition = {"_id": item_id, "specHash": current["specHash"], "status": current["status"]}
         if tasks.update_one(condition, {"$set": changes}).matched_count:
             return UpsertResult.UPDATED
-    raise StoreError(f"task {item_id} kept changing while its spec was being updated; try again")
+    raise _busy(item_id, "its spec was being updated")
 
 
-def remove_spec(db: Database, item_id: str) -> bool:
-    return db["tasks"].delete_one({"_id": item_id}).deleted_count == 1
+def remove_spec(db: Database, item_id: str, now: datetime) -> bool:
+    removed = db["tasks"].find_one_and_delete({"_id": item_id}, projection=["status"])
+    if removed is None:
+        return False
+    if removed["status"] == Status.RUNNING:
+        # Its node learns of the removal at its next renewal and writes nothing.
+        db["runs"].update_many(
+            {"taskId": item_id, "finishedAt": None},
+            {"$set": {"finishedAt": now, "outcome": Outcome.CANCELLED.value, "error": REMOVED_ERROR}},
+        )
+    return True
 
 
 # -- reads -------------------------------------------------------------------
@@ -105,81 +121,141 @@ def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
     total = db["runs"].count_documents(criteria)
     items = []
     if limit:
-        cursor = db["runs"].find(criteria, sort=[("startedAt", -1), ("_id", -1)], skip=offset, limit=limit)
+        cursor = db["runs"].find(criteria, sort=[("startedAt", -1), ("attempt", -1)], skip=offset, limit=limit)
         items = [run_from_document(doc) for doc in cursor]
     return Page(items=items, offset=offset, total=total)
 
 
 def next_due_time(db: Database, node_id: str) -> datetime | None:
-    due = db["tasks"].find_one(
+    best: datetime | None = None
+    # Walk claimable tasks in due order (the claim index): a lease still held (a
+    # cancelled run being retried) delays a task to just past its expiry, so walk
+    # on only while a later task could still be earlier.
+    candidates = db["tasks"].find(
         {"$and": [claimable_by(node_id), {"nextScheduledExecution": {"$ne": None}}]},
-        sort=[("nextScheduledExecution", 1)],
-        projection=["nextScheduledExecution"],
+        sort=[("nextScheduledExecution", 1), ("_id", 1)],
+        projection=["nextScheduledExecution", "lease.until"],
     )
-    expiry = db["tasks"].find_one(
+    for doc in candidates:
+        due = aware(doc["nextScheduledExecution"])
+        if best is not None and due >= best:
+            break
+        until = aware(doc["lease"]["until"])
+        candidate = due if until is None else max(due, until + ONE_MS)
+        best = candidate if best is None else min(best, candidate)
+    expiring = db["tasks"].find_one(
         {"status": Status.RUNNING.value, "lease.until": {"$ne": None}}, sort=[("lease.until", 1)], projection=["lease"]
     )
-    candidates = []
-    if due is not None:
-        candidates.append(aware(due["nextScheduledExecution"]))
-    if expiry is not None:
-        candidates.append(aware(expiry["lease"]["until"]))
-    return min(candidates, default=None)
+    if expiring is not None:
+        expired_at = aware(expiring["lease"]["until"]) + ONE_MS
+        best = expired_at if best is None else min(best, expired_at)
+    return best
 
 
 # -- operator actions --------------------------------------------------------
 
 
-def _act(db: Database, item_id: str, allowed: Mapping[str, Any], update: Mapping[str, Any], refusal: str) -> Task:
-    doc = db["tasks"].find_one_and_update(
-        {"_id": item_id, "status": allowed}, update, return_document=ReturnDocument.AFTER
-    )
-    if doc is not None:
-        return task_from_document(doc)
-    current = db["tasks"].find_one({"_id": item_id}, projection=["status"])
-    if current is None:
-        raise TaskNotFound(item_id)
-    raise InvalidState(f"task {item_id} is {current['status']}: {refusal}")
+def _act(db: Database, item_id: str, decide: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> tuple[Task, Mapping[str, Any]]:
+    """Read the task, ``decide`` the update (or raise), compare-and-set it on the
+    status, fence and attempt read; again from a fresh read if the task changed.
+    Returns the updated task and the document the decision was made on."""
+    for _ in range(_ROUNDS):
+        doc = db["tasks"].find_one({"_id": item_id})
+        if doc is None:
+            raise TaskNotFound(item_id)
+        condition = {
+            "_id": item_id,
+            "status": doc["status"],
+            "lease.fence": doc["lease"]["fence"],
+            "attempt": doc["attempt"],
+        }
+        after = db["tasks"].find_one_and_update(condition, decide(doc), return_document=ReturnDocument.AFTER)
+        if after is not None:
+            return task_from_document(after), doc
+    raise _busy(item_id, "an operator action was applied")
+
+
+def _running_run_id(doc: Mapping[str, Any]) -> str:
+    return make_run_id(doc["_id"], aware(doc["scheduledFor"]), doc["attempt"])
 
 
 def cancel(db: Database, item_id: str, now: datetime) -> Task:
-    # The lease stays: the running node's next renewal fails and it kills the run.
-    update = {"$set": {"status": Status.CANCELLED.value, "nextScheduledExecution": None, "lastModified": now}}
-    return _act(db, item_id, not_final(), update, "it has already ended and cannot be cancelled")
+    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
+        status = Status(doc["status"])
+        if status in FINAL_STATUSES:
+            raise InvalidState(f"Task {item_id} is already {status.value}: only an unfinished task can be cancelled")
+        # The lease stays: the running node's next renewal fails and it kills the run.
+        update: dict[str, Any] = {
+            "$set": {"status": Status.CANCELLED.value, "nextScheduledExecution": None, "lastModified": now}
+        }
+        if status == Status.RUNNING:
+            # Its node will write nothing: record the end of the run here.
+            entry = history_entry(
+                run_id=_running_run_id(doc),
+                scheduled_for=aware(doc["scheduledFor"]),
+                attempt=doc["attempt"],
+                node=doc["lease"]["owner"],
+                started_at=aware(doc.get("lastExecutionDate")),
+                finished_at=now,
+                outcome=Outcome.CANCELLED,
+                error=CANCELLED_ERROR,
+            )
+            update["$push"] = push_history(entry)
+        return update
+
+    task, before = _act(db, item_id, decide)
+    if before["status"] == Status.RUNNING:
+        close_run(db, _running_run_id(before), now, Outcome.CANCELLED, CANCELLED_ERROR)
+    return task
 
 
 def retry(db: Database, item_id: str, reset_failure_count: bool, now: datetime) -> Task:
-    changes: dict[str, Any] = {
-        "status": Status.SCHEDULED.value,
-        "nextScheduledExecution": now,
-        "expireAt": None,  # a retried one-shot must not be purged
-        "lastModified": now,
-        **_CLEAR_LEASE,
-    }
-    if reset_failure_count:
-        changes["failureCount"] = 0
-    allowed = {"$in": [Status.FAILED.value, Status.CANCELLED.value]}
-    update = {"$set": changes, "$inc": {"attempt": 1}}
-    return _act(db, item_id, allowed, update, "only FAILED or CANCELLED tasks can be retried")
+    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
+        if doc["status"] not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidState(f"Task {item_id} is {doc['status']}: only a FAILED or CANCELLED task can be retried")
+        slot = aware(doc["scheduledFor"]) or now  # a task that never had a slot gets one now
+        changes: dict[str, Any] = {
+            "status": Status.SCHEDULED.value,
+            "nextScheduledExecution": now,
+            "scheduledFor": slot,
+            "attempt": next_free_attempt(db, item_id, slot, doc["attempt"]),
+            "expireAt": None,  # a retried one-shot must not be purged
+            "lastModified": now,
+        }
+        if reset_failure_count:
+            changes["failureCount"] = 0
+        return {"$set": changes}
+
+    return _act(db, item_id, decide)[0]
 
 
 def resume(db: Database, item_id: str, now: datetime) -> Task:
-    changes = {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "lastModified": now, **_CLEAR_LEASE}
-    return _act(db, item_id, {"$eq": Status.CRASHED.value}, {"$set": changes}, "only CRASHED tasks can be resumed")
+    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
+        if doc["status"] != Status.CRASHED:
+            raise InvalidState(f"Task {item_id} is {doc['status']}: only a CRASHED task can be resumed")
+        attempt = next_free_attempt(db, item_id, aware(doc["scheduledFor"]), doc["attempt"])
+        return {
+            "$set": {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "attempt": attempt, "lastModified": now}
+        }
+
+    return _act(db, item_id, decide)[0]
 
 
 def run_now(db: Database, item_id: str, now: datetime) -> Task:
-    changes = {
-        "status": Status.SCHEDULED.value,
-        "nextScheduledExecution": now,
-        "scheduledFor": now,
-        "attempt": 1,
-        "expireAt": None,
-        "lastModified": now,
-        **_CLEAR_LEASE,
-    }
-    allowed = {"$ne": Status.RUNNING.value}
-    return _act(db, item_id, allowed, {"$set": changes}, "it is running already; cancel it first")
+    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
+        if doc["status"] == Status.RUNNING:
+            raise InvalidState(f"Task {item_id} is RUNNING: it cannot be run again before this run ends")
+        changes = {
+            "status": Status.SCHEDULED.value,
+            "nextScheduledExecution": now,
+            "scheduledFor": now,
+            "attempt": next_free_attempt(db, item_id, now, 1),
+            "expireAt": None,
+            "lastModified": now,
+        }
+        return {"$set": changes}
+
+    return _act(db, item_id, decide)[0]
 
 
 def update_config(
@@ -187,13 +263,9 @@ def update_config(
 ) -> Task:
     changes: dict[str, Any] = {"lastModified": now}
     if max_retries is not None:
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"maxRetries must be an integer >= 0, got {max_retries!r}")
         changes["maxRetriesOverride"] = max_retries
     if retry_delay is not None:
-        if not isinstance(retry_delay, timedelta) or retry_delay < timedelta(0):
-            raise ValueError(f"retryDelay must be a duration >= 0, got {retry_delay!r}")
-        changes["retryDelayOverrideMs"] = retry_delay // timedelta(milliseconds=1)
+        changes["retryDelayOverrideMs"] = retry_delay // ONE_MS
     doc = db["tasks"].find_one_and_update({"_id": item_id}, {"$set": changes}, return_document=ReturnDocument.AFTER)
     if doc is None:
         raise TaskNotFound(item_id)
@@ -216,19 +288,25 @@ def list_nodes(db: Database) -> list[NodeInfo]:
 
 
 def purge(db: Database, finished_before: datetime | None, keep_history: int | None, now: datetime) -> PurgeCounts:
-    if keep_history is not None and (isinstance(keep_history, bool) or not isinstance(keep_history, int) or keep_history < 0):
-        raise ValueError(f"keep_history must be an integer >= 0, got {keep_history!r}")
-    tasks = db["tasks"].delete_many({"expireAt": {"$lte": now}}).deleted_count
-    runs = db["runs"].delete_many({"expireAt": {"$lte": now}}).deleted_count
+    task_terms: list[dict[str, Any]] = [{"expireAt": {"$lt": now}}]
+    run_terms: list[dict[str, Any]] = [{"expireAt": {"$lt": now}}]
     if finished_before is not None:
         before = stored(finished_before)
-        final = [status.value for status in FINAL_STATUSES]
-        tasks += db["tasks"].delete_many({"status": {"$in": final}, "lastFinishDate": {"$lt": before}}).deleted_count
-        runs += db["runs"].delete_many({"finishedAt": {"$lt": before}}).deleted_count
+        task_terms.append({"lastModified": {"$lt": before}})
+        run_terms.append({"finishedAt": {"$lt": before}})
+    final = [status.value for status in FINAL_STATUSES]
+    tasks = db["tasks"].delete_many({"status": {"$in": final}, "$or": task_terms}).deleted_count
+    runs = db["runs"].delete_many({"finishedAt": {"$ne": None}, "$or": run_terms}).deleted_count
     if keep_history is not None:
-        # Only documents with more entries than kept; an empty $each with $slice trims in place.
+        # Only documents holding more entries than kept; an empty $each with $slice trims in place.
         db["tasks"].update_many(
             {f"history.{keep_history}": {"$exists": True}},
             {"$push": {"history": {"$each": [], "$slice": keep_history}}},
         )
+    if tasks or runs:
+        log.info("purged %d task(s) and %d run record(s)", tasks, runs)
     return PurgeCounts(tasks=tasks, runs=runs)
+
+
+def _busy(item_id: str, what: str) -> StoreError:
+    return StoreError(f"task {item_id} kept changing while {what}; try again")
