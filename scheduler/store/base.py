@@ -9,6 +9,11 @@ On SQLite that is the host clock; on MongoDB it is the server's clock estimated
 from the ``hello`` reply. Stored times have millisecond precision on every
 backend; verbs return aware UTC datetimes truncated to the millisecond.
 
+Boundaries: a stored instant ``T`` (a lease's ``until``, an ``expires_at``) *has
+passed* when ``T < now``. A lease therefore still holds at exactly its
+``until`` and is expired from ``until + 1 ms``; a task is due when
+``nextScheduledExecution <= now``.
+
 The claim protocol (see DESIGN.md):
 
 1. ``claim_due`` sets ``status=RUNNING`` and a lease ``{owner, until, fence+1}``
@@ -287,13 +292,18 @@ class Store(abc.ABC):
           overwrites a newer one, so nodes converge instead of flip-flopping.
         - Otherwise the spec, hash and version are replaced (UPDATED); counters,
           history, checkpoint, overrides and lease stay. The next run is set to
-          ``first_due`` only when the schedule changed and the task is not RUNNING.
+          ``first_due`` only when the schedule changed and the task is not RUNNING
+          (``scheduledFor = first_due``, attempt 1); a COMPLETED or FAILED task whose
+          schedule changed to one with a ``first_due`` becomes SCHEDULED again (a
+          new plan), while CANCELLED and CRASHED wait for an operator action.
         """
 
     @abc.abstractmethod
     async def remove_spec(self, item_id: str) -> bool:
         """Delete a task (its run records stay until purged). A run in progress
-        notices at its next renewal and is stopped. False if there was no task."""
+        notices at its next renewal and is stopped; its open run record is closed
+        as ``cancelled`` now, since its node will write nothing. False if there
+        was no task."""
 
     # -- reads -------------------------------------------------------------
 
@@ -304,18 +314,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def query_tasks(self, query: TaskQuery) -> Page:
         """Tasks matching every given filter, sorted by ``query.sort_by`` (ties
-        broken by itemId), paged; ``Page.total`` counts all matches. Filter values
-        are compared as plain values, never interpreted as query operators."""
+        broken by itemId in the same direction, so descending is the exact reverse
+        of ascending; missing values sort first ascending, as MongoDB does),
+        paged; ``Page.total`` counts all matches. ``node`` matches the pinned
+        ``Task.node``. Filter values are compared as plain values, never
+        interpreted as query operators. An unknown ``sort_by`` or a negative
+        offset or limit is a ``ValueError``."""
 
     @abc.abstractmethod
     async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
-        """Run records of a task, newest ``started_at`` first (``Page.items`` of ``RunRecord``)."""
+        """Run records of a task, newest ``started_at`` first (``Page.items`` of
+        ``RunRecord``). Records outlive their task, so an unknown id is an empty
+        page, not ``TaskNotFound``."""
 
     @abc.abstractmethod
     async def next_due_time(self, node_id: str) -> datetime | None:
-        """The earliest ``nextScheduledExecution`` among tasks this node could
-        claim (as ``claim_due`` defines eligibility, ignoring the time), or the
-        earliest lease expiry of a RUNNING task (to recover it); None if neither."""
+        """The earliest instant at which ``claim_due`` or ``recover_expired``
+        would find work for this node, or None if there is none.
+
+        That is the earliest ``nextScheduledExecution`` among tasks this node could
+        claim (as ``claim_due`` defines eligibility, ignoring the time and the
+        lease), delayed to ``lease.until + 1 ms`` for a task that still carries an
+        unexpired lease (a cancelled run being retried); or the first instant at
+        which a RUNNING task's lease counts as expired (``until + 1 ms``),
+        whichever node holds it."""
 
     # -- the claim protocol ------------------------------------------------
 
@@ -326,7 +348,8 @@ class Store(abc.ABC):
         Eligible: enabled; status SCHEDULED, or CRASHED with ``onCrash: resume``;
         ``nextScheduledExecution <= now``; ``node`` is null or ``node_id``; the
         spec's ``nodes`` list is empty or contains ``node_id``; no lease, or a
-        lease whose ``until`` has passed.
+        lease whose ``until`` has passed (``until < now``). ``limit`` 0 claims
+        nothing; a negative limit or a non-positive lease is a ``ValueError``.
 
         Each claim is one compare-and-set: status RUNNING, ``lease = {owner:
         node_id, until: now + lease_duration, fence: fence + 1}``,
@@ -354,7 +377,9 @@ class Store(abc.ABC):
         details: Mapping[str, Any] | None = None,
     ) -> bool:
         """Store a checkpoint and/or the current step and its details, fenced like
-        ``renew_leases``. False (and nothing written) when the claim is stale."""
+        ``renew_leases``. ``details`` replaces ``statusDetails`` (as Unomi's
+        ``updateStep`` does); an argument left None leaves its field as it is.
+        False (and nothing written) when the claim is stale."""
 
     @abc.abstractmethod
     async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
@@ -364,7 +389,9 @@ class Store(abc.ABC):
         ``node``, ``startedAt``, ``finishedAt``, ``outcome``, ``exitCode``,
         ``error``; at most HISTORY_LIMIT kept), completes the run record. Returns False
         when fenced out: a cancel, delete or takeover that happened meanwhile wins.
-        Checkpoint data is cleared on success and kept otherwise."""
+        Checkpoint data is cleared on success and kept otherwise; ``currentStep``
+        and ``statusDetails`` are kept. ``transition.status`` RUNNING is a
+        ``ValueError``."""
 
     @abc.abstractmethod
     async def recover_expired(self, node_id: str) -> list[Task]:
@@ -388,12 +415,17 @@ class Store(abc.ABC):
     async def cancel(self, item_id: str) -> Task:
         """Any non-final status -> CANCELLED (``nextScheduledExecution`` cleared).
         A RUNNING task keeps its lease fields so that its node's next renewal
-        fails and the run is killed. ``InvalidState`` when already final."""
+        fails and the run is killed, and nobody can claim the task again before
+        that lease has passed. Its run record is closed as ``cancelled`` with a
+        history entry, since its node will write nothing. ``InvalidState`` when
+        already final."""
 
     @abc.abstractmethod
     async def retry(self, item_id: str, reset_failure_count: bool = False) -> Task:
         """FAILED or CANCELLED -> SCHEDULED, due now, next attempt of the same
-        slot; ``failureCount`` reset to 0 on request. ``InvalidState`` otherwise."""
+        slot (past any run record of that slot; a task that never had a slot gets
+        ``scheduledFor = now``); ``expires_at`` cleared; ``failureCount`` reset to
+        0 on request. ``InvalidState`` otherwise."""
 
     @abc.abstractmethod
     async def resume(self, item_id: str) -> Task:
@@ -401,16 +433,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def run_now(self, item_id: str) -> Task:
-        """Make the task due now, as a new slot ``scheduledFor = now``, from any
-        status but RUNNING (final statuses become SCHEDULED). ``InvalidState``
-        while RUNNING."""
+        """Make the task due now, as a new slot ``scheduledFor = now`` (attempt
+        1), from any status but RUNNING: every other status becomes SCHEDULED
+        (final ones and CRASHED too: the operator asked for a run);
+        ``expires_at`` cleared, checkpoint kept. ``InvalidState`` while RUNNING."""
 
     @abc.abstractmethod
     async def update_config(
         self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
     ) -> Task:
         """Set the operator overrides of the spec's retry policy (None leaves a
-        value as it is). Overrides survive spec updates from files."""
+        value as it is). Overrides survive spec updates from files. A negative
+        value is a ``ValueError``; an unknown task ``TaskNotFound``."""
 
     # -- nodes ---------------------------------------------------------------
 
@@ -426,8 +460,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
-        """Delete tasks and run records whose ``expires_at`` has passed. With
-        ``finished_before``, also every task in a final status (COMPLETED, FAILED,
-        CANCELLED) whose last run finished before it, and run records that ended
-        before it (the CLI's ``task-purge --days``). With ``keep_history``, trim each
-        task's history list to that many entries. Never touches other tasks."""
+        """Delete tasks in a final status and run records whose ``expires_at``
+        has passed. With ``finished_before``, also every task in a final status
+        (COMPLETED, FAILED, CANCELLED) last modified before it (for a finished
+        run that is its end; for a cancel, the cancel), and run records that
+        ended before it (the CLI's ``task-purge --days``); open run records are
+        never deleted. With ``keep_history``, trim each task's history list to
+        that many newest entries (not counted). Never touches other tasks."""

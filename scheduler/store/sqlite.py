@@ -1,0 +1,321 @@
+"""The SQLite store: the embedded default backend, safe for several processes on one host.
+
+Every blocking ``sqlite3`` call runs on one worker thread per store, which owns
+the store's only connection; the async verbs await it through
+``loop.run_in_executor``. Each write is one ``BEGIN IMMEDIATE`` transaction: it
+takes the database's write lock before reading, so the read-then-write steps
+inside (a claim selecting due tasks, then updating them) are atomic across
+threads and processes. WAL lets readers proceed beside the writer. The
+statements themselves live in ``sqlite_claims`` and ``sqlite_tasks``.
+
+Group commit: writes that queue up while the worker is busy (runs finishing
+together, a claim beside them) share one transaction, each verb inside its
+own SAVEPOINT, so each stays atomic on its own and one verb's error undoes
+only that verb; the caller hears back only after the commit. One commit
+then writes each touched page once instead of once per verb.
+
+``SQLiteStore(":memory:")`` runs the very same code on a private in-memory
+database: the store of a node's non-persistent tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from ..errors import StoreError
+from ..spec import TaskSpec
+from . import sqlite_claims as claims_sql
+from . import sqlite_tasks as tasks_sql
+from .base import (
+    Claim,
+    Clock,
+    NodeInfo,
+    Page,
+    PurgeCounts,
+    RunResult,
+    Status,
+    Store,
+    Task,
+    TaskQuery,
+    Transition,
+    UpsertResult,
+    system_clock,
+)
+from .sqlite_schema import SORT_COLUMNS, connect, to_json
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _PendingWrite:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class SQLiteStore(Store):
+    """The Store contract on one SQLite file, or on a private in-memory database."""
+
+    def __init__(self, path: str | os.PathLike[str], clock: Clock = system_clock) -> None:
+        super().__init__(clock)
+        self._path = os.fspath(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._pending: list[_PendingWrite] = []  # writes waiting for the next group commit
+        self._pending_lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # -- lifecycle and the worker thread -----------------------------------------------
+
+    async def start(self) -> None:
+        if self._executor is not None:
+            raise StoreError(f"{self!r} is already started")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        try:
+            await self._call(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._call(self._close_connection)
+        finally:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=True)
+
+    def _open(self) -> None:
+        self._conn = connect(self._path)
+        logger.debug("opened SQLite store %s", self._path)
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError(f"{self!r} is not started: call start() first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: sqlite3.Error) -> StoreError:
+        error = StoreError(f"SQLite store {self._path}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, now, *args)`` atomically, in the next ``BEGIN IMMEDIATE`` group commit."""
+        if self._executor is None:
+            raise StoreError(f"{self!r} is not started: call start() first")
+        loop = asyncio.get_running_loop()
+        write = _PendingWrite(fn, args, loop.create_future(), loop)
+        with self._pending_lock:
+            self._pending.append(write)
+            first = len(self._pending) == 1
+        if first:  # later writes join the commit this one schedules
+            self._executor.submit(self._commit_pending)
+        return await write.future
+
+    def _commit_pending(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        try:
+            self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
+        except sqlite3.Error as exc:
+            outcomes = [(write, None, self._store_error(exc)) for write in batch]
+        except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
+            outcomes = [(write, None, exc) for write in batch]
+        for write, result, error in outcomes:
+            write.loop.call_soon_threadsafe(_settle, write.future, result, error)
+
+    def _apply_each(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
+                    outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
+        for write in batch:  # each verb reads the clock itself, as if it ran alone
+            conn.execute("SAVEPOINT verb")
+            try:
+                result = write.fn(conn, self.now(), *write.args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO verb")
+                conn.execute("RELEASE verb")
+                outcomes.append((write, None, self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+            else:
+                conn.execute("RELEASE verb")
+                outcomes.append((write, result, None))
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, now, *args)`` on one consistent snapshot."""
+        return await self._call(self._transaction, "BEGIN", fn, args)
+
+    def _transaction(self, begin: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:  # a write that raced close()
+            raise StoreError(f"{self!r} is closed")
+        conn.execute(begin)
+        try:
+            # Read the clock once the lock is held: a wait for the lock never ages ``now``.
+            result = fn(conn, self.now(), *args)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- specs and reads ---------------------------------------------------------------------
+
+    async def upsert_spec(
+        self,
+        spec: TaskSpec,
+        *,
+        item_id: str | None = None,
+        node: str | None = None,
+        first_due: datetime | None,
+        spec_version: float = 0.0,
+    ) -> UpsertResult:
+        return await self._write(tasks_sql.upsert, spec, item_id or spec.name, node, first_due, spec_version)
+
+    async def remove_spec(self, item_id: str) -> bool:
+        return await self._write(tasks_sql.remove, item_id)
+
+    async def get_task(self, item_id: str) -> Task:
+        return await self._read(tasks_sql.get, item_id)
+
+    async def query_tasks(self, query: TaskQuery) -> Page:
+        if query.sort_by not in SORT_COLUMNS:
+            raise ValueError(f"cannot sort by {query.sort_by!r}: use one of {', '.join(sorted(SORT_COLUMNS))}")
+        _check_paging(query.offset, query.limit)
+        return await self._read(tasks_sql.query, query)
+
+    async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
+        _check_paging(offset, limit)
+        return await self._read(tasks_sql.list_runs, item_id, offset, limit)
+
+    async def next_due_time(self, node_id: str) -> datetime | None:
+        return await self._read(tasks_sql.next_due, node_id)
+
+    # -- the claim protocol --------------------------------------------------------------------
+
+    async def claim_due(self, node_id: str, limit: int, lease_duration: timedelta) -> list[Claim]:
+        if limit < 0:
+            raise ValueError(f"claim limit must be >= 0, got {limit}")
+        _check_lease(lease_duration)
+        if limit == 0:
+            return []
+        return await self._write(claims_sql.claim, node_id, limit, lease_duration)
+
+    async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
+        _check_lease(lease_duration)
+        if not claims:
+            return set()
+        return await self._write(claims_sql.renew, node_id, list(claims), lease_duration)
+
+    async def save_progress(
+        self,
+        claim: Claim,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        step: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> bool:
+        updates: dict[str, Any] = {}
+        if checkpoint is not None:
+            updates["checkpoint_data"] = to_json(dict(checkpoint))
+        if step is not None:
+            updates["current_step"] = step
+        if details is not None:
+            updates["status_details"] = to_json(dict(details))
+        return await self._write(claims_sql.save_progress, claim, updates)
+
+    async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
+        if transition.status == Status.RUNNING:
+            raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
+        return await self._write(claims_sql.finish, claim, result, transition)
+
+    async def recover_expired(self, node_id: str) -> list[Task]:
+        return await self._write(claims_sql.recover, node_id)
+
+    async def abandon_runs(self, claims: Sequence[Claim], reason: str) -> list[str]:
+        if not claims:
+            return []
+        return await self._write(claims_sql.abandon, list(claims), reason)
+
+    # -- operator actions, nodes, retention -------------------------------------------------------
+
+    async def cancel(self, item_id: str) -> Task:
+        return await self._write(tasks_sql.cancel, item_id)
+
+    async def retry(self, item_id: str, reset_failure_count: bool = False) -> Task:
+        return await self._write(tasks_sql.retry, item_id, reset_failure_count)
+
+    async def resume(self, item_id: str) -> Task:
+        return await self._write(tasks_sql.resume, item_id)
+
+    async def run_now(self, item_id: str) -> Task:
+        return await self._write(tasks_sql.run_now, item_id)
+
+    async def update_config(
+        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
+    ) -> Task:
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"maxRetries must be >= 0, got {max_retries}")
+        if retry_delay is not None and retry_delay < timedelta(0):
+            raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
+        return await self._write(tasks_sql.update_config, item_id, max_retries, retry_delay)
+
+    async def heartbeat(self, node: NodeInfo) -> None:
+        await self._write(tasks_sql.heartbeat, node)
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        return await self._read(tasks_sql.list_nodes)
+
+    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+        if keep_history is not None and keep_history < 0:
+            raise ValueError(f"keep_history must be >= 0, got {keep_history}")
+        return await self._write(tasks_sql.purge, finished_before, keep_history)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; the write itself is committed (or not) all the same
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _check_paging(offset: int, limit: int) -> None:
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
+
+
+def _check_lease(lease_duration: timedelta) -> None:
+    if lease_duration <= timedelta(0):
+        raise ValueError(f"a lease duration must be positive, got {lease_duration}")

@@ -1,0 +1,311 @@
+"""Specs, reads, operator actions, nodes and retention on SQLite.
+
+Like ``sqlite_claims``, each function runs inside a transaction opened by
+``SQLiteStore`` (``BEGIN IMMEDIATE`` for writes, ``BEGIN`` for reads) and gets
+``now`` from the store's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import InvalidState, TaskNotFound
+from ..spec import TaskSpec
+from .base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from .common import (
+    CANCELLED_ERROR,
+    REMOVED_ERROR,
+    epoch_ms,
+    from_epoch_ms,
+    history_entry,
+    is_file_source,
+    make_run_id,
+    push_history,
+)
+from .sqlite_claims import close_run, next_free_attempt, run_key
+from .sqlite_schema import (
+    CLAIMABLE,
+    FROM_CLAIMABLE,
+    NODE_ELIGIBLE,
+    SORT_COLUMNS,
+    datetime_or_none,
+    ms_or_none,
+    node_from_row,
+    run_from_row,
+    task_from_row,
+    to_json,
+)
+
+logger = logging.getLogger(__name__)
+
+FINAL_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in sorted(FINAL_STATUSES)))
+
+
+# -- specs -------------------------------------------------------------------------
+
+
+def upsert(
+    conn: sqlite3.Connection, now: datetime, spec: TaskSpec, item_id: str, node: str | None,
+    first_due: datetime | None, spec_version: float,
+) -> UpsertResult:
+    now_ms = epoch_ms(now)
+    due = ms_or_none(first_due)
+    document = spec.to_dict()
+    declared = {
+        "spec": to_json(document),
+        "spec_hash": spec.spec_hash(),
+        "spec_version": spec_version,
+        "source_path": None if spec.source is None else spec.source.path,
+        "source_line": None if spec.source is None else spec.source.line,
+        "task_type": spec.task_type,
+        "enabled": int(spec.enabled),
+        "persistent": int(spec.persistent),
+        "origin_file": int(is_file_source(spec.source)),
+        "on_crash": spec.on_crash,
+        "nodes": to_json(list(spec.nodes)),
+        "labels": to_json(dict(spec.labels)),
+        "node": node,
+        "last_modified": now_ms,
+    }
+    row = conn.execute("SELECT spec, spec_hash, spec_version, status FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None:
+        values = {
+            **declared, "item_id": item_id, "status": Status.SCHEDULED.value, "next_at": due,
+            "scheduled_for": due, "attempt": 1, "failure_count": 0, "success_count": 0,
+            "status_details": "{}", "fence": 0, "history": "[]", "creation_date": now_ms,
+        }
+        placeholders = ", ".join(f":{column}" for column in values)
+        conn.execute(f"INSERT INTO tasks ({', '.join(values)}) VALUES ({placeholders})", values)
+        return UpsertResult.CREATED
+    if row["spec_hash"] == declared["spec_hash"]:
+        return UpsertResult.UNCHANGED
+    if row["spec_version"] > spec_version:
+        return UpsertResult.SUPERSEDED
+    updates = dict(declared)
+    schedule_changed = json.loads(row["spec"])["schedule"] != document["schedule"]
+    if schedule_changed and row["status"] != Status.RUNNING:
+        updates.update(next_at=due, scheduled_for=due, attempt=1)
+        if due is not None and row["status"] in (Status.COMPLETED, Status.FAILED):
+            updates.update(status=Status.SCHEDULED.value, expires_at=None)
+    _update(conn, item_id, updates)
+    return UpsertResult.UPDATED
+
+
+def remove(conn: sqlite3.Connection, now: datetime, item_id: str) -> bool:
+    deleted = conn.execute("DELETE FROM tasks WHERE item_id = ? RETURNING status", (item_id,)).fetchone()
+    if deleted is None:
+        return False
+    if deleted["status"] == Status.RUNNING:
+        conn.execute(
+            "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE task_id = ? AND finished_at IS NULL",
+            (epoch_ms(now), Outcome.CANCELLED.value, REMOVED_ERROR, item_id),
+        )
+    return True
+
+
+# -- reads ---------------------------------------------------------------------------
+
+
+def get(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    return task_from_row(_row(conn, item_id))
+
+
+def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
+    column = SORT_COLUMNS[request.sort_by]  # checked by the store before the transaction
+    direction = "DESC" if request.descending else "ASC"
+    order = f"{column} {direction}" if column == "item_id" else f"{column} {direction}, item_id {direction}"
+    conditions: list[str] = []
+    params: list[Any] = []
+    plain = {
+        "status": None if request.status is None else Status(request.status).value,
+        "task_type": request.task_type,
+        "node": request.node,
+        "persistent": None if request.persistent is None else int(request.persistent),
+        "origin_file": None if request.origin_file is None else int(request.origin_file),
+    }
+    for name, value in plain.items():
+        if value is not None:
+            conditions.append(f"{name} = ?")
+            params.append(value)
+    for key, value in request.labels.items():
+        conditions.append("EXISTS (SELECT 1 FROM json_each(tasks.labels) WHERE key = ? AND value = ?)")
+        params.extend((str(key), str(value)))
+    where = " AND ".join(conditions) or "1"
+    total = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT * FROM tasks WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, request.limit, request.offset],
+    ).fetchall()
+    return Page(items=[task_from_row(row) for row in rows], offset=request.offset, total=total)
+
+
+def list_runs(conn: sqlite3.Connection, now: datetime, item_id: str, offset: int, limit: int) -> Page:
+    total = conn.execute("SELECT COUNT(*) FROM runs WHERE task_id = ?", (item_id,)).fetchone()[0]
+    rows = conn.execute(
+        "SELECT * FROM runs WHERE task_id = ? ORDER BY started_at DESC, attempt DESC LIMIT ? OFFSET ?",
+        (item_id, limit, offset),
+    ).fetchall()
+    return Page(items=[run_from_row(row) for row in rows], offset=offset, total=total)
+
+
+def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime | None:
+    best: int | None = None
+    # Walk claimable tasks by due time (the claim index): a held lease delays a task
+    # to just past its expiry, so walk on only while a later task could be earlier.
+    for next_at, lease_until in conn.execute(
+        f"SELECT next_at, lease_until {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
+        " ORDER BY next_at, item_id",
+        {"node": node_id},
+    ):
+        if best is not None and next_at >= best:
+            break
+        candidate = next_at if lease_until is None else max(next_at, lease_until + 1)
+        best = candidate if best is None else min(best, candidate)
+    expiry = conn.execute("SELECT MIN(lease_until) FROM tasks WHERE status = 'RUNNING'").fetchone()[0]
+    if expiry is not None:
+        best = expiry + 1 if best is None else min(best, expiry + 1)
+    return datetime_or_none(best)
+
+
+# -- operator actions -------------------------------------------------------------------
+
+
+def cancel(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    row = _row(conn, item_id)
+    status = Status(row["status"])
+    if status in FINAL_STATUSES:
+        raise InvalidState(f"Task {item_id} is already {status.value}: only an unfinished task can be cancelled")
+    updates: dict[str, Any] = {"status": Status.CANCELLED.value, "next_at": None}
+    if status == Status.RUNNING:
+        # Its node learns of the cancel at its next renewal and writes nothing: close the run here.
+        scheduled_for = from_epoch_ms(row["scheduled_for"])
+        run_id = make_run_id(item_id, scheduled_for, row["attempt"])
+        entry = history_entry(
+            run_id=run_id, scheduled_for=scheduled_for, attempt=row["attempt"], node=row["lease_owner"],
+            started_at=datetime_or_none(row["last_execution_date"]), finished_at=now,
+            outcome=Outcome.CANCELLED, error=CANCELLED_ERROR,
+        )
+        updates["history"] = to_json(push_history(json.loads(row["history"]), entry))
+        close_run(conn, run_key(item_id, row["scheduled_for"], row["attempt"]), epoch_ms(now), Outcome.CANCELLED,
+                  CANCELLED_ERROR)
+    return _update(conn, item_id, {**updates, "last_modified": epoch_ms(now)})
+
+
+def retry(conn: sqlite3.Connection, now: datetime, item_id: str, reset_failure_count: bool) -> Task:
+    row = _row(conn, item_id)
+    if row["status"] not in (Status.FAILED, Status.CANCELLED):
+        raise InvalidState(f"Task {item_id} is {row['status']}: only a FAILED or CANCELLED task can be retried")
+    now_ms = epoch_ms(now)
+    slot = now_ms if row["scheduled_for"] is None else row["scheduled_for"]
+    updates: dict[str, Any] = {
+        "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": slot,
+        "attempt": next_free_attempt(conn, item_id, slot, row["attempt"]), "expires_at": None,
+        "last_modified": now_ms,
+    }
+    if reset_failure_count:
+        updates["failure_count"] = 0
+    return _update(conn, item_id, updates)
+
+
+def resume(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    row = _row(conn, item_id)
+    if row["status"] != Status.CRASHED:
+        raise InvalidState(f"Task {item_id} is {row['status']}: only a CRASHED task can be resumed")
+    now_ms = epoch_ms(now)
+    attempt = next_free_attempt(conn, item_id, row["scheduled_for"], row["attempt"])
+    return _update(
+        conn, item_id, {"status": Status.SCHEDULED.value, "next_at": now_ms, "attempt": attempt, "last_modified": now_ms}
+    )
+
+
+def run_now(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    row = _row(conn, item_id)
+    if row["status"] == Status.RUNNING:
+        raise InvalidState(f"Task {item_id} is RUNNING: it cannot be run again before this run ends")
+    now_ms = epoch_ms(now)
+    updates = {
+        "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": now_ms,
+        "attempt": next_free_attempt(conn, item_id, now_ms, 1), "expires_at": None, "last_modified": now_ms,
+    }
+    return _update(conn, item_id, updates)
+
+
+def update_config(
+    conn: sqlite3.Connection, now: datetime, item_id: str, max_retries: int | None, retry_delay: timedelta | None
+) -> Task:
+    _row(conn, item_id)
+    updates: dict[str, Any] = {"last_modified": epoch_ms(now)}
+    if max_retries is not None:
+        updates["max_retries_override"] = max_retries
+    if retry_delay is not None:
+        updates["retry_delay_override"] = retry_delay // timedelta(milliseconds=1)
+    return _update(conn, item_id, updates)
+
+
+# -- nodes and retention ------------------------------------------------------------------
+
+
+def heartbeat(conn: sqlite3.Connection, now: datetime, node: NodeInfo) -> None:
+    conn.execute(
+        "INSERT INTO nodes (node_id, executor, heartbeat, running, started_at, version, listen)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET executor = excluded.executor,"
+        " heartbeat = excluded.heartbeat, running = excluded.running, started_at = excluded.started_at,"
+        " version = excluded.version, listen = excluded.listen",
+        (
+            node.node_id, int(node.executor), epoch_ms(node.heartbeat), node.running,
+            ms_or_none(node.started_at), node.version, node.listen,
+        ),
+    )
+
+
+def list_nodes(conn: sqlite3.Connection, now: datetime) -> list[NodeInfo]:
+    return [node_from_row(row) for row in conn.execute("SELECT * FROM nodes ORDER BY node_id")]
+
+
+def purge(
+    conn: sqlite3.Connection, now: datetime, finished_before: datetime | None, keep_history: int | None
+) -> PurgeCounts:
+    now_ms = epoch_ms(now)
+    task_terms = ["expires_at < :now"]
+    run_terms = ["expires_at < :now"]
+    if finished_before is not None:
+        task_terms.append("last_modified < :before")
+        run_terms.append("finished_at < :before")
+    params = {"now": now_ms, "before": ms_or_none(finished_before)}
+    tasks = conn.execute(f"DELETE FROM tasks WHERE {FINAL_SQL} AND ({' OR '.join(task_terms)})", params).rowcount
+    runs = conn.execute(
+        f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
+    ).rowcount
+    if keep_history is not None:
+        for item_id, history in conn.execute(
+            "SELECT item_id, history FROM tasks WHERE json_array_length(history) > ?", (keep_history,)
+        ).fetchall():
+            conn.execute(
+                "UPDATE tasks SET history = ? WHERE item_id = ?", (to_json(json.loads(history)[:keep_history]), item_id)
+            )
+    if tasks or runs:
+        logger.info("purged %s task(s) and %s run record(s)", tasks, runs)
+    return PurgeCounts(tasks=tasks, runs=runs)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _row(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(item_id)
+    return row
+
+
+def _update(conn: sqlite3.Connection, item_id: str, updates: dict[str, Any]) -> Task:
+    """Apply ``updates`` (column names chosen by this module, never by a caller)."""
+    assignments = ", ".join(f"{column} = :{column}" for column in updates)
+    row = conn.execute(
+        f"UPDATE tasks SET {assignments} WHERE item_id = :item_id RETURNING *", {**updates, "item_id": item_id}
+    ).fetchone()
+    return task_from_row(row)
