@@ -54,7 +54,8 @@ async def run(tasks: int, batch: int, cycles: int) -> float:
             while done < cycles and (claims := await store.claim_due("bench", min(batch, cycles - done), LEASE)):
                 for claim in claims:
                     upcoming = clock() + TICK
-                    transition = Transition(Status.SCHEDULED, upcoming, upcoming, 1, 0, claim.task.success_count + 1, None)
+                    successes = claim.task.success_count + 1
+                    transition = Transition(Status.SCHEDULED, upcoming, upcoming, 1, 0, successes, None)
                     finished = await store.finish_run(claim, RunResult(Outcome.SUCCESS, clock()), transition)
                     assert finished, f"run {claim.run_id} was fenced out in a single-node benchmark"
                     done += 1

@@ -71,7 +71,9 @@ def task_indexes() -> list[IndexModel]:
 
 def run_indexes() -> list[IndexModel]:
     return [
-        IndexModel([("taskId", ASCENDING), ("scheduledFor", ASCENDING), ("attempt", ASCENDING)], name="run_key", unique=True),
+        IndexModel(
+            [("taskId", ASCENDING), ("scheduledFor", ASCENDING), ("attempt", ASCENDING)], name="run_key", unique=True
+        ),
         IndexModel([("taskId", ASCENDING), ("startedAt", DESCENDING)], name="runs_by_task"),
         _ttl(),
     ]

@@ -125,7 +125,9 @@ def _release_duplicate(db: Database, claim: Claim, before: Mapping[str, Any]) ->
     )
 
 
-def renew_leases(db: Database, node_id: str, claims: Sequence[Claim], lease_duration: timedelta, now: datetime) -> set[str]:
+def renew_leases(
+    db: Database, node_id: str, claims: Sequence[Claim], lease_duration: timedelta, now: datetime
+) -> set[str]:
     until = stored(now + lease_duration)
     lost = set()
     for claim in claims:

@@ -6,7 +6,8 @@ owned by the store (created in ``start()``) and is awaited with
 work lives in ``protocol`` (the claim protocol) and ``tasks`` (everything else);
 this module holds the lifecycle, the clock and the error boundary: any
 ``PyMongoError`` leaves the store as a ``StoreError`` naming the operation and
-the servers (never the credentials).
+the servers (never the credentials), and a value BSON cannot encode as a
+``ValueError``.
 
 Time is the server's (see ``clock``) when the store reads the system clock; an
 injected clock (a test's manual clock) is used as it is unless
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -25,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import pymongo
 from pymongo.database import Database
+from bson.errors import InvalidDocument
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ...errors import ConfigError, StoreError
@@ -63,6 +66,11 @@ def database_from_url(url: str) -> str:
     return unquote(urlsplit(url).path.lstrip("/")) or DEFAULT_DATABASE
 
 
+def redacted(url: str) -> str:
+    """The URL with any ``user:password@`` replaced, fit for messages and logs."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
 def hosts_of(url: str) -> str:
     """The host list of a MongoDB URL, without the credentials that may precede it."""
     return urlsplit(url).netloc.rpartition("@")[2]
@@ -91,7 +99,7 @@ class MongoStore(Store):
     ) -> None:
         super().__init__(clock)
         if not isinstance(url, str) or not url.startswith(_SCHEMES):
-            raise ConfigError(f"a MongoDB store URL starts with mongodb:// or mongodb+srv://, got {hosts_of(str(url))!r}")
+            raise ConfigError(f"a MongoDB URL starts with mongodb:// or mongodb+srv://, got {redacted(str(url))!r}")
         if threads < 1:
             raise ConfigError(f"threads must be at least 1, got {threads}")
         self._url = url
@@ -175,6 +183,9 @@ class MongoStore(Store):
             raise StoreError(
                 f"cannot {operation}: MongoDB at {self._hosts} (database {self._database_name}) failed: {exc}"
             ) from exc
+        except (InvalidDocument, OverflowError) as exc:
+            # A caller's value BSON cannot hold: a non-string key, an int beyond 64 bits, an object.
+            raise ValueError(f"cannot {operation}: a value cannot be stored in MongoDB: {exc}") from exc
 
     async def _with_db(self, operation: str, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(db, *args)`` on the driver thread."""
@@ -275,8 +286,7 @@ class MongoStore(Store):
     async def update_config(
         self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
     ) -> Task:
-        if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
-            raise ValueError(f"maxRetries must be an integer >= 0, got {max_retries!r}")
+        _check_count("maxRetries", max_retries)
         if retry_delay is not None and retry_delay < timedelta(0):
             raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
         return await self._with_db_now(
@@ -294,9 +304,13 @@ class MongoStore(Store):
     # -- retention -----------------------------------------------------------
 
     async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
-        if keep_history is not None and (isinstance(keep_history, bool) or not isinstance(keep_history, int) or keep_history < 0):
-            raise ValueError(f"keep_history must be an integer >= 0, got {keep_history!r}")
+        _check_count("keep_history", keep_history)
         return await self._with_db_now("purge", tasks.purge, finished_before, keep_history)
+
+
+def _check_count(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 def _check_lease(lease_duration: timedelta) -> None:

@@ -155,7 +155,10 @@ def next_due_time(db: Database, node_id: str) -> datetime | None:
 # -- operator actions --------------------------------------------------------
 
 
-def _act(db: Database, item_id: str, decide: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> tuple[Task, Mapping[str, Any]]:
+Decide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def _act(db: Database, item_id: str, decide: Decide) -> tuple[Task, Mapping[str, Any]]:
     """Read the task, ``decide`` the update (or raise), compare-and-set it on the
     status, fence and attempt read; again from a fresh read if the task changed.
     Returns the updated task and the document the decision was made on."""
@@ -234,9 +237,8 @@ def resume(db: Database, item_id: str, now: datetime) -> Task:
         if doc["status"] != Status.CRASHED:
             raise InvalidState(f"Task {item_id} is {doc['status']}: only a CRASHED task can be resumed")
         attempt = next_free_attempt(db, item_id, aware(doc["scheduledFor"]), doc["attempt"])
-        return {
-            "$set": {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "attempt": attempt, "lastModified": now}
-        }
+        changes = {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "attempt": attempt}
+        return {"$set": {**changes, "lastModified": now}}
 
     return _act(db, item_id, decide)[0]
 
