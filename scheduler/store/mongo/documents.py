@@ -39,6 +39,12 @@ def stored(moment: datetime | None) -> datetime | None:
     return truncate_ms(moment.astimezone(timezone.utc))
 
 
+def current_slot(doc: Mapping[str, Any]) -> datetime | None:
+    """The slot of a task's next or running run: ``scheduledFor``, or its due
+    time when a transition left ``scheduledFor`` empty."""
+    return aware(doc.get("scheduledFor")) or aware(doc.get("nextScheduledExecution"))
+
+
 def label_pairs(labels: Mapping[str, str]) -> list[str]:
     return [json.dumps([key, value]) for key, value in sorted(labels.items())]
 

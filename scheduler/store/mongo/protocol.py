@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..base import HISTORY_LIMIT, Claim, Outcome, RunResult, Status, Task, Transition
 from ..common import crash_details, history_entry, lease_expired_error, make_run_id
-from .documents import aware, new_run_document, plain, stored, task_from_document
+from .documents import aware, current_slot, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced, fenced_claim
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: dat
         "lastModified": now,
     }
     task = task_from_document(after)
-    scheduled_for = task.scheduled_for or task.next_scheduled_execution
+    scheduled_for = current_slot(after)
     assert scheduled_for is not None, "a due task has a nextScheduledExecution"
     return Claim(
         task=task,
@@ -246,7 +246,7 @@ def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, now: dateti
 
 
 # What ``_mark_crashed`` reads of the task to write its history entry.
-_CRASH_FIELDS = ["lease", "scheduledFor", "attempt", "lastExecutionDate"]
+_CRASH_FIELDS = ["lease", "scheduledFor", "nextScheduledExecution", "attempt", "lastExecutionDate"]
 
 
 def _mark_crashed(
@@ -259,7 +259,7 @@ def _mark_crashed(
     now: datetime,
 ) -> Task | None:
     """One fenced update: CRASHED, due now, next attempt, lease cleared, checkpoint kept."""
-    scheduled_for = aware(doc["scheduledFor"])
+    scheduled_for = current_slot(doc)
     crashed_run = make_run_id(doc["_id"], scheduled_for, doc["attempt"])
     entry = history_entry(
         run_id=crashed_run,

@@ -23,6 +23,7 @@ from ..base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status,
 from ..common import CANCELLED_ERROR, ONE_MS, REMOVED_ERROR, history_entry, make_run_id
 from .documents import (
     aware,
+    current_slot,
     new_task_document,
     node_document,
     node_from_document,
@@ -74,7 +75,12 @@ def upsert_spec(
             if due is not None and current["status"] in (Status.COMPLETED, Status.FAILED):
                 changes.update(status=Status.SCHEDULED.value, expireAt=None)  # a new plan
         # Compare-and-set on what was read: the decisions above still hold when it matches.
-        condition = {"_id": item_id, "specHash": current["specHash"], "status": current["status"]}
+        condition = {
+            "_id": item_id,
+            "specHash": current["specHash"],
+            "specVersion": current.get("specVersion"),
+            "status": current["status"],
+        }
         if tasks.update_one(condition, {"$set": changes}).matched_count:
             return UpsertResult.UPDATED
     raise _busy(item_id, "its spec was being updated")
@@ -131,18 +137,18 @@ def next_due_time(db: Database, node_id: str) -> datetime | None:
     # Walk claimable tasks in due order (the claim index): a lease still held (a
     # cancelled run being retried) delays a task to just past its expiry, so walk
     # on only while a later task could still be earlier.
-    candidates = db["tasks"].find(
+    with db["tasks"].find(
         {"$and": [claimable_by(node_id), {"nextScheduledExecution": {"$ne": None}}]},
         sort=[("nextScheduledExecution", 1), ("_id", 1)],
         projection=["nextScheduledExecution", "lease.until"],
-    )
-    for doc in candidates:
-        due = aware(doc["nextScheduledExecution"])
-        if best is not None and due >= best:
-            break
-        until = aware(doc["lease"]["until"])
-        candidate = due if until is None else max(due, until + ONE_MS)
-        best = candidate if best is None else min(best, candidate)
+    ) as candidates:
+        for doc in candidates:
+            due = aware(doc["nextScheduledExecution"])
+            if best is not None and due >= best:
+                break
+            until = aware(doc["lease"]["until"])
+            candidate = due if until is None else max(due, until + ONE_MS)
+            best = candidate if best is None else min(best, candidate)
     expiring = db["tasks"].find_one(
         {"status": Status.RUNNING.value, "lease.until": {"$ne": None}}, sort=[("lease.until", 1)], projection=["lease"]
     )
@@ -179,7 +185,7 @@ def _act(db: Database, item_id: str, decide: Decide) -> tuple[Task, Mapping[str,
 
 
 def _running_run_id(doc: Mapping[str, Any]) -> str:
-    return make_run_id(doc["_id"], aware(doc["scheduledFor"]), doc["attempt"])
+    return make_run_id(doc["_id"], current_slot(doc), doc["attempt"])
 
 
 def cancel(db: Database, item_id: str, now: datetime) -> Task:
@@ -195,7 +201,7 @@ def cancel(db: Database, item_id: str, now: datetime) -> Task:
             # Its node will write nothing: record the end of the run here.
             entry = history_entry(
                 run_id=_running_run_id(doc),
-                scheduled_for=aware(doc["scheduledFor"]),
+                scheduled_for=current_slot(doc),
                 attempt=doc["attempt"],
                 node=doc["lease"]["owner"],
                 started_at=aware(doc.get("lastExecutionDate")),
@@ -236,7 +242,7 @@ def resume(db: Database, item_id: str, now: datetime) -> Task:
     def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
         if doc["status"] != Status.CRASHED:
             raise InvalidState(f"Task {item_id} is {doc['status']}: only a CRASHED task can be resumed")
-        attempt = next_free_attempt(db, item_id, aware(doc["scheduledFor"]), doc["attempt"])
+        attempt = next_free_attempt(db, item_id, current_slot(doc), doc["attempt"])
         changes = {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "attempt": attempt}
         return {"$set": {**changes, "lastModified": now}}
 
