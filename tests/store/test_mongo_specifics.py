@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
 import mongomock
 import pymongo
@@ -26,49 +26,42 @@ from .helpers import LEASE, add_task, claim_one, final, make_spec
 MONGO_URI_ENV = "SCHEDULER_TEST_MONGO_URI"
 
 
-class SharedClient:
-    """Hands one mongomock client to every store, so tests can read the raw documents.
+class ServerWithClock:
+    """A mongomock client that answers ``hello`` like a server whose clock reads ``local_time()``."""
 
-    ``local_time`` makes ``admin.command("hello")`` answer like a server whose
-    clock reads that value; without it, commands fail as mongomock's do."""
-
-    def __init__(self, local_time: Any = None) -> None:
-        self.client = mongomock.MongoClient(tz_aware=True)
-        self.local_time = local_time
+    def __init__(self, local_time: Callable[[], datetime]) -> None:
+        self._client = mongomock.MongoClient(tz_aware=True)
+        self._local_time = local_time
+        self.admin = self  # the store runs commands as ``client.admin.command(name)``
         self.commands: list[str] = []
 
-    def __call__(self, url: str, **options: Any) -> Any:
-        if self.local_time is None:
-            return self.client
-        shared = self
+    def command(self, name: str) -> dict[str, Any]:
+        self.commands.append(name)
+        if name == "hello":
+            return {"isWritablePrimary": True, "localTime": self._local_time()}
+        raise OperationFailure(f"no such command: {name}", code=59)
 
-        class Admin:
-            def command(self, name: str) -> dict[str, Any]:
-                shared.commands.append(name)
-                if name == "hello":
-                    return {"isWritablePrimary": True, "localTime": shared.local_time()}
-                raise OperationFailure(f"no such command: {name}", code=59)
+    def __getitem__(self, name: str) -> Any:
+        return self._client[name]
 
-        class Client:
-            admin = Admin()
+    def close(self) -> None:
+        self._client.close()
 
-            def __getitem__(self, name: str) -> Any:
-                return shared.client[name]
 
-            def close(self) -> None:
-                shared.client.close()
-
-        return Client()
+def factory_of(client: Any) -> Callable[..., Any]:
+    """A ``client_factory`` handing the same client to every store."""
+    return lambda url, **options: client
 
 
 @pytest.fixture
-def shared() -> SharedClient:
-    return SharedClient()
+def shared() -> mongomock.MongoClient:
+    """One mongomock server for the test, so that it can read the raw documents."""
+    return mongomock.MongoClient(tz_aware=True)
 
 
 @pytest.fixture
 async def mongo(shared, clock):
-    store = MongoStore("mongodb://127.0.0.1/specifics", clock=clock, client_factory=shared)
+    store = MongoStore("mongodb://127.0.0.1/specifics", clock=clock, client_factory=factory_of(shared))
     async with store:
         yield store
 
@@ -76,7 +69,7 @@ async def mongo(shared, clock):
 @pytest.fixture
 def raw(shared, mongo):
     """The database behind ``mongo``, to check what is actually stored."""
-    return shared.client["specifics"]
+    return shared["specifics"]
 
 
 # -- indexes -------------------------------------------------------------------
@@ -113,14 +106,14 @@ async def test_expire_at_has_a_ttl_index_expiring_at_the_stored_time(raw, collec
 
 async def test_a_second_node_starting_on_the_same_database_keeps_the_indexes(shared, clock, raw):
     before = raw["tasks"].index_information()
-    async with MongoStore("mongodb://127.0.0.1/specifics", clock=clock, client_factory=shared):
+    async with MongoStore("mongodb://127.0.0.1/specifics", clock=clock, client_factory=factory_of(shared)):
         pass
     assert raw["tasks"].index_information() == before
 
 
 async def test_a_database_of_a_newer_schema_is_refused_at_start(shared, clock):
-    shared.client["newer"]["meta"].insert_one({"_id": "schema", "version": 99})
-    store = MongoStore("mongodb://127.0.0.1/newer", clock=clock, client_factory=shared)
+    shared["newer"]["meta"].insert_one({"_id": "schema", "version": 99})
+    store = MongoStore("mongodb://127.0.0.1/newer", clock=clock, client_factory=factory_of(shared))
     with pytest.raises(StoreError, match="schema version 99.*upgrade the scheduler"):
         await store.start()
 
@@ -172,13 +165,9 @@ async def test_a_slot_whose_run_record_exists_is_released_and_moved_to_the_next_
 # -- the server clock --------------------------------------------------------
 
 
-def _server_time(clock, ahead: timedelta):
-    return lambda: clock() + ahead
-
-
 async def test_now_follows_the_server_clock_from_the_hello_reply(clock):
-    shared = SharedClient(local_time=_server_time(clock, timedelta(seconds=5)))
-    store = MongoStore("mongodb://127.0.0.1/clock", clock=clock, client_factory=shared, server_clock=True)
+    server = ServerWithClock(local_time=lambda: clock() + timedelta(seconds=5))
+    store = MongoStore("mongodb://127.0.0.1/clock", clock=clock, client_factory=factory_of(server), server_clock=True)
     async with store:
         assert store.now() == clock() + timedelta(seconds=5)
         await add_task(store, clock(), "t")
@@ -186,7 +175,7 @@ async def test_now_follows_the_server_clock_from_the_hello_reply(clock):
     # Leases are computed on the server's time, not on this node's.
     assert claim.started_at == clock() + timedelta(seconds=5)
     assert claim.lease_until == clock() + timedelta(seconds=5) + LEASE
-    assert shared.commands == ["hello"]
+    assert server.commands == ["hello"]
 
 
 def test_the_offset_assumes_the_reply_was_made_halfway_through_the_round_trip(clock):
@@ -242,7 +231,7 @@ def test_a_reply_without_local_time_leaves_the_local_clock(clock):
 
 
 async def test_mongomock_which_runs_no_commands_uses_the_local_clock(shared, clock):
-    store = MongoStore("mongodb://127.0.0.1/clock", clock=clock, client_factory=shared, server_clock=True)
+    store = MongoStore("mongodb://127.0.0.1/clock", clock=clock, client_factory=factory_of(shared), server_clock=True)
     async with store:
         assert store.now() == clock()
 
