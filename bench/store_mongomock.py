@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import mongomock
 
-from scheduler.spec import TaskSpec
-from scheduler.store.base import Outcome, RunResult, Status, Transition
-from scheduler.store.mongo import MongoStore
+# Runnable from a checkout without installing: the repository root holds the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scheduler.spec import TaskSpec  # noqa: E402
+from scheduler.store.base import Outcome, RunResult, Status, Transition  # noqa: E402
+from scheduler.store.mongo import MongoStore  # noqa: E402
 
 LABEL = "Python overhead only (mongomock), not MongoDB speed"
 LEASE = timedelta(seconds=30)
