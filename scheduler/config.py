@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, SpecError
-from .policy import Retention
+from .store.base import Retention
 from .spec import parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8181"

@@ -27,7 +27,8 @@ from . import __version__
 from .errors import ExecutorError, StoreError
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor
 from .listener import EngineListener
-from .policy import Retention, after_run, replaced_run
+from .policy import after_run, replaced_run
+from .store.base import Retention
 from .schedule import fire_time, is_missed, next_slot
 from .store.base import Claim, NodeInfo, Outcome, RunResult, Store
 
@@ -195,7 +196,7 @@ class Engine:
             await asyncio.sleep(self.config.purge_interval.total_seconds())
             for store in self.stores:
                 try:
-                    counts = await store.purge(keep_history=self.config.keep_history)
+                    counts = await store.purge(keep_history=self.config.keep_history, retention=self.config.retention)
                 except StoreError as exc:
                     log.error("purge failed: %s", exc)
                     continue

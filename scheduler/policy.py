@@ -13,30 +13,11 @@ resets it to 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .schedule import fire_time, next_slot
 from .store.common import is_file_source
-from .store.base import FINAL_STATUSES, Claim, Outcome, Status, Task, Transition
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long finished things are kept before the purge deletes them."""
-
-    completed: timedelta = timedelta(days=7)
-    failed: timedelta = timedelta(days=30)
-    cancelled: timedelta = timedelta(days=30)
-    runs: timedelta = timedelta(days=30)
-
-    def for_status(self, status: Status) -> timedelta:
-        assert status in FINAL_STATUSES
-        return {
-            Status.COMPLETED: self.completed,
-            Status.FAILED: self.failed,
-            Status.CANCELLED: self.cancelled,
-        }[status]
+from .store.base import Claim, Outcome, Retention, Status, Task, Transition
 
 
 def retry_delay(task: Task, failures_in_slot: int) -> timedelta:

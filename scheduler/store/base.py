@@ -234,6 +234,23 @@ class UpsertResult(StrEnum):
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long finished things are kept before the purge deletes them."""
+
+    completed: timedelta = timedelta(days=7)
+    failed: timedelta = timedelta(days=30)
+    cancelled: timedelta = timedelta(days=30)
+    runs: timedelta = timedelta(days=30)
+
+    def for_status(self, status: Status) -> timedelta:
+        return {
+            Status.COMPLETED: self.completed,
+            Status.FAILED: self.failed,
+            Status.CANCELLED: self.cancelled,
+        }[status]
+
+
+@dataclass(frozen=True)
 class PurgeCounts:
     tasks: int = 0
     runs: int = 0
@@ -425,8 +442,10 @@ class Store(abc.ABC):
     async def retry(self, item_id: str, reset_failure_count: bool = False) -> Task:
         """FAILED or CANCELLED -> SCHEDULED, due now, next attempt of the same
         slot (past any run record of that slot; a task that never had a slot gets
-        ``scheduledFor = now``); ``expires_at`` cleared; ``failureCount`` reset to
-        0 on request. ``InvalidState`` otherwise."""
+        ``scheduledFor = now``); ``expires_at`` cleared. With
+        ``reset_failure_count``, ``failureCount`` becomes 0 and the run is a new
+        slot ``scheduledFor = now`` at attempt 1, so the full retry budget applies
+        again. ``InvalidState`` otherwise."""
 
     @abc.abstractmethod
     async def resume(self, item_id: str) -> Task:
@@ -460,11 +479,23 @@ class Store(abc.ABC):
     # -- retention -----------------------------------------------------------
 
     @abc.abstractmethod
-    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+    async def purge(
+        self,
+        *,
+        finished_before: datetime | None = None,
+        keep_history: int | None = None,
+        retention: Retention | None = None,
+    ) -> PurgeCounts:
         """Delete tasks in a final status and run records whose ``expires_at``
         has passed. With ``finished_before``, also every task in a final status
         (COMPLETED, FAILED, CANCELLED) last modified before it (for a finished
         run that is its end; for a cancel, the cancel), and run records that
-        ended before it (the CLI's ``task-purge --days``); open run records are
-        never deleted. With ``keep_history``, trim each task's history list to
-        that many newest entries (not counted). Never touches other tasks."""
+        ended before it (the CLI's ``task-purge --days``). With ``retention``,
+        also API and builder tasks in a final status last modified longer ago
+        than that status's TTL (a cancel sets no ``expires_at``), and run records
+        that ended longer ago than ``retention.runs``. Tasks declared in files are
+        only deleted with their file (a purged one-shot would be created again
+        by the next reload, and run twice), except by ``finished_before``, an
+        operator's explicit request. Open run records are never deleted. With
+        ``keep_history``, trim each task's history list to that many newest
+        entries (not counted). Never touches other tasks."""

@@ -8,6 +8,12 @@ inside (a claim selecting due tasks, then updating them) are atomic across
 threads and processes. WAL lets readers proceed beside the writer. The
 statements themselves live in ``sqlite_claims`` and ``sqlite_tasks``.
 
+Group commit: writes that queue up while the worker is busy (runs finishing
+together, a claim beside them) share one transaction, each verb inside its
+own SAVEPOINT, so each stays atomic on its own and one verb's error undoes
+only that verb; the caller hears back only after the commit. One commit
+then writes each touched page once instead of once per verb.
+
 ``SQLiteStore(":memory:")`` runs the very same code on a private in-memory
 database: the store of a node's non-persistent tasks.
 """
@@ -18,7 +24,9 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -27,6 +35,7 @@ from ..spec import TaskSpec
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
 from .base import (
+    Retention,
     Claim,
     Clock,
     NodeInfo,
@@ -46,7 +55,14 @@ from .sqlite_schema import SORT_COLUMNS, connect, to_json
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MEMORY = ":memory:"
+
+
+@dataclass(frozen=True)
+class _PendingWrite:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
 
 
 class SQLiteStore(Store):
@@ -57,6 +73,8 @@ class SQLiteStore(Store):
         self._path = os.fspath(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._pending: list[_PendingWrite] = []  # writes waiting for the next group commit
+        self._pending_lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -106,11 +124,52 @@ class SQLiteStore(Store):
         try:
             return fn(*args)
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: sqlite3.Error) -> StoreError:
+        error = StoreError(f"SQLite store {self._path}: {exc}")
+        error.__cause__ = exc
+        return error
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(conn, now, *args)`` in one ``BEGIN IMMEDIATE`` transaction."""
-        return await self._call(self._transaction, "BEGIN IMMEDIATE", fn, args)
+        """``fn(conn, now, *args)`` atomically, in the next ``BEGIN IMMEDIATE`` group commit."""
+        if self._executor is None:
+            raise StoreError(f"{self!r} is not started: call start() first")
+        loop = asyncio.get_running_loop()
+        write = _PendingWrite(fn, args, loop.create_future(), loop)
+        with self._pending_lock:
+            self._pending.append(write)
+            first = len(self._pending) == 1
+        if first:  # later writes join the commit this one schedules
+            self._executor.submit(self._commit_pending)
+        return await write.future
+
+    def _commit_pending(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        try:
+            self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
+        except sqlite3.Error as exc:
+            outcomes = [(write, None, self._store_error(exc)) for write in batch]
+        except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
+            outcomes = [(write, None, exc) for write in batch]
+        for write, result, error in outcomes:
+            write.loop.call_soon_threadsafe(_settle, write.future, result, error)
+
+    def _apply_each(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
+                    outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
+        for write in batch:  # each verb reads the clock itself, as if it ran alone
+            conn.execute("SAVEPOINT verb")
+            try:
+                result = write.fn(conn, self.now(), *write.args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO verb")
+                conn.execute("RELEASE verb")
+                outcomes.append((write, None, self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+            else:
+                conn.execute("RELEASE verb")
+                outcomes.append((write, result, None))
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, now, *args)`` on one consistent snapshot."""
@@ -118,7 +177,8 @@ class SQLiteStore(Store):
 
     def _transaction(self, begin: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         conn = self._conn
-        assert conn is not None, "the connection lives as long as the worker thread"
+        if conn is None:  # a write that raced close()
+            raise StoreError(f"{self!r} is closed")
         conn.execute(begin)
         try:
             # Read the clock once the lock is held: a wait for the lock never ages ``now``.
@@ -237,10 +297,25 @@ class SQLiteStore(Store):
     async def list_nodes(self) -> list[NodeInfo]:
         return await self._read(tasks_sql.list_nodes)
 
-    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+    async def purge(
+        self,
+        *,
+        finished_before: datetime | None = None,
+        keep_history: int | None = None,
+        retention: Retention | None = None,
+    ) -> PurgeCounts:
         if keep_history is not None and keep_history < 0:
             raise ValueError(f"keep_history must be >= 0, got {keep_history}")
-        return await self._write(tasks_sql.purge, finished_before, keep_history)
+        return await self._write(tasks_sql.purge, finished_before, keep_history, retention)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; the write itself is committed (or not) all the same
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 def _check_paging(offset: int, limit: int) -> None:

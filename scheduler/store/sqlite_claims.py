@@ -25,7 +25,7 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_schema import CLAIMABLE, NODE_ELIGIBLE, datetime_or_none, ms_or_none, task_from_row, to_json
+from .sqlite_schema import CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, RUN_KEY, datetime_or_none, ms_or_none, task_from_row, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,25 @@ def next_free_attempt(conn: sqlite3.Connection, item_id: str, scheduled_ms: int,
     return attempt if recorded is None else max(attempt, recorded + 1)
 
 
+def run_key(item_id: str, scheduled_ms: int, attempt: int) -> dict[str, object]:
+    return {"task_id": item_id, "scheduled_for": scheduled_ms, "attempt": attempt}
+
+
+def close_run(conn: sqlite3.Connection, key: dict[str, object], now_ms: int, outcome: Outcome, error: str) -> None:
+    """End a run record its node will never finish (crashed, cancelled)."""
+    conn.execute(
+        f"UPDATE runs SET finished_at = :now, outcome = :outcome, error = :error WHERE {RUN_KEY} AND finished_at IS NULL",
+        {**key, "now": now_ms, "outcome": outcome.value, "error": error},
+    )
+
+
 def claim(
     conn: sqlite3.Connection, now: datetime, node_id: str, limit: int, lease_duration: timedelta
 ) -> list[Claim]:
     now_ms = epoch_ms(now)
     until = now + lease_duration
     due = conn.execute(
-        f"SELECT item_id, fence, scheduled_for, attempt FROM tasks WHERE {CLAIMABLE} AND next_at <= :now"
+        f"SELECT item_id, fence, scheduled_for, attempt {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at <= :now"
         f" AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
         " ORDER BY next_at, item_id LIMIT :limit",
         {"now": now_ms, "node": node_id, "limit": limit},
@@ -142,12 +154,14 @@ def finish(conn: sqlite3.Connection, now: datetime, held: Claim, result: RunResu
         },
     )
     conn.execute(
-        "UPDATE runs SET finished_at = ?, outcome = ?, exit_code = ?, output = ?, error = ?, expires_at = ?"
-        " WHERE run_id = ?",
-        (
-            epoch_ms(result.finished_at), result.outcome.value, result.exit_code, result.output,
-            result.error, ms_or_none(transition.run_expires_at), held.run_id,
-        ),
+        "UPDATE runs SET finished_at = :finished, outcome = :outcome, exit_code = :exit_code, output = :output,"
+        f" error = :error, expires_at = :expires_at WHERE {RUN_KEY}",
+        {
+            "finished": epoch_ms(result.finished_at), "outcome": result.outcome.value,
+            "exit_code": result.exit_code, "output": result.output, "error": result.error,
+            "expires_at": ms_or_none(transition.run_expires_at),
+            **run_key(held.item_id, epoch_ms(held.scheduled_for), held.attempt),
+        },
     )
     return True
 
@@ -208,8 +222,5 @@ def mark_crashed(
     ).fetchone()
     if updated is None:
         return None
-    conn.execute(
-        "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE run_id = ? AND finished_at IS NULL",
-        (now_ms, Outcome.CRASHED.value, error, run_id),
-    )
+    close_run(conn, run_key(row["item_id"], row["scheduled_for"], row["attempt"]), now_ms, Outcome.CRASHED, error)
     return task_from_row(updated)

@@ -28,12 +28,19 @@ BUSY_TIMEOUT_MS = 5000
 # below repeats it verbatim: SQLite uses a partial index only when the query's
 # WHERE contains the index's WHERE terms as written.
 CLAIMABLE = "enabled = 1 AND (status = 'SCHEDULED' OR (status = 'CRASHED' AND on_crash = 'resume'))"
+# The planner's estimates do not favour the partial index over (status, item_id)
+# or (next_at, item_id), which would walk every scheduled task per claim: the
+# claim queries name it, and fail loudly if it ever stops matching.
+FROM_CLAIMABLE = "FROM tasks INDEXED BY tasks_claim"
 
 # A node may claim a task pinned to it or to nobody, whose spec's ``nodes`` is empty or names it.
 NODE_ELIGIBLE = (
     "(node IS NULL OR node = :node)"
     " AND (nodes = '[]' OR EXISTS (SELECT 1 FROM json_each(tasks.nodes) WHERE value = :node))"
 )
+
+# A run record's identity, which its run id spells out: one b-tree, no second unique key.
+RUN_KEY = "task_id = :task_id AND scheduled_for = :scheduled_for AND attempt = :attempt"
 
 # API sort fields (``base.SORT_FIELDS``) -> columns: the only way a sort reaches SQL.
 SORT_COLUMNS = {
@@ -87,7 +94,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (next_at, item_id) WHERE {CLAIMABLE};
-CREATE INDEX IF NOT EXISTS tasks_recover ON tasks (lease_until) WHERE status = 'RUNNING';
+CREATE INDEX IF NOT EXISTS tasks_recover ON tasks (lease_until, item_id) WHERE status = 'RUNNING';
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, item_id);
 CREATE INDEX IF NOT EXISTS tasks_type ON tasks (task_type, item_id);
@@ -97,7 +104,7 @@ CREATE INDEX IF NOT EXISTS tasks_creation ON tasks (creation_date, item_id);
 CREATE INDEX IF NOT EXISTS tasks_failures ON tasks (failure_count, item_id);
 CREATE INDEX IF NOT EXISTS tasks_successes ON tasks (success_count, item_id);
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
     scheduled_for INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -110,9 +117,9 @@ CREATE TABLE IF NOT EXISTS runs (
     output TEXT NOT NULL DEFAULT '',
     error TEXT,
     expires_at INTEGER,
-    UNIQUE (task_id, scheduled_for, attempt)
-);
-CREATE INDEX IF NOT EXISTS runs_by_task ON runs (task_id, started_at DESC);
+    PRIMARY KEY (task_id, scheduled_for, attempt)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_task ON runs (task_id, started_at DESC, attempt DESC);
 CREATE INDEX IF NOT EXISTS runs_expiry ON runs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,

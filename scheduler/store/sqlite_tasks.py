@@ -15,7 +15,9 @@ from typing import Any
 
 from ..errors import InvalidState, TaskNotFound
 from ..spec import TaskSpec
-from .base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from .base import (
+    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
+)
 from .common import (
     CANCELLED_ERROR,
     REMOVED_ERROR,
@@ -26,9 +28,10 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_claims import next_free_attempt
+from .sqlite_claims import close_run, next_free_attempt, run_key
 from .sqlite_schema import (
     CLAIMABLE,
+    FROM_CLAIMABLE,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
     datetime_or_none,
@@ -156,7 +159,7 @@ def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime 
     # Walk claimable tasks by due time (the claim index): a held lease delays a task
     # to just past its expiry, so walk on only while a later task could be earlier.
     for next_at, lease_until in conn.execute(
-        f"SELECT next_at, lease_until FROM tasks WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
+        f"SELECT next_at, lease_until {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
         " ORDER BY next_at, item_id",
         {"node": node_id},
     ):
@@ -189,10 +192,8 @@ def cancel(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
             outcome=Outcome.CANCELLED, error=CANCELLED_ERROR,
         )
         updates["history"] = to_json(push_history(json.loads(row["history"]), entry))
-        conn.execute(
-            "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE run_id = ? AND finished_at IS NULL",
-            (epoch_ms(now), Outcome.CANCELLED.value, CANCELLED_ERROR, run_id),
-        )
+        close_run(conn, run_key(item_id, row["scheduled_for"], row["attempt"]), epoch_ms(now), Outcome.CANCELLED,
+                  CANCELLED_ERROR)
     return _update(conn, item_id, {**updates, "last_modified": epoch_ms(now)})
 
 
@@ -201,10 +202,11 @@ def retry(conn: sqlite3.Connection, now: datetime, item_id: str, reset_failure_c
     if row["status"] not in (Status.FAILED, Status.CANCELLED):
         raise InvalidState(f"Task {item_id} is {row['status']}: only a FAILED or CANCELLED task can be retried")
     now_ms = epoch_ms(now)
-    slot = now_ms if row["scheduled_for"] is None else row["scheduled_for"]
+    fresh = reset_failure_count or row["scheduled_for"] is None  # a new slot: the whole retry budget again
+    slot = now_ms if fresh else row["scheduled_for"]
     updates: dict[str, Any] = {
         "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": slot,
-        "attempt": next_free_attempt(conn, item_id, slot, row["attempt"]), "expires_at": None,
+        "attempt": next_free_attempt(conn, item_id, slot, 1 if fresh else row["attempt"]), "expires_at": None,
         "last_modified": now_ms,
     }
     if reset_failure_count:
@@ -268,7 +270,8 @@ def list_nodes(conn: sqlite3.Connection, now: datetime) -> list[NodeInfo]:
 
 
 def purge(
-    conn: sqlite3.Connection, now: datetime, finished_before: datetime | None, keep_history: int | None
+    conn: sqlite3.Connection, now: datetime, finished_before: datetime | None, keep_history: int | None,
+    retention: Retention | None,
 ) -> PurgeCounts:
     now_ms = epoch_ms(now)
     task_terms = ["expires_at < :now"]
@@ -277,6 +280,14 @@ def purge(
         task_terms.append("last_modified < :before")
         run_terms.append("finished_at < :before")
     params = {"now": now_ms, "before": ms_or_none(finished_before)}
+    if retention is not None:
+        for status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+            params[f"ttl_{status.value}"] = now_ms - retention.for_status(status) // timedelta(milliseconds=1)
+            task_terms.append(
+                f"(origin_file = 0 AND status = '{status.value}' AND last_modified < :ttl_{status.value})"
+            )
+        params["ttl_runs"] = now_ms - retention.runs // timedelta(milliseconds=1)
+        run_terms.append("finished_at < :ttl_runs")
     tasks = conn.execute(f"DELETE FROM tasks WHERE {FINAL_SQL} AND ({' OR '.join(task_terms)})", params).rowcount
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from scheduler.engine import SHUTDOWN_REASON
-from scheduler.store.base import Outcome, Status, TaskQuery
+from scheduler.store.base import Outcome, Retention, Status, TaskQuery
 
 from .conftest import Recorder, register, wait_for
 
@@ -313,14 +313,17 @@ async def test_purge_removes_expired_final_records_and_nothing_else(store, clock
         "ok": Status.COMPLETED, "bad": Status.FAILED, "gone": Status.CANCELLED, "periodic": Status.SCHEDULED
     }
 
+    retention = Retention(completed=timedelta(days=7), failed=timedelta(days=30), cancelled=timedelta(days=30))
     clock.advance(timedelta(days=6))
-    assert (await store.purge()).tasks == 0
-    clock.advance(timedelta(days=31))
-    counts = await store.purge()
+    assert (await store.purge(retention=retention)).tasks == 0
+    clock.advance(timedelta(days=2))
+    assert (await store.purge(retention=retention)).tasks == 1  # "ok": COMPLETED is kept 7 days
+    clock.advance(timedelta(days=29))
+    counts = await store.purge(retention=retention)
 
     remaining = {t.item_id for t in (await store.query_tasks(TaskQuery())).items}
     assert remaining == {"periodic"}
-    assert counts.tasks == 3
+    assert counts.tasks == 2
 
 
 # -- scenarios that need real time: leases renewed by the keep-alive ------------------------

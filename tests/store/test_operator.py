@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import InvalidState, TaskNotFound
-from scheduler.store.base import NodeInfo, Outcome, PurgeCounts, Status, TaskQuery
+from scheduler.spec import Source
+from scheduler.store.base import NodeInfo, Outcome, PurgeCounts, Retention, Status, TaskQuery
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, failure, final, make_spec, success
 
@@ -96,7 +97,13 @@ async def test_retry_takes_the_next_attempt_of_the_same_slot(store, clock):
 
 async def test_retry_can_reset_the_failure_count(store, clock):
     await _task_in(store, clock, Status.FAILED)
-    assert (await store.retry("t", reset_failure_count=True)).failure_count == 0
+    clock.advance(HOUR)
+    task = await store.retry("t", reset_failure_count=True)
+    assert task.failure_count == 0
+    # A fresh slot at attempt 1: the whole retry budget applies again.
+    assert (task.scheduled_for, task.attempt) == (clock(), 1)
+    claim = await claim_one(store)
+    assert (claim.scheduled_for, claim.attempt) == (clock(), 1)
 
 
 async def test_resume_keeps_the_checkpoint(store, clock):
@@ -226,3 +233,30 @@ async def test_purge_keep_history_trims_every_task(store, clock):
     assert await store.purge(keep_history=2) == PurgeCounts()
     assert (await store.get_task("t")).history == before.history[:2]
     assert len((await store.get_task("short")).history) == 1
+
+
+async def test_purge_with_retention_applies_each_final_status_ttl_to_api_tasks_only(store, clock):
+    api = Source("<api>")
+    retention = Retention(completed=timedelta(days=1), failed=timedelta(days=2), cancelled=timedelta(days=3),
+                          runs=timedelta(days=4))
+    for name in ("done", "failed", "declared"):
+        source = None if name == "declared" else api
+        await store.upsert_spec(make_spec(name, source=source or Source("tasks.d/x.yaml", 3), schedule=ONE_SHOT),
+                                first_due=clock())
+        claim = await claim_one(store)
+        await store.finish_run(claim, *final(claim, clock(), Status.FAILED if name == "failed" else Status.COMPLETED))
+    await store.upsert_spec(make_spec("cancelled", source=api), first_due=clock() + HOUR)
+    await store.cancel("cancelled")
+    await store.upsert_spec(make_spec("periodic", source=api), first_due=clock() + HOUR)
+
+    def left():
+        return store.query_tasks(TaskQuery())
+
+    for days, gone in ((1, set()), (1, {"done"}), (1, {"done", "failed"}), (1, {"done", "failed", "cancelled"})):
+        counts = await store.purge(retention=retention)
+        names = {t.item_id for t in (await left()).items}
+        assert names == {"done", "failed", "cancelled", "declared", "periodic"} - gone
+        clock.advance(timedelta(days=days, milliseconds=1))
+    assert counts.runs == 0
+    assert (await store.purge(retention=retention)).runs == 3  # four days after the runs ended
+    assert {t.item_id for t in (await left()).items} == {"declared", "periodic"}

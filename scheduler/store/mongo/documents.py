@@ -1,0 +1,210 @@
+"""How tasks, run records and nodes look as MongoDB documents, and back.
+
+Everything a user supplies (parameters, labels, checkpoints, step details) is
+stored as a *value*, never as part of an update path or a query key, so that
+keys holding ``$`` or ``.`` are kept as they are and cannot become operators.
+Labels are additionally stored as ``labelPairs``, a list of JSON-encoded
+``[key, value]`` strings, so that a label filter is an exact string match whatever
+the key contains.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from ...spec import Source, TaskSpec, thaw
+from ..base import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
+from ..common import is_file_source
+
+SCHEMA_VERSION = 1
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored date as an aware UTC datetime: drivers hand back naive UTC or a fixed offset."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def stored(moment: datetime | None) -> datetime | None:
+    """A datetime as BSON will keep it (milliseconds, UTC); naive values are refused."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: the store needs aware UTC times")
+    return truncate_ms(moment.astimezone(timezone.utc))
+
+
+def current_slot(doc: Mapping[str, Any]) -> datetime | None:
+    """The slot of a task's next or running run: ``scheduledFor``, or its due
+    time when a transition left ``scheduledFor`` empty."""
+    return aware(doc.get("scheduledFor")) or aware(doc.get("nextScheduledExecution"))
+
+
+def label_pairs(labels: Mapping[str, str]) -> list[str]:
+    return [json.dumps([key, value]) for key, value in sorted(labels.items())]
+
+
+# -- tasks -------------------------------------------------------------------
+
+
+def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[str, Any]:
+    """The part of a task document that a spec update replaces.
+
+    Top-level copies of a few spec fields (``taskType``, ``enabled``, ``nodes``...)
+    exist for the claim filter and the indexes; they are rewritten with the spec."""
+    source = spec.source
+    return {
+        "spec": spec.to_dict(),
+        "source": None if source is None else {"path": source.path, "line": source.line},
+        "specHash": spec.spec_hash(),
+        "specVersion": float(spec_version),
+        "taskType": spec.type,
+        "enabled": spec.enabled,
+        "persistent": spec.persistent,
+        "originFile": is_file_source(source),
+        "labelPairs": label_pairs(spec.labels),
+        "nodes": list(spec.nodes),
+        "onCrash": spec.on_crash,
+        "node": node,
+    }
+
+
+def new_task_document(
+    item_id: str, spec: TaskSpec, node: str | None, first_due: datetime | None, spec_version: float, now: datetime
+) -> dict[str, Any]:
+    first_due = stored(first_due)
+    return {
+        "_id": item_id,
+        **spec_fields(spec, node, spec_version),
+        "status": Status.SCHEDULED.value,
+        "nextScheduledExecution": first_due,
+        "scheduledFor": first_due,
+        "attempt": 1,
+        "lastExecutionDate": None,
+        "lastFinishDate": None,
+        "failureCount": 0,
+        "successCount": 0,
+        "currentStep": None,
+        "statusDetails": {},
+        "checkpointData": None,
+        "lastError": None,
+        # Always a sub-document (never null) so that "lease.owner" can be $set.
+        "lease": {"owner": None, "until": None, "fence": 0},
+        "maxRetriesOverride": None,
+        "retryDelayOverrideMs": None,
+        "history": [],
+        "creationDate": now,
+        "lastModified": now,
+        "expireAt": None,
+    }
+
+
+def task_from_document(doc: Mapping[str, Any]) -> Task:
+    source = doc.get("source")
+    lease = doc.get("lease") or {}
+    retry_delay_ms = doc.get("retryDelayOverrideMs")
+    return Task(
+        item_id=doc["_id"],
+        spec=TaskSpec.from_dict(doc["spec"], source=None if source is None else Source(**source)),
+        spec_hash=doc["specHash"],
+        status=Status(doc["status"]),
+        node=doc.get("node"),
+        next_scheduled_execution=aware(doc.get("nextScheduledExecution")),
+        scheduled_for=aware(doc.get("scheduledFor")),
+        attempt=doc.get("attempt", 1),
+        last_execution_date=aware(doc.get("lastExecutionDate")),
+        last_finish_date=aware(doc.get("lastFinishDate")),
+        failure_count=doc.get("failureCount", 0),
+        success_count=doc.get("successCount", 0),
+        current_step=doc.get("currentStep"),
+        status_details=dict(doc.get("statusDetails") or {}),
+        checkpoint_data=doc.get("checkpointData"),
+        last_error=doc.get("lastError"),
+        lease_owner=lease.get("owner"),
+        lease_until=aware(lease.get("until")),
+        fence=lease.get("fence", 0),
+        max_retries_override=doc.get("maxRetriesOverride"),
+        retry_delay_override=None if retry_delay_ms is None else timedelta(milliseconds=retry_delay_ms),
+        history=[dict(entry) for entry in doc.get("history") or ()],
+        spec_version=doc.get("specVersion", 0.0),
+        creation_date=aware(doc.get("creationDate")),
+        last_modified=aware(doc.get("lastModified")),
+        expires_at=aware(doc.get("expireAt")),
+    )
+
+
+def plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """User data as plain dicts and lists, ready for BSON (frozen mappings are not)."""
+    return None if value is None else thaw(value)
+
+
+# -- run records -------------------------------------------------------------
+
+
+def new_run_document(claim: Claim) -> dict[str, Any]:
+    return {
+        "_id": claim.run_id,
+        "taskId": claim.item_id,
+        "scheduledFor": claim.scheduled_for,
+        "attempt": claim.attempt,
+        "nodeId": claim.node_id,
+        "fence": claim.fence,
+        "startedAt": claim.started_at,
+        "finishedAt": None,
+        "outcome": None,
+        "exitCode": None,
+        "output": "",
+        "error": None,
+        "expireAt": None,
+    }
+
+
+def run_from_document(doc: Mapping[str, Any]) -> RunRecord:
+    outcome = doc.get("outcome")
+    return RunRecord(
+        run_id=doc["_id"],
+        task_id=doc["taskId"],
+        scheduled_for=aware(doc["scheduledFor"]),
+        attempt=doc["attempt"],
+        node_id=doc["nodeId"],
+        fence=doc["fence"],
+        started_at=aware(doc["startedAt"]),
+        finished_at=aware(doc.get("finishedAt")),
+        outcome=None if outcome is None else Outcome(outcome),
+        exit_code=doc.get("exitCode"),
+        output=doc.get("output") or "",
+        error=doc.get("error"),
+        expires_at=aware(doc.get("expireAt")),
+    )
+
+
+# -- nodes -------------------------------------------------------------------
+
+
+def node_document(node: NodeInfo) -> dict[str, Any]:
+    return {
+        "_id": node.node_id,
+        "executor": node.executor,
+        "heartbeat": stored(node.heartbeat),
+        "running": node.running,
+        "startedAt": stored(node.started_at),
+        "version": node.version,
+        "listen": node.listen,
+    }
+
+
+def node_from_document(doc: Mapping[str, Any]) -> NodeInfo:
+    return NodeInfo(
+        node_id=doc["_id"],
+        executor=doc["executor"],
+        heartbeat=aware(doc["heartbeat"]),
+        running=doc.get("running", 0),
+        started_at=aware(doc.get("startedAt")),
+        version=doc.get("version", ""),
+        listen=doc.get("listen", ""),
+    )

@@ -1,0 +1,108 @@
+"""Query filters and sort orders, built from typed values only.
+
+Every user-supplied value is wrapped in ``$eq`` (or ``$all`` of strings) after a
+type check, so a status or type such as ``{"$ne": null}`` or ``"$where"`` is
+compared literally and can never become a query operator.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..base import SORT_FIELDS, Claim, Status, TaskQuery
+from .documents import label_pairs
+
+# API sort field -> document field. Every other sort field has the same name.
+_SORT_DOCUMENT_FIELD = {"itemId": "_id"}
+
+
+def claimable_by(node_id: str) -> dict[str, Any]:
+    """``claim_due``'s eligibility rules except the due time and the lease."""
+    return {
+        "enabled": True,
+        "$or": [
+            {"status": Status.SCHEDULED.value},
+            {"status": Status.CRASHED.value, "onCrash": "resume"},
+        ],
+        "$and": [
+            {"node": {"$in": [None, node_id]}},
+            {"$or": [{"nodes": {"$size": 0}}, {"nodes": node_id}]},
+        ],
+    }
+
+
+def lease_free(now: datetime) -> dict[str, Any]:
+    """No lease, or one whose ``until`` has passed."""
+    return {"$or": [{"lease.until": None}, {"lease.until": {"$lt": now}}]}
+
+
+def due_and_free(node_id: str, now: datetime, skip: list[str]) -> dict[str, Any]:
+    """The claim filter: the whole eligibility and the lease condition, for one compare-and-set."""
+    return {
+        "$and": [
+            claimable_by(node_id),
+            {"nextScheduledExecution": {"$lte": now}},
+            lease_free(now),
+            {"_id": {"$nin": skip}},
+        ]
+    }
+
+
+def fenced(item_id: str, node_id: str, fence: int) -> dict[str, Any]:
+    """Matches only while the claim identified by ``(node_id, fence)`` is current."""
+    return {"_id": item_id, "lease.owner": node_id, "lease.fence": fence, "status": Status.RUNNING.value}
+
+
+def fenced_claim(claim: Claim) -> dict[str, Any]:
+    return fenced(claim.item_id, claim.node_id, claim.fence)
+
+
+def _text(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    return {"$eq": str(value)}
+
+
+def _flag(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return {"$eq": value}
+
+
+def query_filter(query: TaskQuery) -> dict[str, Any]:
+    """The filter of ``query_tasks``: every given criterion must match."""
+    criteria: dict[str, Any] = {}
+    if query.status is not None:
+        criteria["status"] = _text("status", query.status)
+    if query.task_type is not None:
+        criteria["taskType"] = _text("task type", query.task_type)
+    if query.node is not None:
+        criteria["node"] = _text("node", query.node)
+    if query.persistent is not None:
+        criteria["persistent"] = _flag("persistent", query.persistent)
+    if query.origin_file is not None:
+        criteria["originFile"] = _flag("origin_file", query.origin_file)
+    if query.labels:
+        for key, value in query.labels.items():
+            _text("label key", key)
+            _text(f"label {key!r}", value)
+        criteria["labelPairs"] = {"$all": label_pairs(query.labels)}
+    return criteria
+
+
+def query_sort(query: TaskQuery) -> list[tuple[str, int]]:
+    """The sort of ``query_tasks``: a whitelisted field, then itemId in the same direction."""
+    if query.sort_by not in SORT_FIELDS:
+        raise ValueError(f"cannot sort by {query.sort_by!r}: expected one of {', '.join(sorted(SORT_FIELDS))}")
+    direction = -1 if query.descending else 1
+    field = _SORT_DOCUMENT_FIELD.get(query.sort_by, query.sort_by)
+    if field == "_id":
+        return [("_id", direction)]
+    return [(field, direction), ("_id", direction)]
+
+
+def check_page(offset: int, limit: int) -> None:
+    for name, value in (("offset", offset), ("limit", limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

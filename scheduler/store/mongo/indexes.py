@@ -1,0 +1,85 @@
+"""The indexes the MongoDB store creates at start, and why each exists.
+
+``start()`` creates them all; creating an index that already exists with the
+same keys and options does nothing, so every node may do it on every start.
+
+Collection ``tasks`` (``_id`` is the itemId):
+
+- ``claim`` ``(status, enabled, nextScheduledExecution)``: the claim's
+  ``find_one_and_update`` and ``next_due_time`` select enabled SCHEDULED (or
+  CRASHED) tasks in due order; the index serves both the filter and the sort.
+- ``recover`` ``(status, lease.until)``: ``recover_expired`` and ``next_due_time``
+  look for RUNNING tasks whose lease has expired or will expire first.
+- ``status_<field>`` ``(status, <field>, _id)`` for each sortable field, and
+  ``status_itemId`` ``(status, _id)``: the API lists tasks of one status sorted
+  by any ``SORT_FIELDS`` entry with itemId as the tie-breaker, and pages through
+  them without sorting in memory (``GET /cxs/tasks?status=...&sortBy=...``).
+- ``taskType`` ``(taskType, _id)``: the API's and CLI's filter by type.
+- ``expireAt_ttl`` ``(expireAt)``, ``expireAfterSeconds: 0``: MongoDB's TTL
+  monitor deletes finished one-shot tasks once their ``expireAt`` has passed.
+  Only finished one-shots carry the field; documents without it never expire.
+
+Collection ``runs`` (``_id`` is ``<taskId>:<scheduledFor ms>:<attempt>``):
+
+- ``run_key`` ``(taskId, scheduledFor, attempt)``, unique: the same slot and
+  attempt can never be started twice, even by a confused node.
+- ``runs_by_task`` ``(taskId, startedAt desc)``: ``list_runs`` pages a task's
+  runs newest first.
+- ``expireAt_ttl`` ``(expireAt)``, ``expireAfterSeconds: 0``: finished run
+  records are deleted by the TTL monitor when their retention has passed.
+
+The TTL monitor runs about once a minute (mongomock only hides expired
+documents from reads), so ``purge()`` deletes expired documents itself as well.
+Only tasks in a final status carry ``expireAt``: every action that schedules a
+task again (retry, run now, a new plan from its file) clears it, since a TTL
+index cannot look at the status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from ..base import SORT_FIELDS
+
+# Sort fields whose document field differs from the API name, or that the
+# status prefix already covers.
+_SPECIAL_SORT_FIELDS = {"itemId", "status"}
+
+
+def _ttl() -> IndexModel:
+    return IndexModel([("expireAt", ASCENDING)], name="expireAt_ttl", expireAfterSeconds=0)
+
+
+def task_indexes() -> list[IndexModel]:
+    by_status = [
+        IndexModel([("status", ASCENDING), (field, ASCENDING), ("_id", ASCENDING)], name=f"status_{field}")
+        for field in sorted(SORT_FIELDS - _SPECIAL_SORT_FIELDS)
+    ]
+    return [
+        IndexModel(
+            [("status", ASCENDING), ("enabled", ASCENDING), ("nextScheduledExecution", ASCENDING)], name="claim"
+        ),
+        IndexModel([("status", ASCENDING), ("lease.until", ASCENDING)], name="recover"),
+        *by_status,
+        IndexModel([("status", ASCENDING), ("_id", ASCENDING)], name="status_itemId"),
+        IndexModel([("taskType", ASCENDING), ("_id", ASCENDING)], name="taskType"),
+        _ttl(),
+    ]
+
+
+def run_indexes() -> list[IndexModel]:
+    return [
+        IndexModel(
+            [("taskId", ASCENDING), ("scheduledFor", ASCENDING), ("attempt", ASCENDING)], name="run_key", unique=True
+        ),
+        IndexModel([("taskId", ASCENDING), ("startedAt", DESCENDING)], name="runs_by_task"),
+        _ttl(),
+    ]
+
+
+def create_indexes(database: Any) -> None:
+    """Create every index (blocking; idempotent)."""
+    database["tasks"].create_indexes(task_indexes())
+    database["runs"].create_indexes(run_indexes())

@@ -1,0 +1,207 @@
+"""What only the SQLite backend promises: file settings, schema version, URLs, query plans."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import timedelta
+
+import pytest
+
+from scheduler.errors import StoreError, TaskNotFound
+from scheduler.store import open_store
+from scheduler.store.base import Status, TaskQuery, UpsertResult
+from scheduler.store.sqlite import SQLiteStore
+from scheduler.store.sqlite_schema import SCHEMA_VERSION
+from tests.support.clock import ManualClock
+
+from .helpers import LEASE, add_task, failure, make_spec
+
+
+async def test_file_database_uses_wal_and_records_its_schema_version(tmp_path):
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    conn.close()
+
+
+async def test_reopening_keeps_the_data(tmp_path):
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        await add_task(store, clock(), "t")
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        assert (await store.get_task("t")).status == Status.SCHEDULED
+
+
+async def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.close()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade"):
+        await store.start()
+    await store.close()  # nothing started: still fine
+
+
+async def test_sqlite_errors_become_store_errors(tmp_path):
+    store = SQLiteStore(tmp_path / "missing-dir" / "s.db")
+    with pytest.raises(StoreError, match="unable to open") as error:
+        await store.start()
+    assert isinstance(error.value.__cause__, sqlite3.Error)
+
+
+async def test_memory_stores_are_private(tmp_path):
+    clock = ManualClock()
+    async with SQLiteStore(":memory:", clock) as first, SQLiteStore(":memory:", clock) as second:
+        await add_task(first, clock(), "t")
+        assert (await second.query_tasks(TaskQuery())).total == 0
+
+
+async def test_lifecycle_errors(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(StoreError, match="not started"):
+        await store.get_task("t")
+    await store.start()
+    with pytest.raises(StoreError, match="already started"):
+        await store.start()
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreError, match="not started"):
+        await store.list_nodes()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///var/lib/scheduler/tasks.db", "/var/lib/scheduler/tasks.db"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("sqlite://:memory:", ":memory:"),
+        ("memory:", ":memory:"),
+    ],
+)
+def test_open_store_sqlite_urls(url, path):
+    store = open_store(url)
+    assert isinstance(store, SQLiteStore) and store.path == path
+
+
+@pytest.mark.parametrize("url", ["sqlite://relative.db", "sqlite://", "sqlite:///", "postgres://db/x", "tasks.db", ""])
+def test_open_store_rejects_other_urls(url):
+    with pytest.raises(StoreError, match="sqlite:///absolute/path.db"):
+        open_store(url)
+
+
+def test_open_store_mongodb_url_uses_the_mongo_backend():
+    try:
+        from scheduler.store.mongo import MongoStore
+    except ImportError:
+        with pytest.raises(StoreError, match="MongoDB store backend is not available"):
+            open_store("mongodb://127.0.0.1:27017/scheduler")
+    else:
+        assert isinstance(open_store("mongodb://127.0.0.1:27017/scheduler"), MongoStore)
+
+
+def test_open_store_passes_the_clock():
+    clock = ManualClock()
+    clock.advance(timedelta(milliseconds=1500))
+    assert open_store("memory:", clock=clock).now() == clock()
+
+
+async def test_queued_writes_share_one_commit_and_stay_atomic_each(tmp_path):
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        await add_task(store, clock(), "kept")
+
+        def delete_then_fail(conn, now):
+            conn.execute("DELETE FROM tasks WHERE item_id = 'kept'")
+            raise ValueError("refused after writing")
+
+        begins: list[str] = []
+        gate = threading.Event()
+        await store._call(lambda: store._conn.set_trace_callback(
+            lambda sql: begins.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None))
+        store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
+        writes = asyncio.gather(
+            store.upsert_spec(make_spec("a"), first_due=clock()),
+            store._write(delete_then_fail),
+            store.cancel("missing"),
+            store.upsert_spec(make_spec("b"), first_due=clock()),
+            return_exceptions=True,
+        )
+        for _ in range(100):  # bounded: each write enqueues on its task's first step
+            if len(store._pending) == 4:
+                break
+            await asyncio.sleep(0)
+        assert len(store._pending) == 4
+        gate.set()
+        created_a, refused, missing, created_b = await writes
+
+        assert len(begins) == 1  # one transaction for the four writes
+        assert created_a == created_b == UpsertResult.CREATED
+        assert isinstance(refused, ValueError) and isinstance(missing, TaskNotFound)
+        assert [task.item_id for task in (await store.query_tasks(TaskQuery())).items] == ["a", "b", "kept"]
+
+
+# -- query plans: the statements the store really runs, explained --------------------
+
+
+async def _statements(store: SQLiteStore, action) -> list[str]:
+    """The SQL ``action`` made the store run, with bound values expanded."""
+    seen: list[str] = []
+    await store._call(lambda: store._conn.set_trace_callback(seen.append))
+    try:
+        await action()
+    finally:
+        await store._call(lambda: store._conn.set_trace_callback(None))
+    return [sql for sql in seen if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))]
+
+
+def _plan(path, sql: str) -> str:
+    with sqlite3.connect(path) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    conn.close()
+    return plan
+
+
+@pytest.fixture
+async def busy_store(tmp_path):
+    """A file store with a hundred-odd tasks in assorted states."""
+    clock = ManualClock()
+    store = SQLiteStore(tmp_path / "plans.db", clock)
+    await store.start()
+    for index in range(120):
+        await add_task(store, clock() + timedelta(seconds=index % 7 - 3), f"t{index:03d}", type=f"type{index % 5}")
+    for claim in await store.claim_due("a", 40, LEASE):
+        if claim.fence % 2:
+            await store.finish_run(claim, *failure(claim, clock()))
+    await store._call(lambda: store._conn.execute("ANALYZE"))
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "action", "index"),
+    [
+        ("claim", lambda store: store.claim_due("b", 16, LEASE), "tasks_claim"),
+        ("next due", lambda store: store.next_due_time("b"), "tasks_claim"),
+        ("recover", lambda store: store.recover_expired("b"), "tasks_recover"),
+        ("status page", lambda store: store.query_tasks(TaskQuery(status=Status.SCHEDULED, limit=50)), "tasks_status"),
+        ("type page", lambda store: store.query_tasks(TaskQuery(task_type="type3", limit=50)), "tasks_type"),
+        ("by next run", lambda store: store.query_tasks(TaskQuery(sort_by="nextScheduledExecution", descending=True)),
+         "tasks_next"),
+        ("by failures", lambda store: store.query_tasks(TaskQuery(sort_by="failureCount")), "tasks_failures"),
+        ("runs", lambda store: store.list_runs("t001"), "runs_by_task"),
+    ],
+)
+async def test_queries_are_served_by_an_index(busy_store, name, action, index):
+    statements = await _statements(busy_store, lambda: action(busy_store))
+    plans = [_plan(busy_store.path, sql) for sql in statements if not sql.startswith("UPDATE")]
+    assert any(index in plan for plan in plans), f"{name} does not use {index}: {plans}"
+    assert not any("TEMP B-TREE" in plan for plan in plans), f"{name} sorts in a temporary b-tree: {plans}"
+    assert not any(plan.startswith("SCAN tasks") and "INDEX" not in plan for plan in plans), plans

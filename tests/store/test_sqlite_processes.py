@@ -1,0 +1,122 @@
+"""Mutual exclusion and crash recovery between real processes sharing one SQLite file.
+
+mongomock could not prove any of this (it is not atomic across threads); these
+tests use separate OS processes, each with its own connection, racing for the
+write lock exactly as several nodes on one host do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler.store.base import Status, TaskQuery
+from scheduler.store.sqlite import SQLiteStore
+from tests.support import store_worker
+
+from .helpers import make_spec
+
+pytestmark = pytest.mark.slow
+
+TASKS = 2000
+PROCESSES = 4
+JOIN_TIMEOUT = 90.0
+SPAWN = multiprocessing.get_context("spawn")
+
+
+async def _create_due_tasks(path: Path, count: int) -> list[str]:
+    names = [f"task-{index:04d}" for index in range(count)]
+    async with SQLiteStore(path) as store:
+        due = store.now() - timedelta(seconds=1)
+        for name in names:
+            await store.upsert_spec(make_spec(name, schedule={"at": "2030-01-01T00:00:00Z"}), first_due=due)
+    return names
+
+
+async def _join(process, timeout: float = JOIN_TIMEOUT) -> None:
+    await asyncio.to_thread(process.join, timeout)
+    if process.is_alive():
+        process.kill()
+        await asyncio.to_thread(process.join, 10)
+        pytest.fail(f"{process.name} still running after {timeout} s")
+    assert process.exitcode == 0, f"{process.name} exited with {process.exitcode}"
+
+
+async def test_racing_processes_claim_every_task_exactly_once(tmp_path):
+    path = tmp_path / "race.db"
+    names = await _create_due_tasks(path, TASKS)
+    start = SPAWN.Event()
+    accounts = [tmp_path / f"node-{index}.json" for index in range(PROCESSES)]
+    workers = [
+        SPAWN.Process(target=store_worker.claim_until_idle, args=(str(path), f"node-{index}", str(account), start),
+                      name=f"node-{index}")
+        for index, account in enumerate(accounts)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()  # all at once: they race for the same due tasks
+    for worker in workers:
+        await _join(worker)
+
+    reports = [json.loads(account.read_text()) for account in accounts]
+    claims = Counter(item for report in reports for item in report["claimed"])
+    assert sorted(claims) == names
+    assert set(claims.values()) == {1}, [item for item, times in claims.items() if times > 1]
+    for report in reports:
+        assert report["finished"] == report["claimed"], f"{report['node']} was fenced out of its own runs"
+    claimed_by = {item: report["node"] for report in reports for item in report["claimed"]}
+
+    async with SQLiteStore(path) as store:
+        completed = await store.query_tasks(TaskQuery(status=Status.COMPLETED, limit=0))
+        assert completed.total == TASKS
+        for name in names:
+            runs = await store.list_runs(name)
+            assert runs.total == 1, f"{name} has {runs.total} run records"
+            assert runs.items[0].node_id == claimed_by[name] and runs.items[0].outcome == "success"
+
+
+async def test_tasks_of_a_killed_process_are_recovered_by_another(tmp_path):
+    path = tmp_path / "crash.db"
+    names = await _create_due_tasks(path, 40)
+    ready = SPAWN.Event()
+    victim_account = tmp_path / "victim.json"
+    victim = SPAWN.Process(target=store_worker.hold_leases, args=(str(path), "victim", 25, str(victim_account), ready),
+                           name="victim")
+    victim.start()
+    assert await asyncio.to_thread(ready.wait, JOIN_TIMEOUT), "the victim never claimed its tasks"
+    held = json.loads(victim_account.read_text())["claimed"]
+    assert len(held) == 25
+    async with SQLiteStore(path) as store:
+        for name in held:
+            task = await store.get_task(name)
+            assert task.status == Status.RUNNING and task.lease_owner == "victim"
+
+    victim.kill()  # SIGKILL: no cleanup, the leases stay in the file
+    await asyncio.to_thread(victim.join, JOIN_TIMEOUT)
+    assert victim.exitcode == -9
+
+    rescuer_account = tmp_path / "rescuer.json"
+    # The victim's leases last 30 s: the rescuer's clock runs 31 s ahead instead of the test waiting.
+    rescuer = SPAWN.Process(target=store_worker.recover_and_finish, args=(str(path), "rescuer", 31.0, str(rescuer_account)),
+                            name="rescuer")
+    rescuer.start()
+    await _join(rescuer)
+
+    report = json.loads(rescuer_account.read_text())
+    assert sorted(report["recovered"]) == sorted(held)
+    assert sorted(report["claimed"]) == names  # the 25 recovered and the 15 nobody had claimed
+    async with SQLiteStore(path) as store:
+        for name in held:
+            task = await store.get_task(name)
+            assert task.status == Status.COMPLETED
+            assert task.status_details["crashedNode"] == "victim"
+            assert [entry["outcome"] for entry in task.history] == ["success", "crashed"]
+            runs = (await store.list_runs(name)).items
+            assert [(run.node_id, run.attempt, run.outcome) for run in runs] == [
+                ("rescuer", 2, "success"), ("victim", 1, "crashed")]

@@ -1,0 +1,83 @@
+"""Entry points of the processes that race on one SQLite file (``multiprocessing`` spawn targets).
+
+Each writes its own account as JSON so the parent can check it against the
+store: what it claimed, what it finished, what it recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.store.base import Claim, Outcome, RunResult, Status, Transition, system_clock
+from scheduler.store.sqlite import SQLiteStore
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0  # seconds a worker waits for the start signal before giving up
+
+
+def completed(claim: Claim, finished_at: datetime) -> tuple[RunResult, Transition]:
+    """The end of a successful one-shot run."""
+    transition = Transition(
+        status=Status.COMPLETED, next_scheduled_execution=None, scheduled_for=None, attempt=claim.attempt,
+        failure_count=0, success_count=claim.task.success_count + 1, last_error=None,
+    )
+    return RunResult(Outcome.SUCCESS, finished_at), transition
+
+
+async def _claim_and_finish(store: SQLiteStore, node_id: str, limit: int, lease: timedelta) -> dict[str, Any]:
+    """Claim and finish until nothing is due; the account of what this node did."""
+    claimed: list[str] = []
+    finished: list[str] = []
+    while claims := await store.claim_due(node_id, limit, lease):
+        for claim in claims:
+            claimed.append(claim.item_id)
+            if await store.finish_run(claim, *completed(claim, store.now())):
+                finished.append(claim.item_id)
+    return {"node": node_id, "claimed": claimed, "finished": finished}
+
+
+def claim_until_idle(path: str, node_id: str, account: str, start: Any, limit: int = 16) -> None:
+    """Wait for ``start`` (an Event), then claim and finish until nothing is due."""
+
+    async def main() -> None:
+        async with SQLiteStore(path) as store:
+            if not start.wait(START_TIMEOUT):
+                raise TimeoutError(f"{node_id}: no start signal within {START_TIMEOUT} s")
+            result = await _claim_and_finish(store, node_id, limit, timedelta(seconds=60))
+        Path(account).write_text(json.dumps(result))
+
+    asyncio.run(main())
+
+
+def hold_leases(path: str, node_id: str, count: int, account: str, ready: Any) -> None:
+    """Claim ``count`` tasks with a 30 s lease, report them, set ``ready``, then hang until killed."""
+
+    async def main() -> None:
+        async with SQLiteStore(path) as store:
+            claims = await store.claim_due(node_id, count, timedelta(seconds=30))
+            Path(account).write_text(json.dumps({"node": node_id, "claimed": [c.item_id for c in claims]}))
+            ready.set()
+            # Bounded: the parent kills this process long before; never outlive a broken test.
+            threading.Event().wait(120)
+
+    asyncio.run(main())
+
+
+def recover_and_finish(path: str, node_id: str, clock_offset_seconds: float, account: str) -> None:
+    """With the clock moved ahead by ``clock_offset_seconds``: recover expired leases, then run what is due."""
+    offset = timedelta(seconds=clock_offset_seconds)
+
+    async def main() -> None:
+        async with SQLiteStore(path, clock=lambda: system_clock() + offset) as store:
+            recovered = [task.item_id for task in await store.recover_expired(node_id)]
+            result = await _claim_and_finish(store, node_id, 16, timedelta(seconds=60))
+        Path(account).write_text(json.dumps({**result, "recovered": recovered}))
+
+    asyncio.run(main())
