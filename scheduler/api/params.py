@@ -20,6 +20,7 @@ MAX_OFFSET = 1_000_000
 MAX_TEXT = 256  # longest task type accepted as a filter
 MAX_RETRIES = 1000
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000  # 30 days
+MAX_PURGE_DAYS = 36500
 
 
 def _one(request: web.Request, name: str) -> str | None:
@@ -91,3 +92,11 @@ def retry_config(request: web.Request) -> tuple[int | None, timedelta | None]:
     max_retries = int_param(request, "maxRetries", None, 0, MAX_RETRIES)
     delay_ms = int_param(request, "retryDelay", None, 0, MAX_RETRY_DELAY_MS)
     return max_retries, None if delay_ms is None else timedelta(milliseconds=delay_ms)
+
+
+def purge_days(request: web.Request) -> int:
+    """``POST /-/purge`` parameter: days (required)."""
+    days = int_param(request, "days", None, 0, MAX_PURGE_DAYS)
+    if days is None:
+        raise bad_request(f"Give days: purge what ended more than that many days ago (0 to {MAX_PURGE_DAYS})")
+    return days

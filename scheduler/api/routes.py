@@ -36,6 +36,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/cxs/nodes", system.list_nodes, Role.VIEWER),
     Route("GET", "/cxs/config", system.show_config, Role.VIEWER),
     Route("POST", "/-/reload", system.reload, Role.ADMINISTRATOR),
+    # Not under /cxs/tasks/: "purge" is a valid task id there.
+    Route("POST", "/-/purge", tasks.purge_tasks, Role.ADMINISTRATOR),
     Route("GET", "/livez", system.livez, OPEN),
     Route("GET", "/readyz", system.readyz, OPEN),
     Route("GET", "/metrics", system.metrics, METRICS),

@@ -7,6 +7,7 @@ node's memory store) and then wakes the engine so the node acts at once.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -82,3 +83,16 @@ async def configure_task(request: web.Request) -> web.Response:
 async def run_task(request: web.Request) -> web.Response:
     located = await _locate(request)
     return _task_answer(request, await located.store.run_now(located.task.item_id))
+
+
+async def purge_tasks(request: web.Request) -> web.Response:
+    """Delete tasks that ended (COMPLETED, FAILED, CANCELLED) and run records older than ``days``."""
+    days = params.purge_days(request)
+    services = request.app[SERVICES]
+    tasks = runs = 0
+    for store in (services.store, services.memory_store):
+        if store is not None:
+            counts = await store.purge(finished_before=store.now() - timedelta(days=days))
+            tasks, runs = tasks + counts.tasks, runs + counts.runs
+    log.info("purged %d task(s) and %d run record(s) older than %d day(s) through the API", tasks, runs, days)
+    return web.json_response({"tasks": tasks, "runs": runs})

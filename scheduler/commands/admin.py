@@ -138,7 +138,7 @@ async def task_purge(client: ApiClient, args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             print("Nothing purged.")
             return EXIT_REFUSED
-    counts = (await client.call("POST", "/cxs/tasks/purge", {"days": args.days})).body
+    counts = (await client.call("POST", "/-/purge", {"days": args.days})).body
     _print(counts, args, lambda: f"Purged {counts['tasks']} task(s) and {counts['runs']} run record(s)")
     return EXIT_OK
 

@@ -15,6 +15,7 @@ from tests.api.conftest import ADMIN, ADMIN_TOKEN, VIEWER, VIEWER_TOKEN, basic
 # A request for each route; paths name a task that exists, so an allowed call is not a 4xx.
 REQUESTS = {
     ("GET", "/cxs/tasks"): "/cxs/tasks",
+    ("POST", "/-/purge"): "/-/purge?days=30",
     ("GET", "/cxs/tasks/{id}"): "/cxs/tasks/data-sync",
     ("DELETE", "/cxs/tasks/{id}"): "/cxs/tasks/data-sync",
     ("GET", "/cxs/tasks/{id}/runs"): "/cxs/tasks/data-sync/runs",
@@ -32,6 +33,7 @@ REQUESTS = {
 }
 EXPECTED_ROLE = {
     ("GET", "/cxs/tasks"): Role.VIEWER,
+    ("POST", "/-/purge"): Role.ADMINISTRATOR,
     ("GET", "/cxs/tasks/{id}"): Role.VIEWER,
     ("DELETE", "/cxs/tasks/{id}"): Role.ADMINISTRATOR,
     ("GET", "/cxs/tasks/{id}/runs"): Role.VIEWER,

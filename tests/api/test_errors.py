@@ -68,6 +68,8 @@ async def test_query_values_are_data_not_operators(client, seed):
         ("/cxs/tasks/data-sync/config?retryDelay=2592000001",
          "Invalid retryDelay: 2592000001 (expected an integer from 0 to 2592000000)"),
         ("/cxs/tasks/data-sync/runs?limit=0", "Invalid limit: 0 (expected an integer from 1 to 1000)"),
+        ("/-/purge", "Give days: purge what ended more than that many days ago (0 to 36500)"),
+        ("/-/purge?days=-7", "Invalid days: -7 (expected an integer from 0 to 36500)"),
     ],
 )
 async def test_bad_action_parameters_are_400(client, seed, path, message):

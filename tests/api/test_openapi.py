@@ -57,6 +57,8 @@ TOUR = [
     ("DELETE", "/cxs/tasks/{id}", "/cxs/tasks/running", ADMIN, 204),
     ("DELETE", "/cxs/tasks/{id}", "/cxs/tasks/running", ADMIN, 409),
     ("DELETE", "/cxs/tasks/{id}", "/cxs/tasks/nope", ADMIN, 404),
+    ("POST", "/-/purge", "/-/purge?days=0", ADMIN, 200),
+    ("POST", "/-/purge", "/-/purge", ADMIN, 400),
     ("GET", "/cxs/nodes", "/cxs/nodes", VIEWER, 200),
     ("GET", "/cxs/config", "/cxs/config", VIEWER, 200),
     ("POST", "/-/reload", "/-/reload", ADMIN, 200),

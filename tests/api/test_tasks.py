@@ -283,6 +283,25 @@ async def test_actions_reach_tasks_of_the_memory_store(client, seed, memory_stor
     assert node.wakes == 1
 
 
+async def test_purge_deletes_what_ended_before_the_given_days(client, seed, memory_store, clock):
+    await seed.task("old-failure", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    await seed.task("local-once", persistent=False, store=memory_store, schedule={"after": "0s"})
+    await seed.run_all(Outcome.FAILURE, error="boom")
+    await seed.run_all(Outcome.SUCCESS, store=memory_store)
+    clock.advance(timedelta(days=3))
+    await seed.task("recent-failure", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    await seed.task("periodic")
+    await seed.run_all(Outcome.FAILURE, error="boom")
+
+    kept = await client.post("/-/purge?days=7", headers=ADMIN)
+    purged = await client.post("/-/purge?days=2", headers=ADMIN)
+    remaining = await get_json(client, "/cxs/tasks")
+
+    assert (kept.status, await kept.json()) == (200, {"tasks": 0, "runs": 0})
+    assert (purged.status, await purged.json()) == (200, {"tasks": 2, "runs": 2})
+    assert [t["itemId"] for t in remaining["list"]] == ["periodic", "recent-failure"]
+
+
 async def test_unknown_task_is_404_on_every_task_route(client):
     routes = [
         ("GET", "/cxs/tasks/123e4567"), ("GET", "/cxs/tasks/123e4567/runs"), ("DELETE", "/cxs/tasks/123e4567"),
