@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 import schemathesis
 from aiohttp import web
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 from scheduler.api.app import create_app, load_openapi
 from scheduler.api.auth import ApiAuth
@@ -87,6 +87,6 @@ def live_app():
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, database=None)
 def test_generated_requests_get_documented_answers(case, live_app):
     case.call_and_validate(base_url=live_app.url, headers=dict(ADMIN))
