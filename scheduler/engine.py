@@ -17,6 +17,7 @@ everything due now to completion, then return.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -332,6 +333,11 @@ class Engine:
             log.exception("executor of %s raised", claim.item_id, extra={"task": claim.item_id})
             execution = Execution(outcome=Outcome.FAILURE, error=f"executor error: {type(exc).__name__}: {exc}")
         await run.context.drain()
+        reason = run.context.cancel_reason
+        if reason is not None and execution.outcome is not reason:
+            # Asked to stop (cancel, takeover, replace, timeout): whatever the code
+            # returned afterwards, the run did not complete as a normal run.
+            execution = dataclasses.replace(execution, outcome=reason, error=execution.error or f"stopped: {reason.value}")
         return execution
 
     async def _finish(self, run: ActiveRun, execution: Execution) -> None:
@@ -344,6 +350,7 @@ class Engine:
         retention = self.config.retention
         if execution.outcome is Outcome.CANCELLED and run.replaced_by is not None:
             transition = replaced_run(claim, run.replaced_by, now, retention)
+            execution = dataclasses.replace(execution, error=transition.last_error)
         else:
             transition = after_run(claim, execution.outcome, execution.error, now, retention)
         result = RunResult(

@@ -16,7 +16,8 @@ from scheduler.store.base import system_clock
 from tests.support.clock import ManualClock
 from tests.support.wait import wait_for  # noqa: F401  (re-exported for the scenarios)
 
-START = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
+# In the future: mongomock hides documents whose TTL field has passed by the real wall clock.
+START = datetime(2031, 1, 6, 8, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture

@@ -428,3 +428,27 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.realtime
+async def test_concurrency_replace_stops_an_overrunning_run_for_the_next_slot(store, real_clock, make_engine):
+    slots: list = []
+
+    async def job(ctx):
+        slots.append(ctx.scheduled_for)
+        if len(slots) == 1:
+            await ctx.wait_cancelled()  # overruns its slot until replaced
+
+    await register(
+        store, real_clock, {"name": "t", "type": "job", "schedule": {"every": "1s"}, "concurrency": "replace"}
+    )
+    engine = make_engine(store, "a", job=job, lease_duration=timedelta(seconds=1.2), poll_interval=timedelta(seconds=0.05))
+    await engine.start()
+    try:
+        await wait_for(lambda: store.list_runs("t"), lambda page: page.total >= 2, timeout=15)
+    finally:
+        await engine.stop()
+
+    assert slots[1] - slots[0] == timedelta(seconds=1)
+    first = (await store.list_runs("t")).items[-1]
+    assert first.outcome is Outcome.CANCELLED and "replaced by the run of" in first.error

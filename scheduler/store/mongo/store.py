@@ -33,6 +33,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...spec import TaskSpec
 from ..base import (
+    Retention,
     Claim,
     Clock,
     NodeInfo,
@@ -303,9 +304,15 @@ class MongoStore(Store):
 
     # -- retention -----------------------------------------------------------
 
-    async def purge(self, *, finished_before: datetime | None = None, keep_history: int | None = None) -> PurgeCounts:
+    async def purge(
+        self,
+        *,
+        finished_before: datetime | None = None,
+        keep_history: int | None = None,
+        retention: Retention | None = None,
+    ) -> PurgeCounts:
         _check_count("keep_history", keep_history)
-        return await self._with_db_now("purge", tasks.purge, finished_before, keep_history)
+        return await self._with_db_now("purge", tasks.purge, finished_before, keep_history, retention)
 
 
 def _check_count(name: str, value: int | None) -> None:

@@ -19,7 +19,9 @@ from pymongo.errors import DuplicateKeyError
 
 from ...errors import InvalidState, StoreError, TaskNotFound
 from ...spec import TaskSpec
-from ..base import FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Status, Task, TaskQuery, UpsertResult
+from ..base import (
+    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
+)
 from ..common import CANCELLED_ERROR, ONE_MS, REMOVED_ERROR, history_entry, make_run_id
 from .documents import (
     aware,
@@ -222,12 +224,13 @@ def retry(db: Database, item_id: str, reset_failure_count: bool, now: datetime) 
     def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
         if doc["status"] not in (Status.FAILED, Status.CANCELLED):
             raise InvalidState(f"Task {item_id} is {doc['status']}: only a FAILED or CANCELLED task can be retried")
-        slot = aware(doc["scheduledFor"]) or now  # a task that never had a slot gets one now
+        fresh = reset_failure_count or doc["scheduledFor"] is None  # a new slot: the whole retry budget again
+        slot = now if fresh else aware(doc["scheduledFor"])
         changes: dict[str, Any] = {
             "status": Status.SCHEDULED.value,
             "nextScheduledExecution": now,
             "scheduledFor": slot,
-            "attempt": next_free_attempt(db, item_id, slot, doc["attempt"]),
+            "attempt": next_free_attempt(db, item_id, slot, 1 if fresh else doc["attempt"]),
             "expireAt": None,  # a retried one-shot must not be purged
             "lastModified": now,
         }
@@ -295,13 +298,21 @@ def list_nodes(db: Database) -> list[NodeInfo]:
 # -- retention ---------------------------------------------------------------
 
 
-def purge(db: Database, finished_before: datetime | None, keep_history: int | None, now: datetime) -> PurgeCounts:
+def purge(
+    db: Database, finished_before: datetime | None, keep_history: int | None, retention: Retention | None,
+    now: datetime,
+) -> PurgeCounts:
     task_terms: list[dict[str, Any]] = [{"expireAt": {"$lt": now}}]
     run_terms: list[dict[str, Any]] = [{"expireAt": {"$lt": now}}]
     if finished_before is not None:
         before = stored(finished_before)
         task_terms.append({"lastModified": {"$lt": before}})
         run_terms.append({"finishedAt": {"$lt": before}})
+    if retention is not None:
+        for status in FINAL_STATUSES:
+            cutoff = stored(now - retention.for_status(status))
+            task_terms.append({"originFile": False, "status": status.value, "lastModified": {"$lt": cutoff}})
+        run_terms.append({"finishedAt": {"$lt": stored(now - retention.runs)}})
     final = [status.value for status in FINAL_STATUSES]
     tasks = db["tasks"].delete_many({"status": {"$in": final}, "$or": task_terms}).deleted_count
     runs = db["runs"].delete_many({"finishedAt": {"$ne": None}, "$or": run_terms}).deleted_count
