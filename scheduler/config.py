@@ -57,7 +57,7 @@ class NodeConfig:
 
     @property
     def store_url(self) -> str:
-        return self.store or f"sqlite:///{(self.state_dir / 'scheduler.db').resolve()}"
+        return self.store or f"sqlite://{(self.state_dir / 'scheduler.db').resolve()}"
 
     @property
     def admin_token_path(self) -> Path:
