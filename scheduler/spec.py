@@ -46,7 +46,10 @@ def parse_duration(value: Any, pointer: str = "") -> timedelta:
     if isinstance(value, (int, float)):
         if value < 0 or value != value or value in (float("inf"), float("-inf")):
             raise SpecError(f"a duration must be a finite number >= 0, got {value!r}", pointer)
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:
+            raise SpecError(f"duration {value!r} is too large", pointer) from None
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match and any(match.groups()):
@@ -112,7 +115,10 @@ def _parse_at(value: Any, pointer: str) -> datetime:
         raise SpecError(f"expected an ISO 8601 time such as 2026-12-01T03:00:00Z, got {value!r}", pointer)
     if moment.tzinfo is None:
         raise SpecError(f"time {value!s} has no time zone: add Z or an offset such as +01:00", pointer)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise SpecError(f"time {value!s} is out of range", pointer) from None
 
 
 def _check_cron_fires(expression: str, tz: str) -> None:

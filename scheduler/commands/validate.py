@@ -1,0 +1,123 @@
+"""``scheduler validate PATH... | -``: check task files offline.
+
+A PATH is a file (read whatever its name: Ansible's ``validate:`` passes a
+temporary file without an extension), a directory (its task files, plus the checks
+between them), or ``-`` for standard input. Every problem is printed, one per line
+as ``path:line:col: message`` on standard output; a one-line summary goes to
+standard error. Exit 0 valid, 1 invalid, 2 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import loader, yamlsafe
+from ..loader import FileResult, Problem
+from ..spec import TaskSpec
+
+STDIN_NAME = "<stdin>"
+EXIT_VALID, EXIT_INVALID, EXIT_IO = 0, 1, 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check task files without running anything",
+        description=(
+            "Check task files offline. PATH is a file (whatever its name), a directory (its *.yaml and *.yml "
+            "files, and names unique across them) or - for standard input. Problems are printed as "
+            "path:line:col: message. Exit 0 valid, 1 invalid, 2 usage or I/O error."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="a task file, a directory of them, or - for stdin")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
+    parser.set_defaults(handler=run)
+
+
+@dataclass
+class _Report:
+    """What the PATH arguments hold, gathered before anything is printed."""
+
+    files: list[FileResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    io_errors: list[str] = field(default_factory=list)
+    tasks: list[TaskSpec] = field(default_factory=list)
+
+    def add(self, files: tuple[FileResult, ...], between: tuple[Problem, ...], tasks: tuple[TaskSpec, ...]) -> None:
+        self.files.extend(files)
+        self.problems.extend(p for f in files if not f.io_error for p in f.problems)
+        self.problems.extend(between)
+        self.io_errors.extend(f"{f.path}: cannot read: {f.io_error}" for f in files if f.io_error)
+        self.tasks.extend(tasks)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = _Report()
+    for target in args.paths:
+        _check(target, report)
+    if args.output == "json":
+        _print_json(report)
+    else:
+        _print_text(report)
+    if report.io_errors:
+        return EXIT_IO
+    return EXIT_INVALID if report.problems else EXIT_VALID
+
+
+def _check(target: str, report: _Report) -> None:
+    if target == "-":
+        if sys.stdin is None:
+            report.io_errors.append("cannot read standard input: it is closed")
+            return
+        result = loader.load_bytes(sys.stdin.buffer.read(yamlsafe.MAX_FILE_BYTES + 1), STDIN_NAME)
+        report.add((result,), (), result.specs)
+    elif os.path.isdir(target):
+        try:
+            directory = loader.load_directory(target)
+        except OSError as exc:
+            report.io_errors.append(f"{target}: cannot list directory: {exc.strerror or exc}")
+            return
+        report.add(directory.files, directory.problems, directory.specs)
+    elif not os.path.lexists(target):
+        report.io_errors.append(f"{target}: no such file or directory")
+    else:
+        result = loader.load_file(target)
+        report.add((result,), (), result.specs)
+
+
+def _print_text(report: _Report) -> None:
+    for problem in report.problems:
+        print(problem)
+    for error in report.io_errors:
+        print(f"scheduler validate: {error}", file=sys.stderr)
+    summary = f"{len(report.tasks)} task(s) in {len(report.files)} file(s)"
+    if report.problems:
+        summary += f": {len(report.problems)} problem(s) in {len({p.path for p in report.problems})} file(s)"
+    elif not report.io_errors:
+        summary += ": valid"
+    print(summary, file=sys.stderr)
+
+
+def _print_json(report: _Report) -> None:
+    bad_paths = {p.path for p in report.problems}
+    document = {
+        "valid": not report.problems and not report.io_errors,
+        "tasks": [s.name for s in report.tasks],
+        "files": [
+            {
+                "path": f.path,
+                "sha256": f.sha256,
+                "tasks": [s.name for s in f.specs],
+                "valid": f.path not in bad_paths and not f.io_error,
+            }
+            for f in report.files
+        ],
+        "problems": [p.to_dict() for p in report.problems],
+        "errors": report.io_errors,
+    }
+    print(json.dumps(document, indent=2))

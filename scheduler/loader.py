@@ -1,0 +1,230 @@
+"""Task files to ``TaskSpec`` objects, or to problems located at ``path:line:col``.
+
+A file goes through three gates, each reporting every problem it can:
+
+1. ``yamlsafe``: size limit, YAML syntax, tags, duplicate keys, alias bombs;
+2. ``schema``: the structure of ``schemas/task.schema.json``;
+3. ``TaskSpec.from_dict``: cron, time zones, durations, ``at`` with a zone...;
+
+then the loader's own checks: an executor for every task, names unique in a file
+and (``load_directory``) across the files of a directory.
+
+Results of single files stand alone: the reconciler keeps the last good version
+of a task whose file turned bad, so it needs each file's verdict on its own.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Collection
+
+from . import schema, yamlsafe
+from .errors import SpecError
+from .spec import Source, TaskSpec
+
+log = logging.getLogger(__name__)
+
+TASK_SUFFIXES = (".yaml", ".yml")
+# Editors, package managers and Ansible (".ansible_tmp*") leave these beside real files.
+IGNORED_NAMES = (".*", "*~", "*.swp", "*.tmp", "*.dpkg-*")
+EXECUTOR_GROUP = "scheduler.executors"
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem; ``str()`` gives ``path:line:col: message``. Line 0: the whole file."""
+
+    path: str
+    line: int
+    col: int
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        if not self.line:
+            return f"{self.path}: {self.message}"
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "col": self.col, "pointer": self.pointer, "message": self.message}
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one file declares. ``ok`` only when it has no problem at all.
+
+    ``specs`` holds the tasks that passed every check even when others in the same
+    file did not; whoever applies them decides what a partly bad file is worth.
+    ``io_error`` is set when the file could not be read at all.
+    """
+
+    path: str
+    sha256: str
+    specs: tuple[TaskSpec, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    io_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class DirectoryResult:
+    """The task files of a directory, and the problems between them (duplicate names)."""
+
+    path: str
+    files: tuple[FileResult, ...]
+    problems: tuple[Problem, ...] = ()
+    # Names whose later declaration lost to an earlier file: (path, name) pairs.
+    shadowed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    @property
+    def specs(self) -> tuple[TaskSpec, ...]:
+        """Every task of the directory, each name once (the file that sorts first keeps it)."""
+        return tuple(s for f in self.files for s in f.specs if (f.path, s.name) not in self.shadowed)
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        return tuple(sorted([p for f in self.files for p in f.problems] + list(self.problems)))
+
+    @property
+    def ok(self) -> bool:
+        return not self.all_problems
+
+
+def is_task_file(name: str) -> bool:
+    """Whether a directory scan reads the file ``name`` (a base name, not a path)."""
+    return name.endswith(TASK_SUFFIXES) and not any(fnmatchcase(name, p) for p in IGNORED_NAMES)
+
+
+def registered_types() -> frozenset[str]:
+    """Task types with an executor registered under the ``scheduler.executors`` entry points."""
+    return frozenset(ep.name for ep in entry_points(group=EXECUTOR_GROUP))
+
+
+def load_bytes(data: bytes, path: str, known_types: Collection[str] | None = None) -> FileResult:
+    """Check the raw bytes of a task file; ``path`` only names it in messages."""
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) > yamlsafe.MAX_FILE_BYTES:
+        message = f"file too large: {len(data)} bytes (the limit is {yamlsafe.MAX_FILE_BYTES})"
+        return FileResult(path, digest, problems=(Problem(path, 0, 0, "", message),))
+    body = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = body[: exc.start].decode("utf-8")
+        line, col = yamlsafe.position(before, len(before))
+        message = f"not UTF-8 text: byte 0x{body[exc.start]:02x} cannot be decoded"
+        return FileResult(path, digest, problems=(Problem(path, line, col, "", message),))
+    specs, problems = _load_text(text, path, known_types)
+    return FileResult(path, digest, specs, problems)
+
+
+def load_text(text: str, path: str, known_types: Collection[str] | None = None) -> FileResult:
+    """Check the text of a task file; ``path`` only names it in messages."""
+    return load_bytes(text.encode("utf-8", "surrogatepass"), path, known_types)
+
+
+def load_file(path: str | os.PathLike[str], known_types: Collection[str] | None = None) -> FileResult:
+    """Read and check one file, whatever its name. An unreadable file is a result, not an exception."""
+    name = str(path)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(yamlsafe.MAX_FILE_BYTES + 1)  # one byte over tells "too large"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return FileResult(name, "", problems=(Problem(name, 0, 0, "", f"cannot read: {reason}"),), io_error=reason)
+    return load_bytes(data, name, known_types)
+
+
+def load_directory(path: str | os.PathLike[str], known_types: Collection[str] | None = None) -> DirectoryResult:
+    """Every task file of a directory (not its subdirectories), in name order.
+
+    Raises ``OSError`` when the directory itself cannot be listed.
+    """
+    known = registered_types() if known_types is None else known_types
+    # Not only regular files: a dangling symlink is reported as unreadable rather than skipped.
+    with os.scandir(path) as entries:
+        names = sorted(e.name for e in entries if is_task_file(e.name) and not e.is_dir())
+    files = tuple(load_file(Path(path, name), known) for name in names)
+    first: dict[str, TaskSpec] = {}
+    problems: list[Problem] = []
+    shadowed: set[tuple[str, str]] = set()
+    for result in files:
+        for spec in result.specs:
+            earlier = first.setdefault(spec.name, spec)
+            if earlier is not spec:
+                shadowed.add((result.path, spec.name))
+                line = spec.source.line if spec.source else 0
+                message = f"task name '{spec.name}' is already defined in {earlier.source}"
+                problems.append(Problem(result.path, line, 1, "/name", message))
+    directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed))
+    log.debug(
+        "%s: %d task(s) in %d file(s), %d problem(s)",
+        path,
+        len(directory.specs),
+        len(files),
+        len(directory.all_problems),
+    )
+    return directory
+
+
+def _load_text(
+    text: str, path: str, known_types: Collection[str] | None
+) -> tuple[tuple[TaskSpec, ...], tuple[Problem, ...]]:
+    known = registered_types() if known_types is None else known_types
+    parsed = yamlsafe.parse(text)
+    specs: list[TaskSpec] = []
+    problems = [Problem(path, i.line, i.col, i.pointer, i.message) for i in parsed.issues]
+    names: dict[str, int] = {}
+    for document in parsed.documents:
+        if document.empty:
+            continue
+        found = [Problem(path, i.line, i.col, i.pointer, i.message) for i in document.issues]
+        spec = None if found else _task(document, path, known, found)
+        if spec is not None and spec.name in names:
+            line, col = yamlsafe.locate(document.root, "/name")
+            message = f"task name '{spec.name}' is already defined at line {names[spec.name]}"
+            found.append(Problem(path, line, col, "/name", message))
+        elif spec is not None:
+            names[spec.name] = document.line
+            specs.append(spec)
+        problems.extend(found)
+    return tuple(specs), tuple(sorted(problems))
+
+
+def _task(document: yamlsafe.Document, path: str, known: Collection[str], found: list[Problem]) -> TaskSpec | None:
+    """The spec of one document, or ``None`` with its problems appended to ``found``."""
+
+    def problem(pointer: str, message: str, *, at_key: bool = False) -> None:
+        line, col = yamlsafe.locate(document.root, pointer, key=at_key)
+        found.append(Problem(path, line, col, pointer, message))
+
+    issues = schema.check(document.data, "task")
+    for issue in issues:
+        problem(issue.pointer, issue.message, at_key=issue.at_key)
+    if issues:
+        return None
+    try:
+        spec = TaskSpec.from_dict(document.data, Source(path, document.line))
+    except SpecError as exc:
+        where = schema.field_name(exc.pointer)
+        named = not where or exc.message.startswith(where.rsplit(".", 1)[-1])  # "maxRetries must be..."
+        problem(exc.pointer, exc.message if named else f"{where}: {exc.message}")
+        return None
+    if spec.run is None and spec.type not in known:
+        problem(
+            "/type" if "type" in document.data else "/name",
+            f"task '{spec.name}' has no run and no executor is registered for type '{spec.type}': "
+            "add a run with one of command, shell, http or python",
+        )
+        return None
+    return spec
