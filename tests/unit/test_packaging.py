@@ -90,8 +90,8 @@ def test_packaged_config_is_the_installed_layout():
 
 def test_commented_settings_are_valid_and_show_the_defaults():
     text = PACKAGED_CONFIG.read_text()
-    # "#key: value" (no space after '#') is a commented setting; "# text" is prose.
-    enabled_text = re.sub(r"(?m)^#(?=[^\s#])", "", text)
+    # "#key: value" and its nested "#  key: value" lines are commented settings; "# text" is prose.
+    enabled_text = re.sub(r"(?m)^#(?=[A-Za-z]|\s{2,}[A-Za-z]+:)", "", text)
     assert enabled_text.count("\n") == text.count("\n") and enabled_text != text
     packaged = parse_config(yaml.safe_load(text), PACKAGING)
     enabled = parse_config(yaml.safe_load(enabled_text), PACKAGING)
