@@ -6,7 +6,6 @@ temporary copy of the packaged layout, so what systemd would run is what is test
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import shutil
@@ -18,7 +17,6 @@ import pytest
 import yaml
 
 from scheduler import cli
-from scheduler.commands import run as run_command
 from scheduler.config import NodeConfig, load_config, parse_config
 from scheduler.engine import EngineConfig
 from scheduler.executors.command import CommandExecutor
@@ -106,10 +104,8 @@ def test_commented_settings_are_valid_and_show_the_defaults():
 def test_unit_runs_the_daemon_on_the_packaged_config():
     (argv,) = commands("ExecStart")
     assert argv[0] == f"{VENV_BIN}/scheduler"
-    parser = argparse.ArgumentParser()
-    run_command.register(parser.add_subparsers())
-    args = parser.parse_args(argv[1:])
-    assert args.handler is run_command.run
+    args = cli.build_parser().parse_args(argv[1:])
+    assert f"{args.handler.__module__}.{args.handler.__name__}" == "scheduler.commands.run.run"
     assert args.config == Path(CONFIG_DIR) / "scheduler.yaml"
 
 
