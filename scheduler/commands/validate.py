@@ -1,10 +1,14 @@
-"""``scheduler validate PATH... | -``: check task files offline.
+"""``scheduler validate PATH... | - [--config FILE]``: check task files offline.
 
 A PATH is a file (read whatever its name: Ansible's ``validate:`` passes a
 temporary file without an extension), a directory (its task files, plus the checks
 between them), or ``-`` for standard input. Every problem is printed, one per line
 as ``path:line:col: message`` on standard output; a one-line summary goes to
 standard error. Exit 0 valid, 1 invalid, 2 usage or I/O error.
+
+``--config FILE`` also checks a node configuration (``scheduler.yaml``) as
+``scheduler run`` reads it: the systemd unit runs it before every start, and
+Ansible as the ``validate:`` of the config template.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import loader, yamlsafe
+from ..config import load_config
+from ..errors import ConfigError
 from ..loader import FileResult, Problem
 from ..spec import TaskSpec
 
@@ -34,7 +41,10 @@ def register(subparsers: Any) -> None:
             "path:line:col: message. Exit 0 valid, 1 invalid, 2 usage or I/O error."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="a task file, a directory of them, or - for stdin")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="a task file, a directory of them, or - for stdin")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="also check a node configuration file (scheduler.yaml)"
+    )
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     parser.set_defaults(handler=run)
 
@@ -47,6 +57,10 @@ class _Report:
     problems: list[Problem] = field(default_factory=list)
     io_errors: list[str] = field(default_factory=list)
     tasks: list[TaskSpec] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)  # --config files checked
+    unreadable_configs: int = 0
+    config_errors: list[str] = field(default_factory=list)  # one message per invalid file, naming it
+    checked_tasks: bool = True  # False when only --config was given
 
     def add(self, files: tuple[FileResult, ...], between: tuple[Problem, ...], tasks: tuple[TaskSpec, ...]) -> None:
         self.files.extend(files)
@@ -57,7 +71,12 @@ class _Report:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = _Report()
+    if not args.paths and not args.config:
+        print("scheduler validate: error: the following arguments are required: PATH (or --config FILE)", file=sys.stderr)
+        return EXIT_IO
+    report = _Report(checked_tasks=bool(args.paths))
+    for path in args.config:
+        _check_config(path, report)
     for target in args.paths:
         _check(target, report)
     if args.output == "json":
@@ -66,7 +85,19 @@ def run(args: argparse.Namespace) -> int:
         _print_text(report)
     if report.io_errors:
         return EXIT_IO
-    return EXIT_INVALID if report.problems else EXIT_VALID
+    return EXIT_INVALID if report.problems or report.config_errors else EXIT_VALID
+
+
+def _check_config(path: str, report: _Report) -> None:
+    report.configs.append(path)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        report.io_errors.append(f"{path}: no such file or not readable")
+        report.unreadable_configs += 1
+        return
+    try:
+        load_config(Path(path), env={})  # the file alone: no SCHEDULER_* overrides
+    except ConfigError as exc:
+        report.config_errors.append(exc.message)
 
 
 def _check(target: str, report: _Report) -> None:
@@ -91,22 +122,32 @@ def _check(target: str, report: _Report) -> None:
 
 
 def _print_text(report: _Report) -> None:
+    for error in report.config_errors:
+        print(error)
     for problem in report.problems:
         print(problem)
     for error in report.io_errors:
         print(f"scheduler validate: {error}", file=sys.stderr)
-    summary = f"{len(report.tasks)} task(s) in {len(report.files)} file(s)"
-    if report.problems:
-        summary += f": {len(report.problems)} problem(s) in {len({p.path for p in report.problems})} file(s)"
-    elif not report.io_errors:
-        summary += ": valid"
-    print(summary, file=sys.stderr)
+    parts = []
+    if report.configs:
+        verdict = "valid"
+        if report.config_errors or report.unreadable_configs:
+            verdict = f"{len(report.config_errors)} invalid, {report.unreadable_configs} unreadable"
+        parts.append(f"{len(report.configs)} configuration file(s): {verdict}")
+    if report.checked_tasks:
+        summary = f"{len(report.tasks)} task(s) in {len(report.files)} file(s)"
+        if report.problems:
+            summary += f": {len(report.problems)} problem(s) in {len({p.path for p in report.problems})} file(s)"
+        elif not report.io_errors:
+            summary += ": valid"
+        parts.append(summary)
+    print("; ".join(parts), file=sys.stderr)
 
 
 def _print_json(report: _Report) -> None:
     bad_paths = {p.path for p in report.problems}
     document = {
-        "valid": not report.problems and not report.io_errors,
+        "valid": not report.problems and not report.io_errors and not report.config_errors,
         "tasks": [s.name for s in report.tasks],
         "files": [
             {
@@ -119,5 +160,6 @@ def _print_json(report: _Report) -> None:
         ],
         "problems": [p.to_dict() for p in report.problems],
         "errors": report.io_errors,
+        "configErrors": report.config_errors,
     }
     print(json.dumps(document, indent=2))
