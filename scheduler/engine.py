@@ -45,6 +45,9 @@ class EngineConfig:
     lease_duration: timedelta = timedelta(seconds=30)
     poll_interval: timedelta = timedelta(seconds=1)
     max_concurrent_runs: int = 64
+    # Claim tasks due within this horizon in one batch and start each at its due
+    # time: one claim transaction serves many runs, and runs start on time.
+    prefetch: timedelta = timedelta(milliseconds=100)
     shutdown_grace: timedelta = timedelta(seconds=10)
     purge_interval: timedelta = timedelta(minutes=1)
     retention: Retention = Retention()
@@ -80,6 +83,7 @@ class Engine:
         self._claiming = False
         self._background: list[asyncio.Task[None]] = []
         self._started_at: datetime | None = None
+        self._wake_at = 0.0  # loop time the main loop sleeps until
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -144,7 +148,7 @@ class Engine:
         finished = 0
         for _ in range(max_rounds):
             await self._recover()
-            started = await self._claim_and_start() if self.config.executor_node else []
+            started = await self._claim_and_start(prefetch=False) if self.config.executor_node else []
             if not started and not self._active:
                 return finished
             pending = [run.task for run in self._active.values() if run.task is not None]
@@ -156,30 +160,39 @@ class Engine:
 
     async def _main_loop(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        poll = self.config.poll_interval.total_seconds()
+        next_recovery = loop.time()
         while True:
             self._wake.clear()
             try:
-                await self._recover()
+                # Expired leases are looked for once per poll interval, not at every
+                # wake-up: at thousands of runs per second that query would dominate.
+                if loop.time() >= next_recovery:
+                    await self._recover()
+                    next_recovery = loop.time() + poll
                 if self._claiming:
                     await self._claim_and_start()
                 delay = await self._sleep_time()
             except StoreError as exc:
-                log.error("store unavailable, retrying in %.1fs: %s", self.config.poll_interval.total_seconds(), exc)
-                delay = self.config.poll_interval.total_seconds()
+                log.error("store unavailable, retrying in %.1fs: %s", poll, exc)
+                delay = poll
+            self._wake_at = loop.time() + delay
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             except TimeoutError:
                 pass
 
     async def _sleep_time(self) -> float:
-        """Seconds until something could be due here, never more than ``poll_interval``."""
+        """Seconds until something could be claimed here, never more than ``poll_interval``."""
         delay = self.config.poll_interval.total_seconds()
         if self._free_capacity() == 0:
             return delay  # a finishing run wakes the loop
         for store in self.stores:
             due = await store.next_due_time(self.config.node_id)
             if due is not None:
-                delay = min(delay, max(0.0, (due - store.now()).total_seconds()))
+                ahead = due - store.now() - self.config.prefetch
+                delay = min(delay, max(0.0, ahead.total_seconds()))
         return delay
 
     async def _keepalive_loop(self) -> None:
@@ -220,13 +233,14 @@ class Engine:
                 )
                 self.listener.recovered(task)
 
-    async def _claim_and_start(self) -> list[ActiveRun]:
+    async def _claim_and_start(self, prefetch: bool = True) -> list[ActiveRun]:
+        horizon = self.config.prefetch if prefetch else timedelta(0)
         started: list[ActiveRun] = []
         for index, store in enumerate(self.stores):
             free = self._free_capacity()
             if free == 0:
                 break
-            claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration)
+            claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
             for claim in claims:
                 run = ActiveRun(store=store, claim=claim)
                 self._active[(index, claim.item_id)] = run
@@ -282,15 +296,24 @@ class Engine:
 
     async def _run(self, index: int, run: ActiveRun) -> None:
         claim = run.claim
+        next_due = None
         try:
             execution = await self._execute(run)
-            await self._finish(run, execution)
+            next_due = await self._finish(run, execution)
         except StoreError as exc:
             # The lease will expire and a peer (or this node) recovers the task.
             log.error("could not record the end of %s: %s", claim.run_id, exc, extra={"task": claim.item_id})
         finally:
+            was_full = self._free_capacity() == 0
             del self._active[(index, claim.item_id)]
-            self.wake()
+            # Wake the loop only when this changes its plan: capacity came back, or
+            # the task is due again before the loop meant to look (a retry, a run now).
+            if was_full or (next_due is not None and self._due_before_wake(run.store, next_due)):
+                self.wake()
+
+    def _due_before_wake(self, store: Store, due: datetime) -> bool:
+        seconds = (due - store.now()).total_seconds()
+        return asyncio.get_running_loop().time() + seconds < self._wake_at
 
     async def _execute(self, run: ActiveRun) -> Execution:
         claim, store = run.claim, run.store
@@ -310,7 +333,9 @@ class Engine:
             if not stored and run.context is not None:
                 run.context.cancel(Outcome.LEASE_LOST)
 
-        run.context = RunContext(
+        # Everything a run needs is prepared before its due time, so that a run
+        # claimed ahead (prefetch) starts on time even when many are due at once.
+        context = run.context = RunContext(
             task_id=claim.item_id,
             run_id=claim.run_id,
             node_id=self.config.node_id,
@@ -322,30 +347,37 @@ class Engine:
             progress_sink=save,
             loop=asyncio.get_running_loop(),
         )
+        try:
+            executor = resolve_executor(spec, self.executors)
+        except ExecutorError as exc:
+            return Execution(outcome=Outcome.FAILURE, error=exc.message)
+        early = (claim.started_at - store.now()).total_seconds()
+        if early > 0:
+            await asyncio.sleep(early)
+        if context.cancel_reason is not None:  # cancelled or taken over before it started
+            return Execution(outcome=context.cancel_reason, error="stopped before it started")
         log.info("run %s started", claim.run_id, extra={"task": claim.item_id, "run": claim.run_id})
         self.listener.run_started(claim)
         try:
-            executor = resolve_executor(spec, self.executors)
-            execution = await executor.execute(run.context)
-        except ExecutorError as exc:
-            execution = Execution(outcome=Outcome.FAILURE, error=exc.message)
+            execution = await executor.execute(context)
         except Exception as exc:  # an executor bug must not leave the task RUNNING forever
             log.exception("executor of %s raised", claim.item_id, extra={"task": claim.item_id})
             execution = Execution(outcome=Outcome.FAILURE, error=f"executor error: {type(exc).__name__}: {exc}")
-        await run.context.drain()
-        reason = run.context.cancel_reason
+        await context.drain()
+        reason = context.cancel_reason
         if reason is not None and execution.outcome is not reason:
             # Asked to stop (cancel, takeover, replace, timeout): whatever the code
             # returned afterwards, the run did not complete as a normal run.
             execution = dataclasses.replace(execution, outcome=reason, error=execution.error or f"stopped: {reason.value}")
         return execution
 
-    async def _finish(self, run: ActiveRun, execution: Execution) -> None:
+    async def _finish(self, run: ActiveRun, execution: Execution) -> datetime | None:
+        """Record the run's end; returns when the task is due next, if it was recorded."""
         claim, store = run.claim, run.store
         extra = {"task": claim.item_id, "run": claim.run_id}
         if execution.outcome is Outcome.LEASE_LOST:
             log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
-            return
+            return None
         now = store.now()
         retention = self.config.retention
         if execution.outcome is Outcome.CANCELLED and run.replaced_by is not None:
@@ -364,10 +396,12 @@ class Engine:
         self.listener.run_finished(claim, result, applied)
         if not applied:
             log.warning("run %s ended after losing its lease: its result was not recorded", claim.run_id, extra=extra)
-        elif execution.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
+            return None
+        if execution.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
             log.info("run %s %s", claim.run_id, execution.outcome.value, extra=extra)
         else:
             log.warning(
                 "run %s %s: %s (next: %s)", claim.run_id, execution.outcome.value, execution.error,
                 transition.status.value, extra=extra,
             )
+        return transition.next_scheduled_execution

@@ -10,6 +10,7 @@ runs back (the engine's shutdown), stop watching, close the API, close stores.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -37,6 +38,18 @@ log = logging.getLogger(__name__)
 
 class ListenError(SchedulerError):
     """The API cannot listen on its address."""
+
+
+def tune_gc_for_daemon() -> None:
+    """Keep the garbage collector from pausing the loop for tens of milliseconds.
+
+    A full collection scans every tracked object: with the runs in flight and
+    everything imported, that is ~50-100 ms at a time, which shows as start
+    lateness. Freezing what exists after start-up (modules, config, stores) takes
+    it out of every later scan, and a larger first threshold makes collections rarer.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def ensure_admin_token(path: Path) -> None:
@@ -204,6 +217,7 @@ class Node:
         """Run until SIGTERM or SIGINT; SIGHUP rescans the tasks directory."""
         loop = asyncio.get_running_loop()
         await self.start()
+        tune_gc_for_daemon()
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))

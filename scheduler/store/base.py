@@ -360,11 +360,15 @@ class Store(abc.ABC):
     # -- the claim protocol ------------------------------------------------
 
     @abc.abstractmethod
-    async def claim_due(self, node_id: str, limit: int, lease_duration: timedelta) -> list[Claim]:
+    async def claim_due(
+        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+    ) -> list[Claim]:
         """Claim up to ``limit`` due tasks for ``node_id``, earliest due first.
 
         Eligible: enabled; status SCHEDULED, or CRASHED with ``onCrash: resume``;
-        ``nextScheduledExecution <= now``; ``node`` is null or ``node_id``; the
+        ``nextScheduledExecution <= now + horizon`` (a node may claim a little
+        ahead, in one batch, and start each run at its due time: ``Claim.started_at``
+        is ``max(now, nextScheduledExecution)`` and the run record says so); ``node`` is null or ``node_id``; the
         spec's ``nodes`` list is empty or contains ``node_id``; no lease, or a
         lease whose ``until`` has passed (``until < now``). ``limit`` 0 claims
         nothing; a negative limit or a non-positive lease is a ``ValueError``.

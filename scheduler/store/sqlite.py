@@ -224,13 +224,17 @@ class SQLiteStore(Store):
 
     # -- the claim protocol --------------------------------------------------------------------
 
-    async def claim_due(self, node_id: str, limit: int, lease_duration: timedelta) -> list[Claim]:
+    async def claim_due(
+        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+    ) -> list[Claim]:
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, got {limit}")
         _check_lease(lease_duration)
+        if horizon < timedelta(0):
+            raise ValueError(f"a claim horizon must not be negative, got {horizon}")
         if limit == 0:
             return []
-        return await self._write(claims_sql.claim, node_id, limit, lease_duration)
+        return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon)
 
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
         _check_lease(lease_duration)

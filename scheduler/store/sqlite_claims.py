@@ -53,24 +53,26 @@ def close_run(conn: sqlite3.Connection, key: dict[str, object], now_ms: int, out
 
 
 def claim(
-    conn: sqlite3.Connection, now: datetime, node_id: str, limit: int, lease_duration: timedelta
+    conn: sqlite3.Connection, now: datetime, node_id: str, limit: int, lease_duration: timedelta,
+    horizon: timedelta,
 ) -> list[Claim]:
     now_ms = epoch_ms(now)
     until = now + lease_duration
     due = conn.execute(
-        f"SELECT item_id, fence, scheduled_for, attempt {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at <= :now"
-        f" AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
+        f"SELECT item_id, fence, scheduled_for, attempt, next_at {FROM_CLAIMABLE} WHERE {CLAIMABLE}"
+        f" AND next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
         " ORDER BY next_at, item_id LIMIT :limit",
-        {"now": now_ms, "node": node_id, "limit": limit},
+        {"now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit},
     ).fetchall()
     claims = []
-    for item_id, fence, scheduled_ms, attempt in due:
+    for item_id, fence, scheduled_ms, attempt, next_ms in due:
         scheduled_for = from_epoch_ms(scheduled_ms)
+        start_ms = max(now_ms, next_ms)  # claimed ahead: the run starts when due
         run_id = make_run_id(item_id, scheduled_for, attempt)
         inserted = conn.execute(
             "INSERT INTO runs (run_id, task_id, scheduled_for, attempt, node_id, fence, started_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (run_id, item_id, scheduled_ms, attempt, node_id, fence + 1, now_ms),
+            (run_id, item_id, scheduled_ms, attempt, node_id, fence + 1, start_ms),
         ).rowcount
         if not inserted:
             # This slot already ran as this attempt (a task deleted and recreated, a
@@ -82,14 +84,14 @@ def claim(
         row = conn.execute(
             "UPDATE tasks SET status = 'RUNNING', lease_owner = ?, lease_until = ?, fence = fence + 1,"
             " last_execution_date = ?, last_modified = ? WHERE item_id = ? AND fence = ? RETURNING *",
-            (node_id, epoch_ms(until), now_ms, now_ms, item_id, fence),
+            (node_id, epoch_ms(until), start_ms, now_ms, item_id, fence),
         ).fetchone()
         if row is None:  # impossible while this transaction holds the write lock
             raise StoreError(f"claim of {item_id} lost its compare-and-set inside the write lock")
         claims.append(
             Claim(
                 task=task_from_row(row), node_id=node_id, fence=fence + 1, run_id=run_id,
-                scheduled_for=scheduled_for, attempt=attempt, started_at=now, lease_until=until,
+                scheduled_for=scheduled_for, attempt=attempt, started_at=from_epoch_ms(start_ms), lease_until=until,
             )
         )
     return claims

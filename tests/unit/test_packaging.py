@@ -82,7 +82,7 @@ def test_packaged_config_is_the_installed_layout():
     assert config.tasks_dir == Path("/etc/scheduler/tasks.d")
     assert config.state_dir == Path("/var/lib/scheduler")
     assert config.admin_token_path == Path("/var/lib/scheduler/admin.token")
-    assert config.store_url == "sqlite:////var/lib/scheduler/scheduler.db"
+    assert config.store_url == "sqlite:///var/lib/scheduler/scheduler.db"
     assert config.host_port == ("127.0.0.1", 8181)
 
 

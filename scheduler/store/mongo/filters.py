@@ -7,7 +7,7 @@ compared literally and can never become a query operator.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..base import SORT_FIELDS, Claim, Status, TaskQuery
@@ -37,12 +37,12 @@ def lease_free(now: datetime) -> dict[str, Any]:
     return {"$or": [{"lease.until": None}, {"lease.until": {"$lt": now}}]}
 
 
-def due_and_free(node_id: str, now: datetime, skip: list[str]) -> dict[str, Any]:
+def due_and_free(node_id: str, now: datetime, skip: list[str], horizon: timedelta = timedelta(0)) -> dict[str, Any]:
     """The claim filter: the whole eligibility and the lease condition, for one compare-and-set."""
     return {
         "$and": [
             claimable_by(node_id),
-            {"nextScheduledExecution": {"$lte": now}},
+            {"nextScheduledExecution": {"$lte": now + horizon}},
             lease_free(now),
             {"_id": {"$nin": skip}},
         ]

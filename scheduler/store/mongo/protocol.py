@@ -35,13 +35,15 @@ def push_history(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"history": {"$each": [dict(entry)], "$position": 0, "$slice": HISTORY_LIMIT}}
 
 
-def claim_due(db: Database, node_id: str, limit: int, lease_duration: timedelta, now: datetime) -> list[Claim]:
+def claim_due(
+    db: Database, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta, now: datetime
+) -> list[Claim]:
     until = stored(now + lease_duration)
     claims: list[Claim] = []
     duplicates: list[str] = []  # tasks whose run record already existed: not claimed this time
     while len(claims) < limit:
         before = db["tasks"].find_one_and_update(
-            due_and_free(node_id, now, duplicates),
+            due_and_free(node_id, now, duplicates, horizon),
             {
                 "$set": {
                     "status": Status.RUNNING.value,
@@ -64,6 +66,8 @@ def claim_due(db: Database, node_id: str, limit: int, lease_duration: timedelta,
             _release_duplicate(db, claim, before)
             duplicates.append(claim.item_id)
             continue
+        if claim.started_at > now:  # claimed ahead: the run starts when due, and says so
+            db["tasks"].update_one(fenced_claim(claim), {"$set": {"lastExecutionDate": stored(claim.started_at)}})
         claims.append(claim)
     return claims
 
@@ -71,11 +75,12 @@ def claim_due(db: Database, node_id: str, limit: int, lease_duration: timedelta,
 def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: datetime) -> Claim:
     """The claim as the update above wrote it, from the document it replaced."""
     fence = before["lease"]["fence"] + 1
+    started = max(now, aware(before["nextScheduledExecution"]))  # claimed ahead: the run starts when due
     after = {
         **before,
         "status": Status.RUNNING.value,
         "lease": {"owner": node_id, "until": until, "fence": fence},
-        "lastExecutionDate": now,
+        "lastExecutionDate": started,
         "lastModified": now,
     }
     task = task_from_document(after)
@@ -88,7 +93,7 @@ def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: dat
         run_id=make_run_id(task.item_id, scheduled_for, task.attempt),
         scheduled_for=scheduled_for,
         attempt=task.attempt,
-        started_at=now,
+        started_at=started,
         lease_until=until,
     )
 
