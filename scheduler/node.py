@@ -25,7 +25,7 @@ from .api.app import create_app
 from .api.auth import ApiAuth
 from .api.metrics import Metrics
 from .api.services import ApiServices
-from .config import NodeConfig
+from .config import NodeConfig, redact_url
 from .engine import Engine, EngineConfig
 from .errors import SchedulerError, StoreError
 from .executors import Executor
@@ -164,7 +164,7 @@ class Node:
             await store.close()
             raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
         self._parts = _Parts(store, memory_store, engine, reconciler, runner, metrics)
-        log.info("node %s: store %s", config.node_id, _redact(config.store_url))
+        log.info("node %s: store %s", config.node_id, redact_url(config.store_url))
         log.info("node %s: tasks directory %s", config.node_id, config.tasks_dir or "(none)")
         log.info("node %s: API on http://%s:%d", config.node_id, host, port)
         if not config.tokens:
@@ -237,12 +237,3 @@ class Node:
                 report.created, report.updated, report.removed, report.rejected,
             )
 
-
-def _redact(url: str) -> str:
-    """A store URL fit for logs: no password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

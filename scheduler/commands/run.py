@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..config import NodeConfig, load_config
+from ..config import NodeConfig, load_config, redact_url
 from ..errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(Node(config).serve())
     except StoreError as exc:
-        print(f"scheduler run: store {config.store_url}: {exc.message}", file=sys.stderr)
+        print(f"scheduler run: store {redact_url(config.store_url)}: {exc.message}", file=sys.stderr)
         return EXIT_STORE
     except ListenError as exc:
         print(f"scheduler run: {exc.message}", file=sys.stderr)
