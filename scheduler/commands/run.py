@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -67,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"scheduler run: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     from ..node import ListenError, Node  # the daemon's imports (aiohttp...) only when it runs
+
+    # `python: module:function` targets import from the node's environment: installed
+    # packages, PYTHONPATH and, as with `python -m`, the directory the node starts in.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
 
     try:
         asyncio.run(Node(config).serve())
