@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon, cli, free_port
+from tests.support.daemon import ROOT, Daemon, cli, free_port
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -86,6 +86,18 @@ def test_a_task_file_lifecycle(tmp_path, daemons):
     (tasks / "hello.yaml").unlink()
     wait_until(lambda: node.task("hello") is None, what="task removed")
 
+    assert node.stop() == 0
+
+
+def test_the_example_tasks_run_under_the_daemon(tmp_path, daemons):
+    """The README's first command: the examples, a Python callable among them, run as shipped."""
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=ROOT / "examples" / "tasks.d", env={"TMPDIR": str(tmp_path)})
+    tasks = node.get("/cxs/tasks?limit=100")
+    assert tasks["totalSize"] >= 8
+    assert node.request("POST", "/cxs/tasks/prime-count/run")[0] == 200
+    done = wait_until(lambda: (node.task("prime-count") or {}).get("successCount", 0) >= 1 and node.task("prime-count"),
+                      timeout=60, what="prime-count to succeed")
+    assert done["lastError"] is None and done["failureCount"] == 0
     assert node.stop() == 0
 
 

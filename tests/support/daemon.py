@@ -26,6 +26,10 @@ def free_port() -> int:
 
 
 def scheduler_command(*args: str) -> list[str]:
+    """The installed console script when there is one (as operators run it), else ``python -m scheduler``."""
+    script = Path(sys.executable).with_name("scheduler")
+    if script.exists():
+        return [str(script), *args]
     return [sys.executable, "-m", "scheduler", *args]
 
 
@@ -47,6 +51,7 @@ class Daemon:
     store: str | None = None
     config: Path | None = None
     extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -72,7 +77,7 @@ class Daemon:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 scheduler_command(*args, *self.extra_args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         if wait_ready:
             wait_until(self._ready, timeout=30, what=f"{self.node_id} ready (log: {self.log_path})")
