@@ -62,6 +62,8 @@ class ActiveRun:
     context: RunContext | None = None
     replaced_by: datetime | None = None  # concurrency: replace, the slot that took over
     task: asyncio.Task[None] | None = None
+    started: bool = False  # the executor was called (a prefetched run waits for its due time first)
+    handed_back: bool = False  # shutdown gave it back before it started: it must not start
 
 
 class Engine:
@@ -108,21 +110,28 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        # Runs claimed ahead that have not started go back at once; the others get the grace period.
+        await self._hand_back([run for run in self._active.values() if not run.started])
         runs = [run.task for run in self._active.values() if run.task is not None]
         if runs:
             await asyncio.wait(runs, timeout=self.config.shutdown_grace.total_seconds())
         leftovers = list(self._active.values())
-        for store_index, store in enumerate(self.stores):
-            claims = [run.claim for (index, _), run in self._active.items() if index == store_index]
-            if claims:
-                marked = await store.abandon_runs(claims, SHUTDOWN_REASON)
-                log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
-        for run in leftovers:
-            if run.context is not None:
-                run.context.cancel(Outcome.LEASE_LOST)
+        await self._hand_back(leftovers)
         remaining = [run.task for run in leftovers if run.task is not None]
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
+
+    async def _hand_back(self, runs: list[ActiveRun]) -> None:
+        """Mark ``runs`` CRASHED for a peer to resume, then stop them: they write nothing more."""
+        for store in self.stores:
+            claims = [run.claim for run in runs if run.store is store]
+            if claims:
+                marked = await store.abandon_runs(claims, SHUTDOWN_REASON)
+                log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
+        for run in runs:
+            run.handed_back = True
+            if run.context is not None:
+                run.context.cancel(Outcome.LEASE_LOST)
 
     def register_executor(self, task_type: str, executor: Executor) -> None:
         """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
@@ -352,10 +361,14 @@ class Engine:
         except ExecutorError as exc:
             return Execution(outcome=Outcome.FAILURE, error=exc.message)
         early = (claim.started_at - store.now()).total_seconds()
-        if early > 0:
-            await asyncio.sleep(early)
-        if context.cancel_reason is not None:  # cancelled or taken over before it started
-            return Execution(outcome=context.cancel_reason, error="stopped before it started")
+        if early > 0:  # claimed ahead: wait for the due time, or for a cancel, takeover or hand-back
+            try:
+                await asyncio.wait_for(context.wait_cancelled(), timeout=early)
+            except TimeoutError:
+                pass
+        if run.handed_back or context.cancel_reason is not None:  # cancelled, taken over or handed back
+            return Execution(outcome=context.cancel_reason or Outcome.LEASE_LOST, error="stopped before it started")
+        run.started = True
         log.info("run %s started", claim.run_id, extra={"task": claim.item_id, "run": claim.run_id})
         self.listener.run_started(claim)
         try:

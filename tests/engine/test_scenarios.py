@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -452,3 +452,29 @@ async def test_concurrency_replace_stops_an_overrunning_run_for_the_next_slot(st
     assert slots[1] - slots[0] == timedelta(seconds=1)
     first = (await store.list_runs("t")).items[-1]
     assert first.outcome is Outcome.CANCELLED and "replaced by the run of" in first.error
+
+
+@pytest.mark.realtime
+async def test_a_run_claimed_ahead_starts_at_its_due_time_and_shutdown_hands_back_unstarted_ones(
+    store, real_clock, make_engine
+):
+    started: list = []
+
+    async def job(ctx):
+        started.append((ctx.task_id, real_clock()))
+
+    await register(store, real_clock, {"name": "soon", "type": "job", "schedule": {"after": "300ms"}})
+    await register(store, real_clock, {"name": "later", "type": "job", "schedule": {"after": "30s"}})
+    engine = make_engine(store, "a", job=job, prefetch=timedelta(seconds=60), poll_interval=timedelta(seconds=0.05))
+    await engine.start()
+    try:
+        soon = await wait_for(lambda: store.get_task("soon"), lambda t: t.status is Status.COMPLETED)
+        await wait_for(lambda: store.get_task("later"), lambda t: t.status is Status.RUNNING)
+    finally:
+        await engine.stop()
+
+    assert [task for task, _ in started] == ["soon"]
+    due = soon.history[0]["scheduledFor"]
+    assert started[0][1] >= datetime.fromisoformat(due.replace("Z", "+00:00"))
+    later = await store.get_task("later")
+    assert later.status is Status.CRASHED and later.last_error == SHUTDOWN_REASON
