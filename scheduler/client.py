@@ -10,15 +10,19 @@ operator on the node needs no flag at all.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from .config import DEFAULT_LISTEN, load_config
 from .errors import ConfigError, SchedulerError
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 0, 1, 2, 3, 4
 
@@ -32,22 +36,45 @@ class ClientError(SchedulerError):
 
 
 def resolve_url(url: str | None, env: Mapping[str, str] = os.environ) -> str:
-    return (url or env.get("SCHEDULER_URL") or f"http://{DEFAULT_LISTEN}").rstrip("/")
+    """The node's base URL; anything but ``http(s)://host[:port]`` is a usage error."""
+    chosen = (url or env.get("SCHEDULER_URL") or f"http://{DEFAULT_LISTEN}").rstrip("/")
+    parts = urlsplit(chosen)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientError(f"invalid URL {chosen!r}: expected http://HOST:PORT, e.g. http://{DEFAULT_LISTEN}", EXIT_USAGE)
+    return chosen
 
 
-def resolve_token(token: str | None, env: Mapping[str, str] = os.environ) -> str | None:
+@dataclass(frozen=True)
+class Credentials:
+    """A token, or None, and where it came from (or why there is none): said when a node refuses it."""
+
+    token: str | None
+    origin: str
+
+
+def resolve_token(token: str | None, env: Mapping[str, str] = os.environ) -> Credentials:
     if token:
-        return token
+        return Credentials(token, "--token")
     if env.get("SCHEDULER_TOKEN"):
-        return env["SCHEDULER_TOKEN"]
+        return Credentials(env["SCHEDULER_TOKEN"], "SCHEDULER_TOKEN")
     try:
         path = load_config(None, env).admin_token_path
-    except ConfigError:
-        return None
+    except ConfigError as exc:
+        # Not fatal: the node may need no token for what is asked; if it does, its 401 says why we had none.
+        log.debug("no admin token file: %s", exc)
+        return Credentials(None, f"no admin token file: {exc}")
     try:
-        return Path(path).read_text().strip() or None
-    except OSError:
-        return None
+        text = path.read_text().strip()
+    except OSError as exc:
+        return Credentials(None, f"no readable admin token file at {path}: {exc.strerror}")
+    if not text:
+        return Credentials(None, f"the admin token file {path} is empty")
+    return Credentials(text, f"the admin token file {path}")
+
+
+def task_path(item_id: str, action: str = "") -> str:
+    """``/cxs/tasks/{id}[/action]`` with the id percent-encoded, dots too: ``..`` must stay an id, not a step up."""
+    return f"/cxs/tasks/{quote(item_id, safe='@').replace('.', '%2E')}" + (f"/{action}" if action else "")
 
 
 @dataclass(frozen=True)
@@ -57,38 +84,53 @@ class Reply:
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str | None, timeout: float = 30) -> None:
+    def __init__(self, url: str, credentials: Credentials, timeout: float = 30) -> None:
         self.url = url
-        self.token = token
+        self.credentials = credentials
         self.timeout = timeout
 
     async def call(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Reply:
-        """One request; errors become ``ClientError`` with the exit code of their kind."""
+        """One request to ``path`` (already percent-encoded); errors become ``ClientError`` with the exit code of their kind."""
         headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if self.credentials.token:
+            headers["Authorization"] = f"Bearer {self.credentials.token}"
         query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
-                async with session.request(method, self.url + path, params=query, headers=headers) as response:
+                async with session.request(method, URL(self.url + path, encoded=True), params=query, headers=headers) as response:
                     text = await response.text()
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ClientError(f"cannot connect to {self.url}: {exc or type(exc).__name__} (is `scheduler run` up? set --url or SCHEDULER_URL)", EXIT_UNREACHABLE) from None
-        except aiohttp.InvalidURL:
-            raise ClientError(f"invalid URL {self.url!r}", EXIT_USAGE) from None
+        except aiohttp.ClientConnectorError as exc:
+            error = exc.os_error
+            # asyncio puts "Connect call failed (...)" in strerror; the errno's own text says more.
+            reason = os.strerror(error.errno).lower() if (error.errno or 0) > 0 else error.strerror or str(error)
+            raise ClientError(f"cannot connect to {self.url} ({reason}): is `scheduler run` up? set --url or SCHEDULER_URL", EXIT_UNREACHABLE) from None
+        except TimeoutError:
+            raise ClientError(f"cannot connect to {self.url}: no answer within {self.timeout:g}s", EXIT_UNREACHABLE) from None
+        except aiohttp.ClientError as exc:
+            raise ClientError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}", EXIT_UNREACHABLE) from None
+        if response.status >= 400:
+            raise self._refusal(response.status, response.reason or "", text)
+        try:
+            return Reply(response.status, json.loads(text) if text else None)
+        except ValueError:
+            raise ClientError(f"{self.url} answered {method} {path} with something other than JSON: is it a scheduler node?", EXIT_UNREACHABLE) from None
+
+    def _refusal(self, status: int, reason: str, text: str) -> ClientError:
         body = _json(text)
-        if response.status < 400:
-            return Reply(response.status, body)
-        message = body.get("message") if isinstance(body, dict) else None
-        message = message or text.strip() or response.reason or ""
-        if response.status == 401:
-            hint = "no token given and no admin token file found" if not self.token else "the token was not accepted"
-            raise ClientError(f"unauthorized: {hint} (use --token or SCHEDULER_TOKEN)", EXIT_AUTH)
-        if response.status == 403:
-            raise ClientError(f"forbidden: this token's role may not do that ({message})", EXIT_AUTH)
-        if response.status == 404 and isinstance(body, dict) and body.get("error") == "Task not found":
-            raise ClientError(f"Task not found: {message.removeprefix('No task exists with ID: ')}", EXIT_REFUSED)
-        raise ClientError(f"{response.status} {message}", EXIT_REFUSED)
+        message = (body.get("message") if isinstance(body, dict) else None) or text.strip() or reason
+        if status == 401:
+            if self.credentials.token is None:
+                return ClientError(
+                    f"unauthorized: no token ({self.credentials.origin}); give --token or SCHEDULER_TOKEN", EXIT_AUTH
+                )
+            return ClientError(f"unauthorized: the node does not accept the token from {self.credentials.origin}", EXIT_AUTH)
+        if status == 403:
+            return ClientError(f"forbidden: the token from {self.credentials.origin} may not do that ({message})", EXIT_AUTH)
+        if status == 404 and isinstance(body, dict) and body.get("error") == "Task not found":
+            return ClientError(f"Task not found: {message.removeprefix('No task exists with ID: ')}", EXIT_REFUSED)
+        if status == 409:  # wrong state: the node's message says which state and what would be allowed
+            return ClientError(message, EXIT_REFUSED)
+        return ClientError(f"the node answered {status} {reason}: {message}", EXIT_REFUSED)
 
 
 def _json(text: str) -> Any:

@@ -1,42 +1,135 @@
-"""Terminal rendering for the admin commands: Unomi-style tables and key/value views."""
+"""Terminal rendering for the admin commands: Unomi-style tables, key/value views, JSON and YAML.
+
+Everything here is a pure function of the API's JSON (and of a width and a
+"now" where they matter), so the layout is tested without a node.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime
-from typing import Any, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
 SEPARATOR = " │ "
 CROSS = "─┼─"
+MIN_SHRUNK = 8  # a text column never shrinks below this (or its header)
+TEXT_FLOOR = 12  # below this, an ID is hard to read: switch the dates to relative ones first
+TASK_HEADERS = ("ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent")
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase display: watch mode redraws in place
+
+
+def terminal_width() -> int | None:
+    """``COLUMNS`` or the terminal's width; None (no limit) when the output is not a terminal."""
+    return shutil.get_terminal_size((0, 0)).columns or None
+
+
+def parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def short_date(value: str | None) -> str:
-    """``2025-02-12T08:31:25Z`` -> ``2025-02-12 08:31:25`` (UTC), ``-`` when absent."""
-    if not value:
+    """``2025-02-12T08:31:25.120Z`` -> ``2025-02-12 08:31:25`` (UTC), ``-`` when absent."""
+    moment = parse_date(value)
+    if moment is None:
+        return value or "-"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def relative_date(value: str | None, now: datetime) -> str:
+    """``in 5m``, ``3h ago``, ``now`` (the largest unit, rounded down): short, for narrow terminals."""
+    moment = parse_date(value)
+    if moment is None:
+        return value or "-"
+    seconds = (moment - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
+    amount = duration_text(abs(seconds), units=1)
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def duration_text(seconds: float, units: int = 2) -> str:
+    """``5400`` -> ``1h30m``; ``0.25`` -> ``250ms``; at most ``units`` units, larger ones first."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms" if seconds else "0s"
+    parts = []
+    remaining = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size and len(parts) < units:
+            parts.append(f"{remaining // size}{unit}")
+            remaining %= size
+    return "".join(parts)
+
+
+def schedule_text(schedule: dict[str, Any] | None) -> str:
+    """The API's schedule object as a line: ``every 1h (fixed rate), jitter 30s``."""
+    if not schedule:
         return "-"
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return value
+    if "cron" in schedule:
+        text = f"cron {schedule['cron']} ({schedule.get('timezone', 'UTC')})"
+    elif "every" in schedule:
+        text = f"every {duration_text(schedule['every'])} ({'fixed rate' if schedule.get('fixedRate') else 'fixed delay'})"
+        if schedule.get("initialDelay"):
+            text += f", first after {duration_text(schedule['initialDelay'])}"
+    elif "at" in schedule:
+        text = f"once at {short_date(schedule['at'])}"
+    else:
+        text = f"once, {duration_text(schedule.get('after', 0))} after registration"
+    if schedule.get("jitter"):
+        text += f", jitter {duration_text(schedule['jitter'])}"
+    if schedule.get("missedRuns") and schedule["missedRuns"] != "runOnce":
+        text += f", missed runs: {schedule['missedRuns']}"
+    return text
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Sequence[int] = (), width: int | None = None) -> str:
-    """A table with ``│`` separators; the widest text columns shrink (with ``…``) to fit ``width``."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    limit = width or shutil.get_terminal_size((160, 24)).columns
+def _widths(headers: Sequence[str], cells: list[list[str]]) -> list[int]:
+    return [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+
+def _shrink(widths: list[int], headers: Sequence[str], shrink: Sequence[int], limit: int, floor: int) -> list[int]:
+    """Narrow the widest of the ``shrink`` columns first, none below ``floor`` (or its header)."""
+    widths = list(widths)
     overflow = sum(widths) + len(SEPARATOR) * (len(widths) - 1) - limit
     while overflow > 0:
-        widest = max(range(len(widths)), key=lambda i: widths[i])
-        floor = max(len(headers[widest]), 8)
-        if widths[widest] <= floor:
+        candidates = [i for i in shrink if widths[i] > max(len(headers[i]), floor)]
+        if not candidates:
             break
-        cut = min(overflow, widths[widest] - floor)
+        widest = max(candidates, key=lambda i: widths[i])
+        others = max([max(len(headers[widest]), floor)] + [widths[i] for i in candidates if i != widest])
+        cut = min(overflow, widths[widest] - others) or 1
         widths[widest] -= cut
         overflow -= cut
+    return widths
+
+
+def fits(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int | None, shrink: Sequence[int], floor: int) -> bool:
+    """Whether the table fits in ``width`` with its ``shrink`` columns no narrower than ``floor``."""
+    if width is None:
+        return True
+    widths = _shrink(_widths(headers, [[str(c) for c in r] for r in rows]), headers, shrink, width, floor)
+    return sum(widths) + len(SEPARATOR) * (len(widths) - 1) <= width
+
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    right: Sequence[int] = (),
+    shrink: Sequence[int] = (),
+    width: int | None = None,
+) -> str:
+    """A table with ``│`` separators; the ``shrink`` columns are cut (with ``…``) to fit ``width``."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = _widths(headers, cells)
+    if width is not None:
+        widths = _shrink(widths, headers, shrink, width, MIN_SHRUNK)
 
     def fit(text: str, i: int) -> str:
         if len(text) > widths[i]:
@@ -49,24 +142,138 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Seque
     return "\n".join(lines)
 
 
-def task_table(tasks: list[dict[str, Any]], width: int | None = None) -> str:
-    """Unomi's ``task-list`` table and its footer."""
-    rows = [
+def _task_rows(tasks: list[dict[str, Any]], date: Callable[[str | None], str]) -> list[tuple[Any, ...]]:
+    return [
         (
             t.get("itemId", ""),
             t.get("taskType", ""),
             t.get("status", ""),
-            short_date(t.get("nextScheduledExecution")),
-            short_date(t.get("lastExecutionDate")),
+            date(t.get("nextScheduledExecution")),
+            date(t.get("lastExecutionDate")),
             t.get("failureCount", 0),
             "Storage" if t.get("persistent", True) else "Memory",
         )
         for t in tasks
     ]
-    headers = ("ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent")
+
+
+def task_table(tasks: list[dict[str, Any]], *, total: int | None = None, width: int | None = None, now: datetime | None = None) -> str:
+    """Unomi's ``task-list`` table and footer, fitted to ``width``.
+
+    Dates are absolute (UTC) when they fit; on a narrow terminal they become
+    relative (``in 5m``, ``2h ago``) before the ID and Type columns are cut.
+    """
+    rows = _task_rows(tasks, short_date)
+    if not fits(TASK_HEADERS, rows, width, shrink=(0, 1), floor=TEXT_FLOOR):
+        moment = now or datetime.now(timezone.utc)
+        rows = _task_rows(tasks, lambda value: relative_date(value, moment))
     stored = sum(1 for t in tasks if t.get("persistent", True))
-    footer = f"Showing {len(tasks)} task(s) ({stored} in storage, {len(tasks) - stored} in memory)"
-    return table(headers, rows, right=(5,), width=width) + "\n" + footer
+    lines = [
+        table(TASK_HEADERS, rows, right=(5,), shrink=(0, 1), width=width),
+        f"Showing {len(tasks)} task(s) ({stored} in storage, {len(tasks) - stored} in memory)",
+    ]
+    if total is not None and total > len(tasks):
+        lines.append(f"{total - len(tasks)} more task(s) not shown: raise --limit or filter with -s / -t")
+    return "\n".join(lines)
+
+
+def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | None = None) -> str:
+    """``task-show``: every field of the task, then its recent runs and the newest run's output."""
+    source = task.get("source") or {}
+    location = f"{source.get('path')}:{source.get('line')}" if source.get("line") else source.get("path")
+    overrides = task.get("overrides") or {}
+    retry_delay = task.get("retryDelay")
+    lease = task.get("lease")
+    view = fields(
+        [
+            ("ID", task.get("itemId")),
+            ("Type", task.get("taskType")),
+            ("Status", task.get("status")),
+            ("Description", task.get("description") or None),
+            ("Enabled", _yes_no(task.get("enabled"))),
+            ("Persistent", "Storage" if task.get("persistent", True) else "Memory"),
+            ("Node", task.get("node")),
+            ("Labels", task.get("labels")),
+            ("Source", location),
+            ("Schedule", schedule_text(task.get("schedule"))),
+            ("Next Run", short_date(task.get("nextScheduledExecution"))),
+            ("Last Run", short_date(task.get("lastExecutionDate"))),
+            ("Last Finish", short_date(task.get("lastFinishDate"))),
+            ("Created", short_date(task.get("creationDate"))),
+            ("Modified", short_date(task.get("lastModified"))),
+            ("Attempt", task.get("attempt")),
+            ("Failures", task.get("failureCount")),
+            ("Successes", task.get("successCount")),
+            ("Max Retries", _overridden(task.get("maxRetries"), "maxRetries" in overrides)),
+            ("Retry Delay", _overridden(None if retry_delay is None else duration_text(retry_delay / 1000), "retryDelay" in overrides)),
+            ("Lease", None if not lease else f"{lease['owner']} until {short_date(lease['until'])} (fence {lease['fence']})"),
+            ("Current Step", task.get("currentStep")),
+            ("Status Details", task.get("statusDetails")),
+            ("Last Error", task.get("lastError")),
+            ("Parameters", task.get("parameters")),
+            ("Checkpoint", task.get("checkpointData")),
+        ]
+    )
+    if not runs:
+        return view + "\n\nNo runs yet."
+    rows = [
+        (
+            short_date(r.get("startedAt")),
+            r.get("attempt", ""),
+            r.get("node", ""),
+            r.get("outcome") or "running",
+            "-" if r.get("durationMs") is None else duration_text(r["durationMs"] / 1000),
+            "-" if r.get("exitCode") is None else r["exitCode"],
+            r.get("error") or "",
+        )
+        for r in runs
+    ]
+    headers = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
+    text = view + f"\n\nRecent runs (newest first):\n" + table(headers, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
+    newest = runs[0]
+    if newest.get("output"):
+        tail = "\n".join("  " + line for line in newest["output"].rstrip("\n").splitlines()[-10:])
+        text += f"\n\nOutput of the newest run ({newest.get('runId')}), last lines:\n{tail}"
+    return text
+
+
+def _yes_no(value: Any) -> str | None:
+    return None if value is None else ("yes" if value else "no")
+
+
+def _overridden(value: Any, overridden: bool) -> Any:
+    return f"{value} (set by task-config)" if overridden and value is not None else value
+
+
+def node_table(nodes: list[dict[str, Any]], width: int | None = None) -> str:
+    rows = [
+        (
+            n.get("nodeId", ""),
+            "yes" if n.get("executor") else "no",
+            short_date(n.get("heartbeat")),
+            n.get("running", 0),
+            short_date(n.get("startedAt")),
+            n.get("version") or "",
+            n.get("listen") or "",
+        )
+        for n in nodes
+    ]
+    headers = ("Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen")
+    return table(headers, rows, right=(3,), shrink=(0, 6), width=width) + f"\n{len(nodes)} node(s)"
+
+
+def reload_text(report: dict[str, Any]) -> str:
+    """The reload summary, then each problem as ``path:line:col: message`` (as ``scheduler validate``)."""
+    lines = [
+        f"Reloaded: {report['created']} created, {report['updated']} updated, {report['removed']} removed, "
+        f"{report['rejectedFiles']} file(s) rejected"
+    ]
+    for state in report.get("files", []):
+        if state.get("status") == "rejected" and state.get("tasks"):
+            lines.append(f"{state['path']}: rejected; its last good version stays in force ({', '.join(state['tasks'])})")
+        lines.extend(f"{e['location']}: {e['message']}" for e in state.get("errors", []))
+    lines.extend(report.get("errors", []))
+    return "\n".join(lines)
 
 
 def dump(data: Any, output: str) -> str:
@@ -77,14 +284,14 @@ def dump(data: Any, output: str) -> str:
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> str:
-    """Aligned ``Key: value`` lines; nested data as indented YAML."""
-    pairs = [(k, v) for k, v in pairs if v not in (None, {}, [])]
-    width = max((len(k) for k, _ in pairs), default=0)
+    """Aligned ``Key: value`` lines, absent values left out; nested data as indented YAML."""
+    present = [(k, v) for k, v in pairs if v not in (None, {}, [])]
+    width = max((len(k) for k, _ in present), default=0)
     lines = []
-    for key, value in pairs:
+    for key, value in present:
         if isinstance(value, (dict, list)):
             nested = yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip()
-            lines.append(f"{key + ':':<{width + 1}}")
+            lines.append(f"{key}:")
             lines.extend("  " + line for line in nested.splitlines())
         else:
             lines.append(f"{key + ':':<{width + 1}} {value}")
