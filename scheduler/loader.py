@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, BinaryIO, Collection
 
 from . import schema, yamlsafe
 from .errors import SpecError
@@ -35,6 +35,7 @@ TASK_SUFFIXES = (".yaml", ".yml")
 # Editors, package managers and Ansible (".ansible_tmp*") leave these beside real files.
 IGNORED_NAMES = (".*", "*~", "*.swp", "*.tmp", "*.dpkg-*")
 EXECUTOR_GROUP = "scheduler.executors"
+READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, order=True)
@@ -85,6 +86,7 @@ class DirectoryResult:
     problems: tuple[Problem, ...] = ()
     # Names whose later declaration lost to an earlier file: (path, name) pairs.
     shadowed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    known_types: frozenset[str] = frozenset()  # the executor types the files were checked against
 
     @property
     def specs(self) -> tuple[TaskSpec, ...]:
@@ -135,26 +137,66 @@ def load_text(text: str, path: str, known_types: Collection[str] | None = None) 
 
 def load_file(path: str | os.PathLike[str], known_types: Collection[str] | None = None) -> FileResult:
     """Read and check one file, whatever its name. An unreadable file is a result, not an exception."""
+    return _load_file(path, known_types, None)
+
+
+def _load_file(
+    path: str | os.PathLike[str], known_types: Collection[str] | None, earlier: FileResult | None
+) -> FileResult:
+    """``load_file``, or ``earlier`` as it is when the file still holds the bytes it was made from."""
     name = str(path)
     try:
         with open(path, "rb") as stream:
-            data = stream.read(yamlsafe.MAX_FILE_BYTES + 1)  # one byte over tells "too large"
+            data = _read_at_most(stream, yamlsafe.MAX_FILE_BYTES + 1)  # one byte over tells "too large"
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return FileResult(name, "", problems=(Problem(name, 0, 0, "", f"cannot read: {reason}"),), io_error=reason)
+    if earlier is not None and earlier.sha256 == hashlib.sha256(data).hexdigest():
+        return earlier
     return load_bytes(data, name, known_types)
 
 
-def load_directory(path: str | os.PathLike[str], known_types: Collection[str] | None = None) -> DirectoryResult:
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """The first ``limit`` bytes of ``stream`` (all of it when shorter).
+
+    In chunks: one ``read(limit)`` allocates ``limit`` bytes (1 MiB) for every
+    file, which took longer than reading 10,000 small files.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(min(READ_CHUNK, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def load_directory(
+    path: str | os.PathLike[str],
+    known_types: Collection[str] | None = None,
+    previous: DirectoryResult | None = None,
+) -> DirectoryResult:
     """Every task file of a directory (not its subdirectories), in name order.
+
+    ``previous``, an earlier result for the same directory, saves the parsing of
+    the files whose bytes are still those it was made from (checked against the
+    same executor types): a rescan after one file changed reads every file but
+    parses one, where parsing them all takes about a millisecond per file.
 
     Raises ``OSError`` when the directory itself cannot be listed.
     """
-    known = registered_types() if known_types is None else known_types
+    known = frozenset(registered_types() if known_types is None else known_types)
+    earlier: dict[str, FileResult] = {}
+    if previous is not None and previous.known_types == known:
+        earlier = {f.path: f for f in previous.files}  # an unreadable file's empty digest never matches
     # Not only regular files: a dangling symlink is reported as unreadable rather than skipped.
     with os.scandir(path) as entries:
         names = sorted(e.name for e in entries if is_task_file(e.name) and not e.is_dir())
-    files = tuple(load_file(Path(path, name), known) for name in names)
+    base = str(Path(path))  # joined as strings: a Path per file costs more than reading the file
+    paths = [os.path.join(base, name) for name in names]
+    files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
     first: dict[str, TaskSpec] = {}
     problems: list[Problem] = []
     shadowed: set[tuple[str, str]] = set()
@@ -166,7 +208,7 @@ def load_directory(path: str | os.PathLike[str], known_types: Collection[str] | 
                 line = spec.source.line if spec.source else 0
                 message = f"task name '{spec.name}' is already defined in {earlier.source}"
                 problems.append(Problem(result.path, line, 1, "/name", message))
-    directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed))
+    directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed), known)
     log.debug(
         "%s: %d task(s) in %d file(s), %d problem(s)",
         path,

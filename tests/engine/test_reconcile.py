@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from scheduler.errors import TaskNotFound
+from scheduler import reconcile
+from scheduler.errors import StoreError, TaskNotFound
 from scheduler.reconcile import Reconciler
 from scheduler.store import open_store
 from scheduler.store.base import Status, TaskQuery
@@ -175,6 +176,57 @@ async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_w
 
     assert report.removed == 1
     assert await ids(stores[0]) == ["a"]
+
+
+async def test_first_reload_removes_only_this_nodes_tasks_beside_other_nodes_copies(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_file("a"))
+    write(tasks / "b.yaml", task_file("b"))
+    write(tasks / "everywhere.yaml", task_file("everywhere", runOn="all"))
+    await reconciler(tasks, stores, "n1").reload()
+    await reconciler(tasks, stores, "n2").reload()
+    (tasks / "b.yaml").unlink()
+
+    report = await reconciler(tasks, stores, "n1").reload()
+
+    assert (report.created, report.updated, report.removed) == (0, 0, 1)
+    assert await ids(stores[0]) == ["a", "everywhere@n1", "everywhere@n2"]
+
+
+class FailingOnce:
+    """A store whose first write of one item fails, as a store that loses its connection would."""
+
+    def __init__(self, store, item_id):
+        self.store, self.item_id, self.failed = store, item_id, False
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def upsert_spec(self, spec, **options):
+        if options.get("item_id") == self.item_id and not self.failed:
+            self.failed = True
+            raise StoreError("connection lost")
+        return await self.store.upsert_spec(spec, **options)
+
+
+async def test_writes_go_out_in_chunks_and_a_failed_write_is_retried_by_the_next_reload(tmp_path, stores, monkeypatch):
+    monkeypatch.setattr(reconcile, "UPSERT_CHUNK", 2)
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    for name in "abcde":
+        write(tasks / f"{name}.yaml", task_file(name))
+    shared, memory = stores
+    rec = Reconciler(tasks, FailingOnce(shared, "c"), memory, node_id="n1")
+
+    with pytest.raises(StoreError, match="connection lost"):
+        await rec.reload()
+    report = await rec.reload()
+
+    # Chunks a+b, c+d, e: d was written beside the failed c, e's chunk never went out.
+    assert (report.created, report.updated, report.removed) == (2, 0, 0)
+    assert await ids(shared) == ["a", "b", "c", "d", "e"]
+    assert (await rec.reload()).created == 0
 
 
 async def test_an_unreadable_directory_changes_nothing(tmp_path, stores):

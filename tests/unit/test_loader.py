@@ -238,6 +238,28 @@ def test_a_bad_file_does_not_hide_the_good_ones(tmp_path):
     assert [os.path.basename(p.path) for p in result.all_problems] == ["bad.yaml"]
 
 
+def test_a_rescan_parses_only_the_files_that_changed(tmp_path):
+    write(tmp_path, "a.yaml", BASE)
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b"))
+    first = load_directory(tmp_path, known_types=())
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b2"))
+    write(tmp_path, "c.yaml", BASE.replace("name: t", "name: c"))
+
+    second = load_directory(tmp_path, known_types=(), previous=first)
+
+    assert second.files[0] is first.files[0]
+    assert [s.name for s in second.specs] == ["t", "b2", "c"]
+    assert second.files[1].sha256 != first.files[1].sha256
+
+
+def test_a_rescan_with_other_executor_types_parses_everything_again(tmp_path):
+    write(tmp_path, "a.yaml", HEAD + EVERY + "type: sync\n")  # no run: needs an executor registered for its type
+    without = load_directory(tmp_path, known_types=())
+    with_sync = load_directory(tmp_path, known_types=("sync",), previous=without)
+    assert not without.ok and "no executor is registered" in without.all_problems[0].message
+    assert with_sync.ok and [s.name for s in with_sync.specs] == ["t"]
+
+
 def test_a_dangling_symlink_is_reported(tmp_path):
     (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     [result] = load_directory(tmp_path).files

@@ -6,6 +6,7 @@ import pytest
 from scheduler import schema
 from scheduler.spec import TaskSpec
 from scheduler.yamlsafe import parse
+from tests.task_corpus import INVALID
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,35 @@ def test_the_canonical_document_of_a_spec_matches_the_task_schema():
         }
     )
     assert schema.check(spec.to_dict(), "task") == []
+
+
+def _documents(text: str | bytes) -> list:
+    if isinstance(text, bytes):
+        return []
+    return [d.data for d in parse(text).documents if d.data is not None]
+
+
+EXAMPLE_DOCUMENTS = [d for path in sorted((ROOT / "examples" / "tasks.d").glob("*.y*ml"))
+                     for d in _documents(path.read_text())]
+CORPUS_DOCUMENTS = [d for case in INVALID for d in _documents(case.text)] + [
+    {"apiVersion": "scheduler/v1", "kind": "Task", "name": "t", "schedule": {"every": every}}
+    for every in ("\u0661h", "5m\ufeff", "5m\n", 5.5, 10**30, True)
+] + [{"apiVersion": "scheduler/v1", "kind": "Task", "name": name, "schedule": {"every": "1h"}}
+     for name in ("t\n", "T", "", 7)]
+
+
+def test_example_tasks_are_valid_for_both_validators():
+    """The fast verdict (jsonschema-rs) must take the common case, or it saves nothing."""
+    assert EXAMPLE_DOCUMENTS
+    for document in EXAMPLE_DOCUMENTS:
+        assert schema._verdict("task").is_valid(document)
+        assert schema.check(document, "task") == []
+
+
+@pytest.mark.parametrize("document", CORPUS_DOCUMENTS)
+def test_the_fast_verdict_never_accepts_what_jsonschema_refuses(document):
+    if schema._verdict("task").is_valid(document):
+        assert not list(schema.validator("task").iter_errors(document))
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,36 @@ def test_both_parsers_agree_on_positions_and_data(case):
     assert all(r == results[0] for r in results)
 
 
+@pytest.mark.skipif("libyaml" not in yamlsafe.COMPOSERS, reason="PyYAML built without libyaml")
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("a: 1\n---\nb: [x, {c: d}]\n---\n", True),
+        ("v: !!python/object:os.system x\n", True),  # refused by the builder, the same on both paths
+        ("a: 1\na: 2\n", True),
+        ("a: &x 1\n", True),  # an anchor nobody refers to
+        ("[" * MAX_DEPTH + "]" * MAX_DEPTH, True),
+        (flat_sequence(MAX_NODES - 1), True),
+        ("a: &x [1]\nb: *x\n", False),
+        ("a: &x 1\nb: *x\n", False),
+        ("a: &x [*x]\n", False),
+        ("a: *nowhere\n", False),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), False),
+        (flat_sequence(MAX_NODES), False),
+        ("a: 1\n---\nb: [\n", False),
+    ],
+)
+def test_libyaml_composes_plain_texts_itself_and_leaves_the_rest_to_the_bounded_composer(text, plain):
+    fast = yamlsafe._parse_plain(text)
+    assert (fast is not None) == plain
+    if fast is not None:
+        exact = parse(text, "python")
+        assert fast.issues == exact.issues
+        assert [(d.line, d.data, d.issues, d.empty) for d in fast.documents] == [
+            (d.line, d.data, d.issues, d.empty) for d in exact.documents
+        ]
+
+
 TREE = """\
 name: t
 schedule:
