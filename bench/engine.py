@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
 import os
 import platform
@@ -183,6 +184,7 @@ def main() -> None:
     unknown = set(args.which) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    logging.basicConfig(level=logging.ERROR)  # the engine's per-run lines are not the benchmark's output
     print(machine())
     for name in args.which or BENCHMARKS:
         print(BENCHMARKS[name](), flush=True)

@@ -101,9 +101,9 @@ class Engine:
     async def stop(self) -> None:
         """Stop claiming, give running tasks ``shutdown_grace``, then hand the rest back.
 
-        Runs still going after the grace period are marked CRASHED with
-        "Interrupted by scheduler shutdown" *before* they are killed, so that a
-        peer can resume them at once from their last checkpoint.
+        Runs still going after the grace period are stopped and marked CRASHED
+        with "Interrupted by scheduler shutdown", so that a peer resumes them at
+        once from their last checkpoint.
         """
         self._claiming = False
         for task in self._background:
@@ -122,16 +122,16 @@ class Engine:
             await asyncio.gather(*remaining, return_exceptions=True)
 
     async def _hand_back(self, runs: list[ActiveRun]) -> None:
-        """Mark ``runs`` CRASHED for a peer to resume, then stop them: they write nothing more."""
+        """Stop ``runs`` (they write nothing more), then mark them CRASHED for a peer to resume."""
+        for run in runs:  # before any await: a run waiting for its due time must not start meanwhile
+            run.handed_back = True
+            if run.context is not None:
+                run.context.cancel(Outcome.LEASE_LOST)
         for store in self.stores:
             claims = [run.claim for run in runs if run.store is store]
             if claims:
                 marked = await store.abandon_runs(claims, SHUTDOWN_REASON)
                 log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
-        for run in runs:
-            run.handed_back = True
-            if run.context is not None:
-                run.context.cancel(Outcome.LEASE_LOST)
 
     def register_executor(self, task_type: str, executor: Executor) -> None:
         """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
@@ -389,7 +389,10 @@ class Engine:
         claim, store = run.claim, run.store
         extra = {"task": claim.item_id, "run": claim.run_id}
         if execution.outcome is Outcome.LEASE_LOST:
-            log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
+            if run.handed_back:
+                log.info("run %s handed back at shutdown", claim.run_id, extra=extra)
+            else:
+                log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
             return None
         now = store.now()
         retention = self.config.retention
