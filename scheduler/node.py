@@ -60,7 +60,8 @@ def ensure_admin_token(path: Path) -> None:
     except FileExistsError:
         return
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(32) + "\n")
+        # Hexadecimal: a token starting with '-' would read as an option in `--token "$TOKEN"`.
+        handle.write(secrets.token_hex(32) + "\n")
     log.info("created admin token file %s", path)
 
 
