@@ -217,12 +217,14 @@ class Node:
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; SIGHUP rescans the tasks directory."""
         loop = asyncio.get_running_loop()
-        await self.start()
-        tune_gc_for_daemon()
+        # Handlers first: /readyz answers during start(), and a SIGHUP sent as soon as it
+        # does must rescan, not kill the process (SIGHUP's default action).
         loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         loop.add_signal_handler(signal.SIGINT, self._stopped.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
         try:
+            await self.start()
+            tune_gc_for_daemon()
             await self._stopped.wait()
             log.info("node %s stopping", self.config.node_id)
         finally:
