@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, cli, free_port
+from tests.support.taskfiles import task_yaml
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -27,20 +28,6 @@ def daemons():
     yield start
     for daemon in started:
         daemon.kill()
-
-
-def task_yaml(name: str, *, every: str = "1h", shell: str = "true", extra: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: scheduler/v1
-        kind: Task
-        name: {name}
-        schedule:
-          every: {every}
-        run:
-          shell: "{shell}"
-        """
-    ) + extra
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 
 import pytest
 
@@ -12,21 +11,7 @@ from scheduler.errors import StoreError, TaskNotFound
 from scheduler.reconcile import Reconciler
 from scheduler.store import open_store
 from scheduler.store.base import Status, TaskQuery
-
-
-def task_file(name: str, every: str = "1h", **extra: str) -> str:
-    lines = "".join(f"{key}: {value}\n" for key, value in extra.items())
-    return textwrap.dedent(
-        f"""\
-        apiVersion: scheduler/v1
-        kind: Task
-        name: {name}
-        schedule:
-          every: {every}
-        run:
-          shell: "true"
-        """
-    ) + lines
+from tests.support.taskfiles import task_yaml
 
 
 @pytest.fixture
@@ -58,9 +43,9 @@ async def ids(store) -> list[str]:
 async def test_files_become_tasks_and_an_unchanged_reload_writes_nothing(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a"))
-    write(tasks / "b.yml", task_file("b") + "---\n" + task_file("c"))
-    write(tasks / ".ansible_tmp123a.yaml", task_file("ignored"))
+    write(tasks / "a.yaml", task_yaml("a"))
+    write(tasks / "b.yml", task_yaml("b") + "---\n" + task_yaml("c"))
+    write(tasks / ".ansible_tmp123a.yaml", task_yaml("ignored"))
     changes = []
     rec = reconciler(tasks, stores, on_change=lambda: changes.append(1))
 
@@ -77,11 +62,11 @@ async def test_files_become_tasks_and_an_unchanged_reload_writes_nothing(tmp_pat
 async def test_a_bad_file_keeps_its_last_good_version(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a", description="good"))
+    write(tasks / "a.yaml", task_yaml("a", description="good"))
     rec = reconciler(tasks, stores)
     await rec.reload()
 
-    write(tasks / "a.yaml", task_file("a", schedul="typo"))
+    write(tasks / "a.yaml", task_yaml("a", schedul="typo"))
     report = await rec.reload()
 
     assert not report.ok and report.rejected == 1
@@ -97,12 +82,12 @@ async def test_a_bad_file_keeps_its_last_good_version(tmp_path, stores):
 async def test_spec_changes_keep_runtime_state_and_deleted_files_remove_tasks(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a"))
+    write(tasks / "a.yaml", task_yaml("a"))
     rec = reconciler(tasks, stores)
     await rec.reload()
     await stores[0].update_config("a", max_retries=9)
 
-    write(tasks / "a.yaml", task_file("a", description="v2"))
+    write(tasks / "a.yaml", task_yaml("a", description="v2"))
     report = await rec.reload()
     task = await stores[0].get_task("a")
     assert report.updated == 1 and task.spec.description == "v2" and task.max_retries == 9
@@ -117,8 +102,8 @@ async def test_spec_changes_keep_runtime_state_and_deleted_files_remove_tasks(tm
 async def test_placement_of_non_persistent_and_run_on_all_tasks(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "local.yaml", task_file("local", persistent="false"))
-    write(tasks / "everywhere.yaml", task_file("everywhere", runOn="all"))
+    write(tasks / "local.yaml", task_yaml("local", persistent="false"))
+    write(tasks / "everywhere.yaml", task_yaml("everywhere", runOn="all"))
     shared, memory = stores
 
     await reconciler(tasks, stores, node_id="n1").reload()
@@ -135,8 +120,8 @@ async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path,
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old_dir.mkdir()
     new_dir.mkdir()
-    write(old_dir / "a.yaml", task_file("a", description="old"), mtime=1_700_000_000)
-    write(new_dir / "a.yaml", task_file("a", description="new"), mtime=1_700_000_600)
+    write(old_dir / "a.yaml", task_yaml("a", description="old"), mtime=1_700_000_000)
+    write(new_dir / "a.yaml", task_yaml("a", description="new"), mtime=1_700_000_600)
     lagging, updated = reconciler(old_dir, stores, "n1"), reconciler(new_dir, stores, "n2")
 
     await lagging.reload()
@@ -153,8 +138,8 @@ async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path,
 async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("same", description="first"))
-    write(tasks / "b.yaml", task_file("same", description="second") + "---\n" + task_file("other"))
+    write(tasks / "a.yaml", task_yaml("same", description="first"))
+    write(tasks / "b.yaml", task_yaml("same", description="second") + "---\n" + task_yaml("other"))
 
     report = await reconciler(tasks, stores).reload()
 
@@ -167,8 +152,8 @@ async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stor
 async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_was_down(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a"))
-    write(tasks / "b.yaml", task_file("b"))
+    write(tasks / "a.yaml", task_yaml("a"))
+    write(tasks / "b.yaml", task_yaml("b"))
     await reconciler(tasks, stores).reload()
     (tasks / "b.yaml").unlink()
 
@@ -181,9 +166,9 @@ async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_w
 async def test_first_reload_removes_only_this_nodes_tasks_beside_other_nodes_copies(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a"))
-    write(tasks / "b.yaml", task_file("b"))
-    write(tasks / "everywhere.yaml", task_file("everywhere", runOn="all"))
+    write(tasks / "a.yaml", task_yaml("a"))
+    write(tasks / "b.yaml", task_yaml("b"))
+    write(tasks / "everywhere.yaml", task_yaml("everywhere", runOn="all"))
     await reconciler(tasks, stores, "n1").reload()
     await reconciler(tasks, stores, "n2").reload()
     (tasks / "b.yaml").unlink()
@@ -215,7 +200,7 @@ async def test_writes_go_out_in_chunks_and_a_failed_write_is_retried_by_the_next
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
     for name in "abcde":
-        write(tasks / f"{name}.yaml", task_file(name))
+        write(tasks / f"{name}.yaml", task_yaml(name))
     shared, memory = stores
     rec = Reconciler(tasks, FailingOnce(shared, "c"), memory, node_id="n1")
 
@@ -232,7 +217,7 @@ async def test_writes_go_out_in_chunks_and_a_failed_write_is_retried_by_the_next
 async def test_an_unreadable_directory_changes_nothing(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
-    write(tasks / "a.yaml", task_file("a"))
+    write(tasks / "a.yaml", task_yaml("a"))
     rec = reconciler(tasks, stores)
     await rec.reload()
     tasks.rename(tmp_path / "moved")
