@@ -40,7 +40,8 @@ async def store(request, tmp_path, clock, real_clock):
     if request.param == "sqlite":
         store = open_store(f"sqlite:///{tmp_path / 'scheduler.db'}", clock=chosen_clock)
     else:
-        mongomock = pytest.importorskip("mongomock")
+        import mongomock
+
         from scheduler.store.mongo import MongoStore
 
         store = MongoStore("mongodb://localhost/scheduler", clock=chosen_clock, client_factory=mongomock.MongoClient)
