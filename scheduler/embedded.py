@@ -103,11 +103,8 @@ class Scheduler:
         assert self._engine is not None, "scheduler not started"
         if executor is not None:
             self._engine.register_executor(spec.type, executor)
-        store, item_id, node = self.store, spec.name, None
-        if not spec.persistent:
-            store, node = self.memory_store, self.node_id
-        elif spec.run_on == "all":
-            item_id, node = f"{spec.name}@{self.node_id}", self.node_id
+        store = self.store if spec.persistent else self.memory_store
+        item_id, node = spec.placement(self.node_id)
         await store.upsert_spec(spec, item_id=item_id, node=node, first_due=first_slot(spec.schedule, store.now()))
         self._engine.wake()
         return await store.get_task(item_id)

@@ -29,9 +29,8 @@ from .errors import ExecutorError, StoreError
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor
 from .listener import EngineListener
 from .policy import after_run, replaced_run
-from .store.base import Retention
 from .schedule import fire_time, is_missed, next_slot
-from .store.base import Claim, NodeInfo, Outcome, RunResult, Store
+from .store.base import Claim, NodeInfo, Outcome, Retention, RunResult, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class Engine:
         self.stores = list(stores)
         self.executors = dict(executors or {})
         self.listener = listener or EngineListener()
-        self._active: dict[tuple[int, str], ActiveRun] = {}
+        self._active: dict[tuple[Store, str], ActiveRun] = {}  # by (store, item id)
         self._wake: asyncio.Event | None = None
         self._claiming = False
         self._background: list[asyncio.Task[None]] = []
@@ -245,21 +244,21 @@ class Engine:
     async def _claim_and_start(self, prefetch: bool = True) -> list[ActiveRun]:
         horizon = self.config.prefetch if prefetch else timedelta(0)
         started: list[ActiveRun] = []
-        for index, store in enumerate(self.stores):
+        for store in self.stores:
             free = self._free_capacity()
             if free == 0:
                 break
             claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
             for claim in claims:
                 run = ActiveRun(store=store, claim=claim)
-                self._active[(index, claim.item_id)] = run
-                run.task = asyncio.create_task(self._run(index, run), name=f"run {claim.run_id}")
+                self._active[(store, claim.item_id)] = run
+                run.task = asyncio.create_task(self._run(run), name=f"run {claim.run_id}")
                 started.append(run)
         return started
 
     async def _renew(self) -> None:
-        for index, store in enumerate(self.stores):
-            runs = {key[1]: run for key, run in self._active.items() if key[0] == index}
+        for store in self.stores:
+            runs = {item_id: run for (held_in, item_id), run in self._active.items() if held_in is store}
             if not runs:
                 continue
             lost = await store.renew_leases(
@@ -303,7 +302,7 @@ class Engine:
 
     # -- one run ----------------------------------------------------------------
 
-    async def _run(self, index: int, run: ActiveRun) -> None:
+    async def _run(self, run: ActiveRun) -> None:
         claim = run.claim
         next_due = None
         try:
@@ -314,7 +313,7 @@ class Engine:
             log.error("could not record the end of %s: %s", claim.run_id, exc, extra={"task": claim.item_id})
         finally:
             was_full = self._free_capacity() == 0
-            del self._active[(index, claim.item_id)]
+            del self._active[(run.store, claim.item_id)]
             # Wake the loop only when this changes its plan: capacity came back, or
             # the task is due again before the loop meant to look (a retry, a run now).
             if was_full or (next_due is not None and self._due_before_wake(run.store, next_due)):

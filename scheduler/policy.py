@@ -13,6 +13,8 @@ resets it to 0.
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import datetime, timedelta
 
 from .schedule import fire_time, next_slot
@@ -22,15 +24,7 @@ from .store.base import Claim, Outcome, Retention, Status, Task, Transition
 
 def retry_delay(task: Task, failures_in_slot: int) -> timedelta:
     """The wait before the next attempt; an operator's ``retryDelay`` override replaces the base delay."""
-    policy = task.spec.retry
-    if task.retry_delay_override is not None:
-        policy = type(policy)(
-            max_retries=policy.max_retries,
-            retry_delay=task.retry_delay_override,
-            backoff=policy.backoff,
-            max_delay=policy.max_delay,
-        )
-    return policy.delay(failures_in_slot)
+    return dataclasses.replace(task.spec.retry, retry_delay=task.retry_delay).delay(failures_in_slot)
 
 
 def _next_slot_transition(

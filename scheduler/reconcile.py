@@ -267,14 +267,10 @@ class Reconciler:
 
     def _placements(self, spec: TaskSpec) -> Iterable[tuple[Store, str, str | None]]:
         """(store, item id, pinned node) for each copy of ``spec`` this node is responsible for."""
-        if not spec.persistent:
-            if self.executor_node:
-                yield self.memory_store, spec.name, self.node_id
-        elif spec.run_on == "all":
-            if self.executor_node:
-                yield self.store, f"{spec.name}@{self.node_id}", self.node_id
-        else:
-            yield self.store, spec.name, None
+        if spec.node_local and not self.executor_node:
+            return
+        item_id, node = spec.placement(self.node_id)
+        yield (self.store if spec.persistent else self.memory_store), item_id, node
 
     async def _gone_while_down(self, desired: dict[str, tuple[Store, str]], superseded: int) -> set[str]:
         """Stored file tasks of this node's that no file declares any more (first reload only).

@@ -456,6 +456,22 @@ class TaskSpec:
             source=source,
         )
 
+    def placement(self, node_id: str) -> tuple[str, str | None]:
+        """The item id and pinned node of the copy node ``node_id`` keeps of this task.
+
+        A shared task is one unpinned document named after the task; ``runOn: all``
+        gives each node its own copy ``<name>@<nodeId>``; a non-persistent task
+        lives in each declaring node's memory store, pinned to that node.
+        """
+        if self.persistent and self.run_on == "all":
+            return f"{self.name}@{node_id}", node_id
+        return self.name, None if self.persistent else node_id
+
+    @property
+    def node_local(self) -> bool:
+        """Kept per node (``persistent: false`` or ``runOn: all``): only executor nodes hold a copy."""
+        return not self.persistent or self.run_on == "all"
+
     def to_dict(self) -> dict[str, Any]:
         """The canonical document: every default spelled out, durations in seconds."""
         doc: dict[str, Any] = {

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,6 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         config.host_port
     except ValueError:
         raise ConfigError(f"--listen must be host:port, got {config.listen!r}") from None
-    if config.lease_duration < timedelta(seconds=1):
-        raise ConfigError("leaseDuration must be at least 1s")
     return config
 
 
