@@ -119,6 +119,8 @@ def test_sighup_rescans_and_sigterm_stops_cleanly(tmp_path, daemons):
     node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
     (tasks / "a.yaml").write_text(task_yaml("a"))
     node.process.send_signal(signal.SIGHUP)
+    # The watcher may apply the file first: the log line is what only the SIGHUP rescan writes.
+    wait_until(lambda: "reload on SIGHUP:" in node.log(), what="the SIGHUP rescan")
     wait_until(lambda: node.task("a"), what="task a after SIGHUP")
     assert node.stop(signal.SIGTERM) == 0
     assert "stopped" in node.log()

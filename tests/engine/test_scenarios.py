@@ -364,7 +364,7 @@ async def test_cancel_during_a_run_kills_it_and_stays_cancelled(store, real_cloc
     engine = make_engine(store, "a", lease_duration=timedelta(seconds=0.6), poll_interval=timedelta(seconds=0.05))
     await engine.start()
     try:
-        await wait_for(lambda: store.get_task("t"), lambda t: t.status is Status.RUNNING and pid_file.exists())
+        await wait_for(lambda: store.get_task("t"), lambda t: t.status is Status.RUNNING and _pid_written(pid_file))
         pid = int(pid_file.read_text())
         await store.cancel("t")
         await wait_for(lambda: _async(engine.running_count), lambda n: n == 0, timeout=10)
@@ -478,3 +478,8 @@ async def test_a_run_claimed_ahead_starts_at_its_due_time_and_shutdown_hands_bac
     assert started[0][1] >= datetime.fromisoformat(due.replace("Z", "+00:00"))
     later = await store.get_task("later")
     assert later.status is Status.CRASHED and later.last_error == SHUTDOWN_REASON
+
+
+def _pid_written(path) -> bool:
+    """The shell creates the file before it writes the pid: wait for the whole line."""
+    return path.exists() and path.read_text().endswith("\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import timedelta
 
 import pytest
@@ -86,13 +88,19 @@ async def test_cancel_while_running_closes_the_run_and_keeps_the_lease(store, cl
 
 
 async def test_retry_takes_the_next_attempt_of_the_same_slot(store, clock):
-    await _task_in(store, clock, Status.FAILED)
-    failed = await store.get_task("t")
-    task = await store.retry("t")
-    assert task.scheduled_for == failed.scheduled_for or failed.scheduled_for is None
-    assert task.failure_count == 1
+    await add_task(store, clock(), "t", schedule=ONE_SHOT)
     claim = await claim_one(store)
-    assert claim.attempt == 2 and claim.scheduled_for == (await store.list_runs("t")).items[1].scheduled_for
+    result, transition = final(claim, clock(), Status.FAILED)
+    # As the engine records a one-shot out of retries: the slot stays the task's slot.
+    await store.finish_run(claim, result, dataclasses.replace(transition, scheduled_for=claim.scheduled_for))
+    slot = claim.scheduled_for
+    clock.advance(HOUR)  # a retry later on: "now" is no longer the slot
+
+    task = await store.retry("t")
+
+    assert (task.scheduled_for, task.attempt, task.failure_count) == (slot, 2, 1)
+    claim = await claim_one(store)
+    assert (claim.scheduled_for, claim.attempt) == (slot, 2)
 
 
 async def test_retry_can_reset_the_failure_count(store, clock):

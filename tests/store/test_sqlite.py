@@ -98,13 +98,9 @@ def test_open_store_rejects_other_urls(url):
 
 
 def test_open_store_mongodb_url_uses_the_mongo_backend():
-    try:
-        from scheduler.store.mongo import MongoStore
-    except ImportError:
-        with pytest.raises(StoreError, match="MongoDB store backend is not available"):
-            open_store("mongodb://127.0.0.1:27017/scheduler")
-    else:
-        assert isinstance(open_store("mongodb://127.0.0.1:27017/scheduler"), MongoStore)
+    from scheduler.store.mongo import MongoStore
+
+    assert isinstance(open_store("mongodb://127.0.0.1:27017/scheduler"), MongoStore)
 
 
 def test_open_store_passes_the_clock():
