@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
@@ -29,6 +30,6 @@ def create_app(services: ApiServices) -> web.Application:
     app = web.Application(middlewares=stack, client_max_size=services.max_body_bytes)
     app[SERVICES] = services
     app[FINDER] = TaskFinder(services.store, services.memory_store)
-    app[OPENAPI] = load_openapi()
+    app[OPENAPI] = json.dumps(load_openapi())  # serialised once: the document never changes
     app[ACCESS] = add_routes(app, services.metrics_public)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from .auth import Role
@@ -14,4 +12,4 @@ SERVICES = web.AppKey("services", ApiServices)
 FINDER = web.AppKey("finder", TaskFinder)
 # The role each route requires (None: open to anyone), filled from the routes table.
 ACCESS = web.AppKey("access", dict[web.AbstractRoute, Role | None])
-OPENAPI = web.AppKey("openapi", dict[str, Any])  # the parsed OpenAPI document
+OPENAPI = web.AppKey("openapi", str)  # the OpenAPI document as JSON text

@@ -9,7 +9,7 @@ from aiohttp import web
 from ..store.base import TaskQuery
 from . import views
 from .errors import ApiError
-from .keys import OPENAPI, SERVICES
+from .keys import FINDER, OPENAPI, SERVICES
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     tasks, total = [], 0
-    for store in (services.store, services.memory_store):
-        if store is not None:
-            page = await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))
-            tasks.extend(page.items)
-            total += page.total
+    for store in request.app[FINDER].stores:
+        page = await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))
+        tasks.extend(page.items)
+        total += page.total
     services.metrics.set_task_times(tasks, total)
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return web.json_response(text=request.app[OPENAPI])

@@ -88,11 +88,9 @@ async def run_task(request: web.Request) -> web.Response:
 async def purge_tasks(request: web.Request) -> web.Response:
     """Delete tasks that ended (COMPLETED, FAILED, CANCELLED) and run records older than ``days``."""
     days = params.purge_days(request)
-    services = request.app[SERVICES]
     tasks = runs = 0
-    for store in (services.store, services.memory_store):
-        if store is not None:
-            counts = await store.purge(finished_before=store.now() - timedelta(days=days))
-            tasks, runs = tasks + counts.tasks, runs + counts.runs
+    for store in request.app[FINDER].stores:
+        counts = await store.purge(finished_before=store.now() - timedelta(days=days))
+        tasks, runs = tasks + counts.tasks, runs + counts.runs
     log.info("purged %d task(s) and %d run record(s) older than %d day(s) through the API", tasks, runs, days)
     return web.json_response({"tasks": tasks, "runs": runs})

@@ -86,7 +86,7 @@ def task_overrides(task: Task) -> dict[str, int]:
     if task.max_retries_override is not None:
         overrides["maxRetries"] = task.max_retries_override
     if task.retry_delay_override is not None:
-        overrides["retryDelay"] = int(task.retry_delay_override.total_seconds() * 1000)
+        overrides["retryDelay"] = millis(task.retry_delay_override)
     return overrides
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -113,11 +114,8 @@ class PythonExecutor:
             fn = import_target(target)
             executor = executor_from_callable(fn, grace_period=self.grace_period)
         except Exception as exc:  # an import runs arbitrary module code: any error is the target's
-            return Execution(
-                Outcome.FAILURE,
-                output=text_tail(traceback.format_exc().encode(), OUTPUT_LIMIT),
-                error=f"cannot load python target {target!r}: {type(exc).__name__}: {exc}",
-            )
+            failure = _failure(exc)
+            return dataclasses.replace(failure, error=f"cannot load python target {target!r}: {failure.error}")
         return await executor.execute(ctx)
 
 

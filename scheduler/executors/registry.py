@@ -39,7 +39,7 @@ def resolve_executor(
     """The executor for ``spec``, or ``ExecutorError`` (which the engine records as a failed run).
 
     ``spec.run.kind`` picks one of ``builtins`` (``command``, ``http``, ``python``;
-    the engine passes its own to set grace periods). Without a ``run:`` section:
+    the defaults, with a 10 s grace period, unless a caller passes its own). Without a ``run:`` section:
     ``registry[spec.type]``, then the entry point named ``spec.type``.
     """
     if spec.run is not None:
