@@ -7,18 +7,16 @@ Precedence, lowest first: built-in defaults, the config file (``--config`` or
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import jsonschema
 import yaml
 
+from . import schema
 from .errors import ConfigError, SpecError
 from .store.base import Retention
 from .spec import parse_duration
@@ -79,11 +77,6 @@ def redact_url(url: str) -> str:
     return url
 
 
-def _schema() -> dict[str, Any]:
-    text = resources.files("scheduler").joinpath("schemas/config.schema.json").read_text()
-    return json.loads(text)
-
-
 def _duration(doc: Mapping[str, Any], key: str, pointer: str) -> timedelta | None:
     if key not in doc:
         return None
@@ -95,7 +88,7 @@ def _duration(doc: Mapping[str, Any], key: str, pointer: str) -> timedelta | Non
 
 def parse_config(doc: Mapping[str, Any], base_dir: Path, source: str = "config") -> NodeConfig:
     """Build a NodeConfig from a config document; relative paths are relative to ``base_dir``."""
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(schema.validator("config").iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         lines = [f"{source}: /{'/'.join(str(p) for p in e.path)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))

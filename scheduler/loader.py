@@ -209,13 +209,14 @@ def load_directory(
                 message = f"task name '{spec.name}' is already defined in {earlier.source}"
                 problems.append(Problem(result.path, line, 1, "/name", message))
     directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed), known)
-    log.debug(
-        "%s: %d task(s) in %d file(s), %d problem(s)",
-        path,
-        len(directory.specs),
-        len(files),
-        len(directory.all_problems),
-    )
+    if log.isEnabledFor(logging.DEBUG):  # all_problems builds and sorts a list
+        log.debug(
+            "%s: %d task(s) in %d file(s), %d problem(s)",
+            path,
+            len(directory.specs),
+            len(files),
+            len(directory.all_problems),
+        )
     return directory
 
 

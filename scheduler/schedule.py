@@ -178,7 +178,7 @@ def cron_after(schedule: Schedule, moment: datetime) -> datetime:
     ``moment`` lies in the second pass of a repeated hour, the rest of that hour's candidates map to
     its first pass, before ``moment``, and are skipped.
     """
-    zone = ZoneInfo(schedule.timezone)
+    zone = schedule.zone
     wall = moment.astimezone(zone).replace(tzinfo=None, fold=0)
     iterator = _croniter(schedule.cron, threading.get_ident())
     for _ in range(_MAX_SKIPPED_CANDIDATES):

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError
 
 from .errors import SpecError
 
@@ -169,13 +169,17 @@ class Schedule:
         options: dict[str, Any] = {"timezone": tz}
         if kind == "cron":
             expression = str(doc["cron"]).strip()
-            if not croniter.is_valid(expression) or len(expression.split()) not in (1, 5):
-                raise SpecError(
-                    f"invalid cron expression {expression!r} (expected 5 fields such as '0 * * * *' or @hourly, @daily...)",
-                    f"{pointer}/cron",
-                )
+            invalid = SpecError(
+                f"invalid cron expression {expression!r} (expected 5 fields such as '0 * * * *' or @hourly, @daily...)",
+                f"{pointer}/cron",
+            )
+            if len(expression.split()) not in (1, 5):
+                raise invalid
+            try:  # parses the expression once: computing its next slot is the validity check
+                _check_cron_fires(expression, tz)
+            except CroniterError:
+                raise invalid from None
             options["cron"] = expression
-            _check_cron_fires(expression, tz)
         elif kind == "every":
             every = parse_duration(doc["every"], f"{pointer}/every")
             if every <= timedelta(0):
@@ -499,5 +503,10 @@ class TaskSpec:
 
     def spec_hash(self) -> str:
         """A stable digest of the canonical document: equal specs, equal hashes."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return document_hash(self.to_dict())
+
+
+def document_hash(document: Mapping[str, Any]) -> str:
+    """``TaskSpec.spec_hash`` of a spec whose canonical document the caller already holds."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidState, TaskNotFound
-from ..spec import TaskSpec
+from ..spec import TaskSpec, document_hash
 from .base import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
 )
@@ -59,7 +59,7 @@ def upsert(
     document = spec.to_dict()
     declared = {
         "spec": to_json(document),
-        "spec_hash": spec.spec_hash(),
+        "spec_hash": document_hash(document),
         "spec_version": spec_version,
         "source_path": None if spec.source is None else spec.source.path,
         "source_line": None if spec.source is None else spec.source.line,

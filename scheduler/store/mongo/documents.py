@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from ...spec import Source, TaskSpec, thaw
+from ...spec import Source, TaskSpec, thaw, document_hash
 from ..base import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
 from ..common import is_file_source
 
@@ -58,10 +58,11 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
     Top-level copies of a few spec fields (``taskType``, ``enabled``, ``nodes``...)
     exist for the claim filter and the indexes; they are rewritten with the spec."""
     source = spec.source
+    document = spec.to_dict()
     return {
-        "spec": spec.to_dict(),
+        "spec": document,
         "source": None if source is None else {"path": source.path, "line": source.line},
-        "specHash": spec.spec_hash(),
+        "specHash": document_hash(document),
         "specVersion": float(spec_version),
         "taskType": spec.type,
         "enabled": spec.enabled,
