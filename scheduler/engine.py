@@ -217,13 +217,10 @@ class Engine:
         while True:
             await asyncio.sleep(self.config.purge_interval.total_seconds())
             for store in self.stores:
-                try:
-                    counts = await store.purge(keep_history=self.config.keep_history, retention=self.config.retention)
+                try:  # the store logs what it purged
+                    await store.purge(keep_history=self.config.keep_history, retention=self.config.retention)
                 except StoreError as exc:
                     log.error("purge failed: %s", exc)
-                    continue
-                if counts.tasks or counts.runs:
-                    log.info("purged %d task(s) and %d run record(s)", counts.tasks, counts.runs)
 
     # -- steps ----------------------------------------------------------------
 

@@ -8,9 +8,9 @@ same documents.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from ..spec import Source, utc_iso
+from ..spec import Source, TaskSpec, utc_iso
 from .base import HISTORY_LIMIT, Outcome
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -85,3 +85,24 @@ def lease_expired_error(owner: str, until: datetime) -> str:
 
 CANCELLED_ERROR = "Cancelled by an operator"
 REMOVED_ERROR = "Task deleted while running"
+
+
+_parsed_specs: dict[tuple[str, Source | None], TaskSpec] = {}
+_PARSED_SPECS_MAX = 4096
+
+
+def stored_spec(spec_hash: str, load: Callable[[], Mapping[str, Any]], source: Source | None) -> TaskSpec:
+    """The ``TaskSpec`` of a stored canonical document, parsed once per (hash, source).
+
+    Parsing checks cron expressions and time zones; claims and listings read the
+    same specs again and again, and specs are immutable. ``load`` gives the
+    document, called only on a miss (a hit does not even decode stored JSON).
+    """
+    key = (spec_hash, source)
+    spec = _parsed_specs.get(key)
+    if spec is None:
+        if len(_parsed_specs) >= _PARSED_SPECS_MAX:
+            _parsed_specs.clear()  # a bound, not a policy: misses only cost a parse
+        spec = TaskSpec.from_dict(load(), source=source)
+        _parsed_specs[key] = spec
+    return spec

@@ -11,13 +11,12 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from ..errors import StoreError
-from ..spec import Source, TaskSpec
+from ..spec import Source
 from .base import NodeInfo, Outcome, RunRecord, Status, Task
-from .common import epoch_ms, from_epoch_ms
+from .common import epoch_ms, from_epoch_ms, stored_spec
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +180,6 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-@lru_cache(maxsize=4096)
-def _load_spec(document: str, source_path: str | None, source_line: int | None) -> TaskSpec:
-    # Specs are immutable and parsing one validates cron expressions and time
-    # zones: claims and listings reuse the parsed value.
-    source = None if source_path is None else Source(source_path, source_line or 0)
-    return TaskSpec.from_dict(json.loads(document), source=source)
-
-
 def ms_or_none(moment: datetime | None) -> int | None:
     return None if moment is None else epoch_ms(moment)
 
@@ -202,7 +193,10 @@ def task_from_row(row: sqlite3.Row) -> Task:
     delay = row["retry_delay_override"]
     return Task(
         item_id=row["item_id"],
-        spec=_load_spec(row["spec"], row["source_path"], row["source_line"]),
+        spec=stored_spec(
+            row["spec_hash"], lambda: json.loads(row["spec"]),
+            None if row["source_path"] is None else Source(row["source_path"], row["source_line"] or 0),
+        ),
         spec_hash=row["spec_hash"],
         status=Status(row["status"]),
         node=row["node"],

@@ -14,9 +14,9 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from ...spec import Source, TaskSpec, thaw, document_hash
+from ...spec import Source, TaskSpec, document_hash, thaw
 from ..base import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
-from ..common import is_file_source
+from ..common import is_file_source, stored_spec
 
 SCHEMA_VERSION = 1
 
@@ -111,7 +111,7 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
     retry_delay_ms = doc.get("retryDelayOverrideMs")
     return Task(
         item_id=doc["_id"],
-        spec=TaskSpec.from_dict(doc["spec"], source=None if source is None else Source(**source)),
+        spec=stored_spec(doc["specHash"], lambda: doc["spec"], None if source is None else Source(**source)),
         spec_hash=doc["specHash"],
         status=Status(doc["status"]),
         node=doc.get("node"),
