@@ -29,11 +29,12 @@ from scheduler.api.app import create_app  # noqa: E402
 from scheduler.api.auth import ApiAuth  # noqa: E402
 from scheduler.api.metrics import Metrics  # noqa: E402
 from scheduler.api.services import ApiServices  # noqa: E402
+from scheduler.model import Outcome, RunResult, TaskQuery  # noqa: E402
 from scheduler.policy import Retention, after_run  # noqa: E402
 from scheduler.schedule import first_slot  # noqa: E402
 from scheduler.spec import Source, TaskSpec  # noqa: E402
 from scheduler.store import open_store  # noqa: E402
-from scheduler.store.base import Outcome, RunResult, Store, TaskQuery  # noqa: E402
+from scheduler.store.base import Store  # noqa: E402
 
 TOKEN = "bench-token"
 TYPES = ("dataSync", "purge", "report", "cacheRefresh")

@@ -27,8 +27,8 @@ from pathlib import Path
 # Runnable from a checkout without installing: the repository root holds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scheduler.model import Claim, Outcome, RunResult, Status, Transition  # noqa: E402
 from scheduler.spec import TaskSpec  # noqa: E402
-from scheduler.store.base import Claim, Outcome, RunResult, Status, Transition  # noqa: E402
 from scheduler.store.sqlite import SQLiteStore  # noqa: E402
 
 LEASE = timedelta(seconds=60)

@@ -27,8 +27,8 @@ import mongomock
 # Runnable from a checkout without installing: the repository root holds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scheduler.model import Outcome, RunResult, Status, Transition  # noqa: E402
 from scheduler.spec import TaskSpec  # noqa: E402
-from scheduler.store.base import Outcome, RunResult, Status, Transition  # noqa: E402
 from scheduler.store.mongo import MongoStore  # noqa: E402
 
 LABEL = "Python overhead only (mongomock), not MongoDB speed"

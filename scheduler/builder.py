@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import SpecError
 from .executors import Executor, executor_from_callable
+from .model import Task
 from .spec import NAME_PATTERN, RetryPolicy, RunSpec, Schedule, Source, TaskSpec, freeze
-from .store.base import Task
 
 if TYPE_CHECKING:
     from .embedded import Scheduler

@@ -18,7 +18,7 @@ import yaml
 
 from . import schema
 from .errors import ConfigError, SpecError
-from .store.base import Retention
+from .model import Retention
 from .spec import parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8181"

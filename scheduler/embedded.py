@@ -22,10 +22,11 @@ from .builder import TaskBuilder
 from .engine import Engine, EngineConfig
 from .errors import TaskNotFound
 from .executors import Executor
+from .model import Clock, Task, system_clock
 from .schedule import first_slot
 from .spec import TaskSpec
 from .store import open_store
-from .store.base import Clock, Store, Task, system_clock
+from .store.base import Store
 
 
 class Scheduler:

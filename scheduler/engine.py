@@ -28,9 +28,10 @@ from . import __version__
 from .errors import ExecutorError, StoreError
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor
 from .listener import EngineListener
+from .model import Claim, NodeInfo, Outcome, Retention, RunResult
 from .policy import after_run, replaced_run
 from .schedule import fire_time, is_missed, next_slot
-from .store.base import Claim, NodeInfo, Outcome, Retention, RunResult, Store
+from .store.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .store.base import Claim, RunResult, Task
+from .model import Claim, RunResult, Task
 
 
 class EngineListener:

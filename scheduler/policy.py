@@ -17,9 +17,9 @@ import dataclasses
 
 from datetime import datetime, timedelta
 
+from .model import is_file_source
+from .model import Claim, Outcome, Retention, Status, Task, Transition
 from .schedule import fire_time, next_slot
-from .store.common import is_file_source
-from .store.base import Claim, Outcome, Retention, Status, Task, Transition
 
 
 def retry_delay(task: Task, failures_in_slot: int) -> timedelta:

@@ -35,9 +35,10 @@ from typing import Callable, Iterable
 from watchfiles import Change, awatch
 
 from .loader import DirectoryResult, Problem, is_task_file, load_directory
+from .model import TaskQuery, UpsertResult
 from .schedule import first_slot
 from .spec import TaskSpec, utc_iso
-from .store.base import Store, TaskQuery, UpsertResult
+from .store.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import TaskNotFound
-from ..store.base import Store, Task, TaskQuery
+from ..model import Task, TaskQuery
+from ..store.base import Store
 
 _SORT_VALUES = {
     "nextScheduledExecution": lambda t: t.next_scheduled_execution,

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..listener import EngineListener
-from ..store.base import Claim, RunResult, Task
+from ..model import Claim, RunResult, Task
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from ..store.base import SORT_FIELDS, Status, TaskQuery
+from ..model import SORT_FIELDS, Status, TaskQuery
 from .errors import bad_request
 
 DEFAULT_LIMIT = 50

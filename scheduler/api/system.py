@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from ..store.base import TaskQuery
+from ..model import TaskQuery
 from . import views
 from .errors import ApiError
 from .keys import FINDER, OPENAPI, SERVICES

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from ..store.base import Task
+from ..model import Task
 from . import params, views
 from .errors import bad_request
 from .keys import FINDER, SERVICES

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from ..model import NodeInfo, Page, RunRecord, Task
 from ..spec import utc_iso
-from ..store.base import NodeInfo, Page, RunRecord, Task
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -229,7 +229,7 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
         for r in runs
     ]
     headers = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
-    text = view + f"\n\nRecent runs (newest first):\n" + table(headers, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
+    text = view + "\n\nRecent runs (newest first):\n" + table(headers, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
     newest = runs[0]
     if newest.get("output"):
         tail = "\n".join("  " + line for line in newest["output"].rstrip("\n").splitlines()[-10:])

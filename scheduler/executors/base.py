@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
+from ..model import Outcome
 from ..spec import TaskSpec
-from ..store.base import Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..model import Outcome
 from ..spec import RunSpec, thaw, utc_iso
-from ..store.base import Outcome
 from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
 from .control import ControlReader
 from .processes import describe_exit, group_alive, parent_death_signal, signal_group

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from ..model import Outcome
 from ..spec import HttpRequest, thaw
-from ..store.base import Outcome
 from .base import Execution, RunContext, run_timeout, stop_message, wait_or_stop
 
 logger = logging.getLogger(__name__)

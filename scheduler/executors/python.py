@@ -30,7 +30,7 @@ import logging
 import traceback
 from typing import Any, Callable
 
-from ..store.base import Outcome
+from ..model import Outcome
 from .base import OUTPUT_LIMIT, Execution, Executor, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
 from .threads import default_workers
 

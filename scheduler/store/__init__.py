@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 from ..errors import StoreError
-from .base import Clock, Store, system_clock
+from ..model import Clock, system_clock
+from .base import Store
 
 ACCEPTED_URLS = (
     "sqlite:///absolute/path.db, sqlite:///:memory: (or sqlite://:memory: or memory:), "

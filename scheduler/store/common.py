@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
+from ..model import HISTORY_LIMIT, Outcome
 from ..spec import Source, TaskSpec, utc_iso
-from .base import HISTORY_LIMIT, Outcome
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
@@ -31,11 +31,6 @@ def from_epoch_ms(ms: int) -> datetime:
 def make_run_id(item_id: str, scheduled_for: datetime, attempt: int) -> str:
     """``<taskId>:<scheduledFor ms>:<attempt>``: the same slot always gets the same id."""
     return f"{item_id}:{epoch_ms(scheduled_for)}:{attempt}"
-
-
-def is_file_source(source: Source | None) -> bool:
-    """True for a spec declared in a file (API and builder sources look like ``<api>``)."""
-    return source is not None and bool(source.path) and not source.path.startswith("<")
 
 
 def history_entry(

@@ -34,22 +34,10 @@ from ..errors import StoreError
 from ..spec import TaskSpec
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
-from .base import (
-    Retention,
-    Claim,
-    Clock,
-    NodeInfo,
-    Page,
-    PurgeCounts,
-    RunResult,
-    Status,
-    Store,
-    Task,
-    TaskQuery,
-    Transition,
-    UpsertResult,
-    system_clock,
+from ..model import (
+    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock,
 )
+from .base import Store
 from .sqlite_schema import SORT_COLUMNS, connect, to_json
 
 logger = logging.getLogger(__name__)

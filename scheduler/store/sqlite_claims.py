@@ -15,7 +15,7 @@ import sqlite3
 from datetime import datetime, timedelta
 
 from ..errors import StoreError
-from .base import Claim, Outcome, RunResult, Status, Task, Transition
+from ..model import Claim, Outcome, RunResult, Status, Task, Transition
 from .common import (
     crash_details,
     epoch_ms,

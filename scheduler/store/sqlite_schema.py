@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import StoreError
+from ..model import NodeInfo, Outcome, RunRecord, Status, Task
 from ..spec import Source
-from .base import NodeInfo, Outcome, RunRecord, Status, Task
 from .common import epoch_ms, from_epoch_ms, stored_spec
 
 logger = logging.getLogger(__name__)

@@ -14,17 +14,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidState, TaskNotFound
-from ..spec import TaskSpec, document_hash
-from .base import (
+from ..model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
+    is_file_source,
 )
+from ..spec import TaskSpec, document_hash
 from .common import (
     CANCELLED_ERROR,
     REMOVED_ERROR,
     epoch_ms,
     from_epoch_ms,
     history_entry,
-    is_file_source,
     make_run_id,
     push_history,
 )

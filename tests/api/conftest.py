@@ -18,11 +18,12 @@ from scheduler.api.app import create_app
 from scheduler.api.auth import ApiAuth
 from scheduler.api.metrics import Metrics
 from scheduler.api.services import ApiServices
+from scheduler.model import Claim, Outcome, RunResult
 from scheduler.policy import Retention, after_run
 from scheduler.schedule import first_slot
 from scheduler.spec import Source, TaskSpec
 from scheduler.store import open_store
-from scheduler.store.base import Claim, Outcome, RunResult, Store
+from scheduler.store.base import Store
 from tests.support.clock import ManualClock
 
 START = datetime(2024, 3, 20, 14, 0, tzinfo=timezone.utc)

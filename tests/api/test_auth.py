@@ -9,7 +9,7 @@ import pytest
 from scheduler.api.auth import ApiAuth, Role
 from scheduler.api.routes import ROUTES
 from scheduler.errors import ConfigError
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, VIEWER, VIEWER_TOKEN, basic
 
 # A request for each route; paths name a task that exists, so an allowed call is not a 4xx.

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scheduler.api.listing import merge_window, sort_key
+from scheduler.model import Status, Task, TaskQuery
 from scheduler.spec import TaskSpec
-from scheduler.store.base import Status, Task, TaskQuery
 
 T0 = datetime(2024, 3, 20, 14, tzinfo=timezone.utc)
 

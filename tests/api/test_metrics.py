@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.api.metrics import Metrics
 from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 from tests.api.conftest import LEASE, VIEWER
 
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from scheduler.api.routes import ROUTES
-from scheduler.store.base import NodeInfo, Outcome
+from scheduler.model import NodeInfo, Outcome
 from tests.api.conftest import ADMIN, VIEWER
 from tests.api.openapi_check import OpenApiDocument
 

@@ -21,8 +21,8 @@ from scheduler.api.app import create_app, load_openapi
 from scheduler.api.auth import ApiAuth
 from scheduler.api.metrics import Metrics
 from scheduler.api.services import ApiServices
+from scheduler.model import Outcome
 from scheduler.store import open_store
-from scheduler.store.base import Outcome
 from tests.api.conftest import ADMIN, TOKENS, Node, Seeder
 from tests.support.clock import ManualClock
 

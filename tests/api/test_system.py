@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from scheduler.store.base import NodeInfo
+from scheduler.model import NodeInfo
 from tests.api.conftest import ADMIN, VIEWER
 
 FILES = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from scheduler.model import Outcome, Status
 from scheduler.schedule import first_slot
 from scheduler.spec import Source, TaskSpec
-from scheduler.store.base import Outcome, Status
 from tests.api.conftest import ADMIN, VIEWER
 
 CRM = {"targetSystem": "CRM", "batchSize": 1000}

@@ -8,7 +8,7 @@ import pytest
 
 from scheduler import Scheduler
 from scheduler.errors import SpecError
-from scheduler.store.base import Status, TaskQuery
+from scheduler.model import Status, TaskQuery
 from tests.support.clock import ManualClock
 from tests.support.wait import wait_for
 

@@ -9,10 +9,10 @@ import pytest
 
 from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
+from scheduler.model import system_clock
 from scheduler.schedule import first_slot
 from scheduler.spec import Source, TaskSpec
 from scheduler.store import open_store
-from scheduler.store.base import system_clock
 from tests.support.clock import ManualClock
 from tests.support.wait import wait_for  # noqa: F401  (re-exported for the scenarios)
 

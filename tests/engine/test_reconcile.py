@@ -8,9 +8,9 @@ import pytest
 
 from scheduler import reconcile
 from scheduler.errors import StoreError, TaskNotFound
+from scheduler.model import Status, TaskQuery
 from scheduler.reconcile import Reconciler
 from scheduler.store import open_store
-from scheduler.store.base import Status, TaskQuery
 from tests.support.taskfiles import task_yaml
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from scheduler.engine import SHUTDOWN_REASON
-from scheduler.store.base import Outcome, Retention, Status, TaskQuery
+from scheduler.model import Outcome, Retention, Status, TaskQuery
 
 from .conftest import Recorder, register, wait_for
 

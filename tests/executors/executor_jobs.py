@@ -4,7 +4,7 @@ import asyncio
 import threading
 
 from scheduler.executors import Execution
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 calls = []
 release = threading.Event()  # lets a test end a thread that ignored its cancel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.executors import CommandExecutor, Progress
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 from executor_support import alive, eventually, pid_written, read_pid
 

@@ -5,7 +5,7 @@ import pytest
 from aiohttp import web
 
 from scheduler.executors import HttpExecutor
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 from executor_support import eventually
 

@@ -6,7 +6,7 @@ import pytest
 import executor_jobs
 from executor_jobs import AsyncExecutor, SyncExecutor, calls
 from scheduler.executors import Progress, PythonExecutor, executor_from_callable
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 from conftest import make_spec
 

@@ -4,7 +4,7 @@ import executor_jobs
 from scheduler.errors import ExecutorError
 from scheduler.executors import CallableExecutor, CommandExecutor, HttpExecutor, PythonExecutor, resolve_executor
 from scheduler.executors import registry
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 from conftest import make_spec
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from scheduler.executors import Progress, RunContext
-from scheduler.store.base import Outcome
+from scheduler.model import Outcome
 
 from conftest import SLOT, make_spec
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from scheduler.model import Claim, Outcome, RunResult, Status, Transition
 from scheduler.spec import Source, TaskSpec
-from scheduler.store.base import Claim, Outcome, RunResult, Status, Store, Transition
+from scheduler.store.base import Store
 
 LEASE = timedelta(seconds=30)
 HOUR = timedelta(hours=1)

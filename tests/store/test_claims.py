@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.store.base import HISTORY_LIMIT, Outcome, Status
+from scheduler.model import HISTORY_LIMIT, Outcome, Status
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, failure, final, make_spec, success
 

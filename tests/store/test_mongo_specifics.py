@@ -16,7 +16,7 @@ import pytest
 from pymongo.errors import OperationFailure, PyMongoError
 
 from scheduler.errors import ConfigError, StoreError
-from scheduler.store.base import Status, TaskQuery
+from scheduler.model import Status, TaskQuery
 from scheduler.store.mongo import MongoStore
 from scheduler.store.mongo.clock import RESYNC_INTERVAL, ServerClock
 from scheduler.store.mongo.store import database_from_url, hosts_of

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import InvalidState, TaskNotFound
+from scheduler.model import NodeInfo, Outcome, PurgeCounts, Retention, Status, TaskQuery
 from scheduler.spec import Source
-from scheduler.store.base import NodeInfo, Outcome, PurgeCounts, Retention, Status, TaskQuery
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, failure, final, make_spec, success
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.store.base import Outcome, Status
+from scheduler.model import Outcome, Status
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, make_spec
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import TaskNotFound
+from scheduler.model import SORT_FIELDS, Status, TaskQuery, UpsertResult
 from scheduler.spec import Source
-from scheduler.store.base import SORT_FIELDS, Status, TaskQuery, UpsertResult
 
 from .helpers import HOUR, LEASE, add_task, claim_one, failure, final, make_spec, success
 

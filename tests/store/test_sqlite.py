@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import StoreError, TaskNotFound
+from scheduler.model import Status, TaskQuery, UpsertResult
 from scheduler.store import open_store
-from scheduler.store.base import Status, TaskQuery, UpsertResult
 from scheduler.store.sqlite import SQLiteStore
 from scheduler.store.sqlite_schema import SCHEMA_VERSION
 from tests.support.clock import ManualClock

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.store.base import Status, TaskQuery
+from scheduler.model import Status, TaskQuery
 from scheduler.store.sqlite import SQLiteStore
 from tests.support import store_worker
 

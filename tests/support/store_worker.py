@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler.store.base import Claim, Outcome, RunResult, Status, Transition, system_clock
+from scheduler.model import Claim, Outcome, RunResult, Status, Transition, system_clock
 from scheduler.store.sqlite import SQLiteStore
 
 logger = logging.getLogger(__name__)

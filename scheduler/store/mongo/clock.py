@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from pymongo.errors import OperationFailure
 
-from ..base import Clock
+from ...model import Clock
 from .documents import aware
 
 log = logging.getLogger(__name__)

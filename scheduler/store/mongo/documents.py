@@ -14,9 +14,10 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
+from ...model import is_file_source
 from ...spec import Source, TaskSpec, document_hash, thaw
-from ..base import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
-from ..common import is_file_source, stored_spec
+from ..common import stored_spec
 
 SCHEMA_VERSION = 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..base import SORT_FIELDS, Claim, Status, TaskQuery
+from ...model import SORT_FIELDS, Claim, Status, TaskQuery
 from .documents import label_pairs
 
 # API sort field -> document field. Every other sort field has the same name.

@@ -41,7 +41,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from ..base import SORT_FIELDS
+from ...model import SORT_FIELDS
 
 # Sort fields whose document field differs from the API name, or that the
 # status prefix already covers.

@@ -22,7 +22,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..base import HISTORY_LIMIT, Claim, Outcome, RunResult, Status, Task, Transition
+from ...model import HISTORY_LIMIT, Claim, Outcome, RunResult, Status, Task, Transition
 from ..common import crash_details, history_entry, lease_expired_error, make_run_id
 from .documents import aware, current_slot, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced, fenced_claim

@@ -32,23 +32,10 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ...errors import ConfigError, StoreError
 from ...spec import TaskSpec
-from ..base import (
-    Retention,
-    Claim,
-    Clock,
-    NodeInfo,
-    Page,
-    PurgeCounts,
-    RunResult,
-    Status,
-    Store,
-    Task,
-    TaskQuery,
-    Transition,
-    UpsertResult,
-    system_clock,
-    truncate_ms,
+from ...model import (
+    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
+from ..base import Store
 from . import protocol, tasks
 from .clock import ServerClock
 from .documents import SCHEMA_VERSION

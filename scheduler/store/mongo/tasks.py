@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ...errors import InvalidState, StoreError, TaskNotFound
 from ...spec import TaskSpec
-from ..base import (
+from ...model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
 )
 from ..common import CANCELLED_ERROR, ONE_MS, REMOVED_ERROR, history_entry, make_run_id

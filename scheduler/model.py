@@ -1,0 +1,237 @@
+"""The domain model: tasks, their statuses, claims, run results and records, retention.
+
+Plain values shared by every layer: the status machine (``policy``), the engine,
+the executors, the API and the store backends. Nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any, Callable, Mapping
+
+from .spec import Source, TaskSpec
+
+Clock = Callable[[], datetime]
+
+HISTORY_LIMIT = 20  # history entries kept on a task document, newest first
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def truncate_ms(moment: datetime) -> datetime:
+    """The precision every backend stores (BSON dates are milliseconds)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Status(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    WAITING = "WAITING"  # kept for Unomi compatibility; this scheduler never sets it
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    CRASHED = "CRASHED"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+SORT_FIELDS = frozenset(
+    {
+        "nextScheduledExecution",
+        "lastExecutionDate",
+        "creationDate",
+        "taskType",
+        "status",
+        "itemId",
+        "failureCount",
+        "successCount",
+    }
+)
+
+
+class Outcome(StrEnum):
+    """How a run ended, as recorded in its run record and in the history."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"  # stopped because the task was cancelled or replaced
+    LEASE_LOST = "lease_lost"  # stopped because another node took the task over
+    CRASHED = "crashed"  # the node died or shut down: written by recover/abandon
+    SKIPPED = "skipped"  # missedRuns: skip, a slot missed while the cluster was down
+
+
+@dataclass
+class Task:
+    """A stored task: its spec and its runtime state. Field names follow the API."""
+
+    item_id: str
+    spec: TaskSpec
+    spec_hash: str
+    status: Status
+    node: str | None = None  # runOn: all copies and non-persistent tasks: the only node that may claim
+    next_scheduled_execution: datetime | None = None  # when it becomes claimable (slot + jitter or retry delay)
+    scheduled_for: datetime | None = None  # the nominal slot the next run is for
+    attempt: int = 1  # attempt number of the next run of ``scheduled_for`` (1 = first try)
+    last_execution_date: datetime | None = None  # start of the last run
+    last_finish_date: datetime | None = None
+    failure_count: int = 0  # consecutive failures; 0 after a success
+    success_count: int = 0
+    current_step: str | None = None
+    status_details: dict[str, Any] = field(default_factory=dict)
+    checkpoint_data: dict[str, Any] | None = None
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    fence: int = 0
+    max_retries_override: int | None = None  # set through PUT /cxs/tasks/{id}/config
+    retry_delay_override: timedelta | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # newest first, bounded
+    spec_version: float = 0.0  # see upsert_spec
+    creation_date: datetime | None = None
+    last_modified: datetime | None = None
+    expires_at: datetime | None = None  # finished one-shots: when purge may delete the task
+
+    @property
+    def max_retries(self) -> int:
+        return self.spec.retry.max_retries if self.max_retries_override is None else self.max_retries_override
+
+    @property
+    def retry_delay(self) -> timedelta:
+        return self.spec.retry.retry_delay if self.retry_delay_override is None else self.retry_delay_override
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run a node is entitled to execute: the task as claimed plus the fencing token."""
+
+    task: Task
+    node_id: str
+    fence: int
+    run_id: str  # "<taskId>:<scheduledFor ms>:<attempt>"
+    scheduled_for: datetime
+    attempt: int
+    started_at: datetime
+    lease_until: datetime
+
+    @property
+    def item_id(self) -> str:
+        return self.task.item_id
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What an executor reports; the engine turns it into a ``Transition``."""
+
+    outcome: Outcome
+    finished_at: datetime
+    exit_code: int | None = None
+    output: str = ""  # tail of the output, capped by the executor
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The next state of a task after a run, computed by the engine (pure policy)."""
+
+    status: Status
+    next_scheduled_execution: datetime | None
+    scheduled_for: datetime | None
+    attempt: int
+    failure_count: int
+    success_count: int
+    last_error: str | None
+    expires_at: datetime | None = None  # set for a one-shot reaching a final status
+    run_expires_at: datetime | None = None  # when purge may delete this run's record
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    task_id: str
+    scheduled_for: datetime
+    attempt: int
+    node_id: str
+    fence: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: Outcome | None = None  # None while running
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    status: Status | None = None
+    task_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    node: str | None = None
+    persistent: bool | None = None
+    origin_file: bool | None = None  # True: tasks declared in files; False: API/builder tasks
+    sort_by: str = "itemId"  # one of SORT_FIELDS
+    descending: bool = False
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    executor: bool
+    heartbeat: datetime
+    running: int = 0
+    started_at: datetime | None = None
+    version: str = ""
+    listen: str = ""
+
+
+class UpsertResult(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    SUPERSEDED = "superseded"  # the store holds a newer version of this spec
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished things are kept before the purge deletes them."""
+
+    completed: timedelta = timedelta(days=7)
+    failed: timedelta = timedelta(days=30)
+    cancelled: timedelta = timedelta(days=30)
+    runs: timedelta = timedelta(days=30)
+
+    def for_status(self, status: Status) -> timedelta:
+        return {
+            Status.COMPLETED: self.completed,
+            Status.FAILED: self.failed,
+            Status.CANCELLED: self.cancelled,
+        }[status]
+
+
+@dataclass(frozen=True)
+class PurgeCounts:
+    tasks: int = 0
+    runs: int = 0
+
+
+def is_file_source(source: Source | None) -> bool:
+    """True for a spec declared in a file (API and builder sources look like ``<api>``)."""
+    return source is not None and bool(source.path) and not source.path.startswith("<")
