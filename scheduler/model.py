@@ -15,6 +15,9 @@ from .spec import Source, TaskSpec
 
 Clock = Callable[[], datetime]
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MS = timedelta(milliseconds=1)
+
 HISTORY_LIMIT = 20  # history entries kept on a task document, newest first
 
 
@@ -25,6 +28,22 @@ def system_clock() -> datetime:
 def truncate_ms(moment: datetime) -> datetime:
     """The precision every backend stores (BSON dates are milliseconds)."""
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (sub-millisecond part dropped)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"expected an aware datetime, got naive {moment.isoformat()}")
+    return (moment - EPOCH) // ONE_MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def make_run_id(item_id: str, scheduled_for: datetime, attempt: int) -> str:
+    """``<taskId>:<scheduledFor ms>:<attempt>``: the same slot always gets the same id."""
+    return f"{item_id}:{epoch_ms(scheduled_for)}:{attempt}"
 
 
 class Status(StrEnum):
@@ -117,6 +136,7 @@ class Claim:
     attempt: int
     started_at: datetime
     lease_until: datetime
+    previous_execution_date: datetime | None = None  # restored if the claim is released before its run starts
 
     @property
     def item_id(self) -> str:

@@ -22,9 +22,15 @@ The claim protocol (see DESIGN.md):
    ``status == RUNNING`` still match; anything else is reported lost.
 3. ``finish_run`` and ``save_progress`` write only where owner and fence match
    and the task is still RUNNING: a stale node's late write changes nothing.
-4. ``recover_expired`` turns expired leases into ``CRASHED`` under the same
+4. ``recover_expired`` applies the crash rule to expired leases under the same
    fence condition, keeping ``checkpointData``.
 5. Each claim inserts a run record, unique on ``(taskId, scheduledFor, attempt)``.
+
+Every change of a task's state is decided by ``scheduler.policy`` (the status
+machine, pure functions) and applied by a backend with one compare-and-set on
+the state it was decided from: backends write rules down nowhere else. A
+change that sets the attempt of a run still to come is moved past the run
+records of that slot, so the same slot and attempt never start twice.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, Sequence
 
 from ..model import (
-    Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Task, TaskQuery, Transition, UpsertResult,
-    system_clock, truncate_ms,
+    SORT_FIELDS, Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Status, Task, TaskQuery, Transition,
+    UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -113,7 +119,6 @@ class Store(abc.ABC):
     async def get_task(self, item_id: str) -> Task:
         """The task, or ``TaskNotFound``."""
 
-    @abc.abstractmethod
     async def query_tasks(self, query: TaskQuery) -> Page:
         """Tasks matching every given filter, sorted by ``query.sort_by`` (ties
         broken by itemId in the same direction, so descending is the exact reverse
@@ -122,12 +127,27 @@ class Store(abc.ABC):
         ``Task.node``. Filter values are compared as plain values, never
         interpreted as query operators. An unknown ``sort_by`` or a negative
         offset or limit is a ``ValueError``."""
+        if query.sort_by not in SORT_FIELDS:
+            raise ValueError(f"cannot sort by {query.sort_by!r}: use one of {', '.join(sorted(SORT_FIELDS))}")
+        check_count("offset", query.offset)
+        check_count("limit", query.limit)
+        return await self._query_tasks(query)
 
     @abc.abstractmethod
+    async def _query_tasks(self, query: TaskQuery) -> Page:
+        """``query_tasks`` with its arguments checked."""
+
     async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
         """Run records of a task, newest ``started_at`` first (``Page.items`` of
         ``RunRecord``). Records outlive their task, so an unknown id is an empty
         page, not ``TaskNotFound``."""
+        check_count("offset", offset)
+        check_count("limit", limit)
+        return await self._list_runs(item_id, offset, limit)
+
+    @abc.abstractmethod
+    async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
+        """``list_runs`` with its arguments checked."""
 
     @abc.abstractmethod
     async def next_due_time(self, node_id: str) -> datetime | None:
@@ -143,7 +163,6 @@ class Store(abc.ABC):
 
     # -- the claim protocol ------------------------------------------------
 
-    @abc.abstractmethod
     async def claim_due(
         self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
     ) -> list[Claim]:
@@ -165,13 +184,43 @@ class Store(abc.ABC):
         its attempt is moved past the existing records. Two concurrent callers
         never both obtain the same task.
         """
+        check_count("claim limit", limit)
+        check_lease(lease_duration)
+        if horizon < timedelta(0):
+            raise ValueError(f"a claim horizon must not be negative, got {horizon}")
+        if limit == 0:
+            return []
+        return await self._claim_due(node_id, limit, lease_duration, horizon)
 
     @abc.abstractmethod
+    async def _claim_due(self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta) -> list[Claim]:
+        """``claim_due`` with its arguments checked."""
+
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
         """Extend to ``now + lease_duration`` the lease of each claim whose task
-        still has ``lease.owner == node_id``, ``lease.fence == claim.fence`` and
-        status RUNNING. Returns the item ids that matched nothing: cancelled,
-        deleted or taken over. The caller must stop those runs and write nothing."""
+        still has ``lease.owner == node_id`` and ``lease.fence == claim.fence``.
+        Returns the item ids of the claims whose task is no longer RUNNING under
+        that lease: cancelled, deleted, taken over or finished. The caller must
+        stop those runs and write nothing. A lease still held by a task that is
+        no longer RUNNING (a cancel, then a retry or a run-now) is extended all
+        the same: its run is still stopping, and nothing may start the task
+        beside it until its node calls ``release_lease``."""
+        check_lease(lease_duration)
+        if not claims:
+            return set()
+        return await self._renew_leases(node_id, list(claims), lease_duration)
+
+    @abc.abstractmethod
+    async def _renew_leases(self, node_id: str, claims: list[Claim], lease_duration: timedelta) -> set[str]:
+        """``renew_leases`` with its arguments checked."""
+
+    @abc.abstractmethod
+    async def release_lease(self, claim: Claim) -> bool:
+        """The run of ``claim`` has stopped after its task left RUNNING (cancel,
+        then maybe retry or run-now): clear the lease where owner and fence
+        still match and the task is not RUNNING, so that the task can be claimed
+        at once instead of when the lease expires. False when there was nothing
+        to release."""
 
     @abc.abstractmethod
     async def save_progress(
@@ -187,7 +236,6 @@ class Store(abc.ABC):
         ``updateStep`` does); an argument left None leaves its field as it is.
         False (and nothing written) when the claim is stale."""
 
-    @abc.abstractmethod
     async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
         """Record a run's end, fenced: only where ``lease.owner``, ``lease.fence``
         match the claim and status is RUNNING. Applies ``transition``, clears the
@@ -198,61 +246,89 @@ class Store(abc.ABC):
         Checkpoint data is cleared on success and kept otherwise; ``currentStep``
         and ``statusDetails`` are kept. ``transition.status`` RUNNING is a
         ``ValueError``."""
+        if transition.status == Status.RUNNING:
+            raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
+        return await self._finish_run(claim, result, transition)
 
     @abc.abstractmethod
-    async def recover_expired(self, node_id: str) -> list[Task]:
-        """Mark CRASHED every RUNNING task whose lease expired before now (fenced
-        on the fence read): ``lastError``, ``statusDetails.crashTime`` and
-        ``crashedNode``, a history entry, the run record closed as crashed,
-        ``attempt + 1``, ``nextScheduledExecution = now``, lease cleared,
-        checkpoint kept. ``onCrash: resume`` tasks are claimable again at once;
-        ``manual`` ones wait for ``resume``. ``node_id`` is the recovering node,
-        written in the history. Returns the recovered tasks."""
+    async def _finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
+        """``finish_run`` with its arguments checked."""
 
     @abc.abstractmethod
-    async def abandon_runs(self, claims: Sequence[Claim], reason: str) -> list[str]:
+    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
+        """Apply ``policy.crash`` to every RUNNING task whose lease expired before
+        now (fenced on the fence read and on the lease still being expired): a
+        history entry, the run record closed as crashed, ``statusDetails.crashTime``
+        and ``crashedNode``, the lease cleared, the checkpoint kept; then CRASHED
+        and due now while the slot has attempts left (``onCrash: resume`` tasks
+        are claimable again at once, ``manual`` ones wait for ``resume``), else
+        the next slot or FAILED. ``node_id`` is the recovering node, written in
+        the history. Returns the recovered tasks."""
+
+    async def abandon_runs(self, claims: Sequence[Claim], reason: str, retention: Retention = Retention()) -> list[str]:
         """What ``recover_expired`` does, at once, for the given claims of a node
-        that is shutting down (``reason``, e.g. "Interrupted by scheduler
-        shutdown", becomes ``lastError``). Fenced; returns the ids it marked."""
+        that is shutting down and whose runs started (``reason``, e.g.
+        "Interrupted by scheduler shutdown", becomes ``lastError``). The crash
+        consumes the attempt, as any crash does. Fenced; returns the ids it marked."""
+        if not claims:
+            return []
+        return await self._abandon_runs(list(claims), reason, retention)
+
+    @abc.abstractmethod
+    async def _abandon_runs(self, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
+        """``abandon_runs`` with its arguments checked."""
+
+    async def release_claims(self, claims: Sequence[Claim]) -> list[str]:
+        """Hand back claims whose runs never started (``policy.release``): each
+        task is SCHEDULED again as it was before its claim, same slot and
+        attempt, lease cleared, no history entry, and its run record deleted so
+        that the attempt can start later. Fenced; returns the ids released."""
+        if not claims:
+            return []
+        return await self._release_claims(list(claims))
+
+    @abc.abstractmethod
+    async def _release_claims(self, claims: list[Claim]) -> list[str]:
+        """``release_claims`` with its arguments checked."""
 
     # -- operator actions (the API) ---------------------------------------
 
     @abc.abstractmethod
     async def cancel(self, item_id: str) -> Task:
-        """Any non-final status -> CANCELLED (``nextScheduledExecution`` cleared).
-        A RUNNING task keeps its lease fields so that its node's next renewal
-        fails and the run is killed, and nobody can claim the task again before
-        that lease has passed. Its run record is closed as ``cancelled`` with a
-        history entry, since its node will write nothing. ``InvalidState`` when
-        already final."""
+        """``policy.cancel``: any unfinished status -> CANCELLED. A RUNNING task
+        keeps its lease: its node's next renewal reports it lost, the run is
+        stopped, and the node then calls ``release_lease``. ``InvalidState``
+        when already final."""
 
     @abc.abstractmethod
     async def retry(self, item_id: str, reset_failure_count: bool = False) -> Task:
-        """FAILED or CANCELLED -> SCHEDULED, due now, next attempt of the same
-        slot (past any run record of that slot; a task that never had a slot gets
-        ``scheduledFor = now``); ``expires_at`` cleared. With
-        ``reset_failure_count``, ``failureCount`` becomes 0 and the run is a new
-        slot ``scheduledFor = now`` at attempt 1, so the full retry budget applies
-        again. ``InvalidState`` otherwise."""
+        """``policy.retry``: FAILED or CANCELLED -> SCHEDULED, due now, one more
+        attempt of the same slot (a new slot with ``reset_failure_count``);
+        ``expires_at`` cleared. ``InvalidState`` otherwise."""
 
     @abc.abstractmethod
     async def resume(self, item_id: str) -> Task:
-        """CRASHED -> SCHEDULED, due now, checkpoint kept. ``InvalidState`` otherwise."""
+        """``policy.resume``: CRASHED -> SCHEDULED, due now, checkpoint kept. ``InvalidState`` otherwise."""
 
     @abc.abstractmethod
     async def run_now(self, item_id: str) -> Task:
-        """Make the task due now, as a new slot ``scheduledFor = now`` (attempt
-        1), from any status but RUNNING: every other status becomes SCHEDULED
-        (final ones and CRASHED too: the operator asked for a run);
-        ``expires_at`` cleared, checkpoint kept. ``InvalidState`` while RUNNING."""
+        """``policy.run_now``: due now as a new slot, from any status but
+        RUNNING (``InvalidState``)."""
 
-    @abc.abstractmethod
     async def update_config(
         self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
     ) -> Task:
         """Set the operator overrides of the spec's retry policy (None leaves a
         value as it is). Overrides survive spec updates from files. A negative
         value is a ``ValueError``; an unknown task ``TaskNotFound``."""
+        check_count("maxRetries", max_retries)
+        if retry_delay is not None and retry_delay < timedelta(0):
+            raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
+        return await self._update_config(item_id, max_retries, retry_delay)
+
+    @abc.abstractmethod
+    async def _update_config(self, item_id: str, max_retries: int | None, retry_delay: timedelta | None) -> Task:
+        """``update_config`` with its arguments checked."""
 
     # -- nodes ---------------------------------------------------------------
 
@@ -266,7 +342,6 @@ class Store(abc.ABC):
 
     # -- retention -----------------------------------------------------------
 
-    @abc.abstractmethod
     async def purge(
         self,
         *,
@@ -287,3 +362,20 @@ class Store(abc.ABC):
         operator's explicit request. Open run records are never deleted. With
         ``keep_history``, trim each task's history list to that many newest
         entries (not counted). Never touches other tasks."""
+        check_count("keep_history", keep_history)
+        return await self._purge(finished_before, keep_history, retention)
+
+    @abc.abstractmethod
+    async def _purge(self, finished_before: datetime | None, keep_history: int | None, retention: Retention | None) -> PurgeCounts:
+        """``purge`` with its arguments checked."""
+
+
+def check_count(name: str, value: int | None) -> None:
+    """A count or position given to a verb: None (not given) or an integer >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def check_lease(lease_duration: timedelta) -> None:
+    if lease_duration <= timedelta(0):
+        raise ValueError(f"a lease duration must be positive, got {lease_duration}")

@@ -28,17 +28,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from ..errors import StoreError
 from ..spec import TaskSpec
+from ..model import (
+    Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Task, TaskQuery, Transition, UpsertResult,
+    system_clock,
+)
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
-from ..model import (
-    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock,
-)
 from .base import Store
-from .sqlite_schema import SORT_COLUMNS, connect, to_json
+from .sqlite_schema import connect, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -197,14 +198,10 @@ class SQLiteStore(Store):
     async def get_task(self, item_id: str) -> Task:
         return await self._read(tasks_sql.get, item_id)
 
-    async def query_tasks(self, query: TaskQuery) -> Page:
-        if query.sort_by not in SORT_COLUMNS:
-            raise ValueError(f"cannot sort by {query.sort_by!r}: use one of {', '.join(sorted(SORT_COLUMNS))}")
-        _check_paging(query.offset, query.limit)
+    async def _query_tasks(self, query: TaskQuery) -> Page:
         return await self._read(tasks_sql.query, query)
 
-    async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
-        _check_paging(offset, limit)
+    async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._read(tasks_sql.list_runs, item_id, offset, limit)
 
     async def next_due_time(self, node_id: str) -> datetime | None:
@@ -212,23 +209,13 @@ class SQLiteStore(Store):
 
     # -- the claim protocol --------------------------------------------------------------------
 
-    async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+    async def _claim_due(
+        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta
     ) -> list[Claim]:
-        if limit < 0:
-            raise ValueError(f"claim limit must be >= 0, got {limit}")
-        _check_lease(lease_duration)
-        if horizon < timedelta(0):
-            raise ValueError(f"a claim horizon must not be negative, got {horizon}")
-        if limit == 0:
-            return []
         return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon)
 
-    async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
-        _check_lease(lease_duration)
-        if not claims:
-            return set()
-        return await self._write(claims_sql.renew, node_id, list(claims), lease_duration)
+    async def _renew_leases(self, node_id: str, claims: list[Claim], lease_duration: timedelta) -> set[str]:
+        return await self._write(claims_sql.renew, node_id, claims, lease_duration)
 
     async def save_progress(
         self,
@@ -247,18 +234,20 @@ class SQLiteStore(Store):
             updates["status_details"] = to_json(dict(details))
         return await self._write(claims_sql.save_progress, claim, updates)
 
-    async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
-        if transition.status == Status.RUNNING:
-            raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
+    async def _finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
         return await self._write(claims_sql.finish, claim, result, transition)
 
-    async def recover_expired(self, node_id: str) -> list[Task]:
-        return await self._write(claims_sql.recover, node_id)
+    async def release_lease(self, claim: Claim) -> bool:
+        return await self._write(claims_sql.release_lease, claim)
 
-    async def abandon_runs(self, claims: Sequence[Claim], reason: str) -> list[str]:
-        if not claims:
-            return []
-        return await self._write(claims_sql.abandon, list(claims), reason)
+    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
+        return await self._write(claims_sql.recover, node_id, retention)
+
+    async def _abandon_runs(self, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
+        return await self._write(claims_sql.abandon, claims, reason, retention)
+
+    async def _release_claims(self, claims: list[Claim]) -> list[str]:
+        return await self._write(claims_sql.release, claims)
 
     # -- operator actions, nodes, retention -------------------------------------------------------
 
@@ -274,13 +263,9 @@ class SQLiteStore(Store):
     async def run_now(self, item_id: str) -> Task:
         return await self._write(tasks_sql.run_now, item_id)
 
-    async def update_config(
-        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
+    async def _update_config(
+        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None
     ) -> Task:
-        if max_retries is not None and max_retries < 0:
-            raise ValueError(f"maxRetries must be >= 0, got {max_retries}")
-        if retry_delay is not None and retry_delay < timedelta(0):
-            raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
         return await self._write(tasks_sql.update_config, item_id, max_retries, retry_delay)
 
     async def heartbeat(self, node: NodeInfo) -> None:
@@ -289,15 +274,9 @@ class SQLiteStore(Store):
     async def list_nodes(self) -> list[NodeInfo]:
         return await self._read(tasks_sql.list_nodes)
 
-    async def purge(
-        self,
-        *,
-        finished_before: datetime | None = None,
-        keep_history: int | None = None,
-        retention: Retention | None = None,
+    async def _purge(
+        self, finished_before: datetime | None, keep_history: int | None, retention: Retention | None
     ) -> PurgeCounts:
-        if keep_history is not None and keep_history < 0:
-            raise ValueError(f"keep_history must be >= 0, got {keep_history}")
         return await self._write(tasks_sql.purge, finished_before, keep_history, retention)
 
 
@@ -308,13 +287,3 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
     else:
         future.set_exception(error)
-
-
-def _check_paging(offset: int, limit: int) -> None:
-    if offset < 0 or limit < 0:
-        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
-
-
-def _check_lease(lease_duration: timedelta) -> None:
-    if lease_duration <= timedelta(0):
-        raise ValueError(f"a lease duration must be positive, got {lease_duration}")

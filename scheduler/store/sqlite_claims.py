@@ -1,10 +1,13 @@
-"""The claim protocol on SQLite: claim, renew, progress, finish, recover, abandon.
+"""The claim protocol on SQLite: claim, renew, progress, and the one way a task's state changes.
 
 Each function runs inside the one ``BEGIN IMMEDIATE`` transaction that
 ``SQLiteStore`` opened, with ``now`` read from the store's clock after the
 write lock was taken. Holding the lock makes select-then-update atomic; every
 update still carries its compare-and-set condition (fence, owner, status) so
 that each statement states the rule it enforces.
+
+Every transition (finish, crash, release, the operator actions) is decided by
+``scheduler.policy`` and written by ``apply_change``: this module decides nothing.
 """
 
 from __future__ import annotations
@@ -13,23 +16,26 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
+from typing import Any, Callable
 
-from ..errors import StoreError
-from ..model import Claim, Outcome, RunResult, Status, Task, Transition
-from .common import (
-    crash_details,
-    epoch_ms,
-    from_epoch_ms,
-    history_entry,
-    lease_expired_error,
-    make_run_id,
-    push_history,
+from .. import policy
+from ..errors import StoreError, TaskNotFound
+from ..model import Claim, Retention, RunResult, Status, Task, Transition
+from ..policy import Change
+from ..spec import Source
+from .common import epoch_ms, from_epoch_ms, make_run_id, push_history, stored_spec
+from .sqlite_schema import (
+    CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, datetime_or_none, task_from_row, to_json,
 )
-from .sqlite_schema import CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, RUN_KEY, datetime_or_none, ms_or_none, task_from_row, to_json
 
 logger = logging.getLogger(__name__)
 
 FENCED = "item_id = :item_id AND lease_owner = :owner AND fence = :fence AND status = 'RUNNING'"
+HELD = "item_id = :item_id AND lease_owner = :owner AND fence = :fence"
+
+
+def fence_of(held: Claim) -> dict[str, object]:
+    return {"item_id": held.item_id, "owner": held.node_id, "fence": held.fence}
 
 
 def next_free_attempt(conn: sqlite3.Connection, item_id: str, scheduled_ms: int, attempt: int) -> int:
@@ -44,12 +50,74 @@ def run_key(item_id: str, scheduled_ms: int, attempt: int) -> dict[str, object]:
     return {"task_id": item_id, "scheduled_for": scheduled_ms, "attempt": attempt}
 
 
-def close_run(conn: sqlite3.Connection, key: dict[str, object], now_ms: int, outcome: Outcome, error: str) -> None:
-    """End a run record its node will never finish (crashed, cancelled)."""
-    conn.execute(
-        f"UPDATE runs SET finished_at = :now, outcome = :outcome, error = :error WHERE {RUN_KEY} AND finished_at IS NULL",
-        {**key, "now": now_ms, "outcome": outcome.value, "error": error},
-    )
+# -- the one write of a transition ---------------------------------------------------------------
+
+
+def apply_change(
+    conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, change: Change, where: str, params: dict[str, Any]
+) -> bool:
+    """Write ``change`` to the task ``row`` was read from, where ``where`` still holds.
+
+    ``row`` must hold ``item_id``, ``scheduled_for`` and ``history``. False (and
+    nothing written) when the condition no longer holds.
+    """
+    item_id = row["item_id"]
+    values = {column: encode(change.fields[name]) for name, (column, encode) in TASK_COLUMNS.items()
+              if name in change.fields}
+    if "attempt" in values and change.status in (Status.SCHEDULED, Status.CRASHED):
+        slot = values.get("scheduled_for", row["scheduled_for"])
+        if slot is not None:  # never point a run still to come at a run record that exists
+            values["attempt"] = next_free_attempt(conn, item_id, slot, values["attempt"])
+    if change.history is not None:
+        values["history"] = to_json(push_history(json.loads(row["history"]), change.history))
+    values["last_modified"] = epoch_ms(now)
+    assignments = ", ".join(f"{column} = :set_{column}" for column in values)
+    updated = conn.execute(
+        f"UPDATE tasks SET {assignments} WHERE item_id = :item_id AND {where}",
+        {**{f"set_{column}": value for column, value in values.items()}, **params, "item_id": item_id},
+    ).rowcount
+    if not updated:
+        return False
+    end = change.run_end
+    if end is not None:
+        key = run_key(item_id, epoch_ms(end.scheduled_for), end.attempt)
+        if end.outcome is None:  # the run never started: its attempt is free again
+            conn.execute(f"DELETE FROM runs WHERE {RUN_KEY} AND finished_at IS NULL", key)
+        else:
+            output = "" if end.output is None else ", output = :output"
+            conn.execute(
+                "UPDATE runs SET finished_at = :finished, outcome = :outcome, error = :error,"
+                f" exit_code = :exit_code, expires_at = :expires_at{output} WHERE {RUN_KEY} AND finished_at IS NULL",
+                {
+                    **key, "finished": epoch_ms(end.finished_at or now), "outcome": end.outcome.value,
+                    "error": end.error, "exit_code": end.exit_code, "output": end.output,
+                    "expires_at": None if end.expires_at is None else epoch_ms(end.expires_at),
+                },
+            )
+    return True
+
+
+def transition(
+    conn: sqlite3.Connection, now: datetime, item_id: str, decide: Callable[[Task], Change]
+) -> Task:
+    """Read a task, let the policy ``decide`` (or refuse), apply; the task as it now is."""
+    row = read_row(conn, item_id)
+    change = decide(task_from_row(row))
+    # Inside the write lock the state read cannot change; the condition still states the rule.
+    if not apply_change(conn, now, row, change, "fence = :fence AND status = :status",
+                        {"fence": row["fence"], "status": row["status"]}):
+        raise StoreError(f"task {item_id} changed inside the write lock")
+    return task_from_row(read_row(conn, item_id))
+
+
+def read_row(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(item_id)
+    return row
+
+
+# -- the claim protocol --------------------------------------------------------------------------
 
 
 def claim(
@@ -59,13 +127,17 @@ def claim(
     now_ms = epoch_ms(now)
     until = now + lease_duration
     due = conn.execute(
-        f"SELECT item_id, fence, scheduled_for, attempt, next_at {FROM_CLAIMABLE} WHERE {CLAIMABLE}"
-        f" AND next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
+        "SELECT item_id, fence, scheduled_for, attempt, next_at, last_execution_date, spec_hash, spec, source_path,"
+        f" source_line {FROM_CLAIMABLE}"
+        f" WHERE {CLAIMABLE} AND next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
         " ORDER BY next_at, item_id LIMIT :limit",
         {"now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit},
     ).fetchall()
     claims = []
-    for item_id, fence, scheduled_ms, attempt, next_ms in due:
+    for due_row in due:
+        item_id, fence, scheduled_ms, attempt, next_ms = due_row[:5]
+        if not _spec_usable(conn, now, due_row):
+            continue
         scheduled_for = from_epoch_ms(scheduled_ms)
         start_ms = max(now_ms, next_ms)  # claimed ahead: the run starts when due
         run_id = make_run_id(item_id, scheduled_for, attempt)
@@ -92,24 +164,51 @@ def claim(
             Claim(
                 task=task_from_row(row), node_id=node_id, fence=fence + 1, run_id=run_id,
                 scheduled_for=scheduled_for, attempt=attempt, started_at=from_epoch_ms(start_ms), lease_until=until,
+                previous_execution_date=datetime_or_none(due_row["last_execution_date"]),
             )
         )
     return claims
 
 
+def _spec_usable(conn: sqlite3.Connection, now: datetime, due: sqlite3.Row) -> bool:
+    """Whether the stored spec of a due task parses (once per spec hash); if not, the task fails alone, visibly."""
+    source = None if due["source_path"] is None else Source(due["source_path"], due["source_line"] or 0)
+    try:
+        stored_spec(due["spec_hash"], lambda: json.loads(due["spec"]), source)
+    except Exception as exc:  # whatever the reason, one task's spec must never stop the claims of the others
+        row = read_row(conn, due["item_id"])
+        apply_change(conn, now, row, policy.unusable_spec(exc), "fence = :fence", {"fence": row["fence"]})
+        logger.error("task %s failed: its stored spec cannot be used: %s", row["item_id"], exc,
+                     extra={"task": row["item_id"]})
+        return False
+    return True
+
+
 def renew(
     conn: sqlite3.Connection, now: datetime, node_id: str, claims: list[Claim], lease_duration: timedelta
 ) -> set[str]:
+    """Extend each lease still held; a held lease of a task no longer RUNNING (cancelled meanwhile)
+    is extended too, since its run is still stopping, but reported lost."""
     until = epoch_ms(now + lease_duration)
     lost = set()
     for held in claims:
-        renewed = conn.execute(
-            f"UPDATE tasks SET lease_until = :until WHERE {FENCED}",
-            {"until": until, "item_id": held.item_id, "owner": node_id, "fence": held.fence},
-        ).rowcount
-        if not renewed:
+        row = conn.execute(
+            f"UPDATE tasks SET lease_until = :until WHERE {HELD} RETURNING status",
+            {"until": until, **fence_of(held), "owner": node_id},
+        ).fetchone()
+        if row is None or row[0] != Status.RUNNING:
             lost.add(held.item_id)
     return lost
+
+
+def release_lease(conn: sqlite3.Connection, now: datetime, held: Claim) -> bool:
+    """The run of a cancelled (or retried, run-now) task has stopped: its lease no longer blocks a claim."""
+    return bool(
+        conn.execute(
+            f"UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE {HELD} AND status != 'RUNNING'",
+            fence_of(held),
+        ).rowcount
+    )
 
 
 def save_progress(conn: sqlite3.Connection, now: datetime, held: Claim, updates: dict[str, object]) -> bool:
@@ -117,68 +216,34 @@ def save_progress(conn: sqlite3.Connection, now: datetime, held: Claim, updates:
     updates = {**updates, "last_modified": epoch_ms(now)}
     assignments = ", ".join(f"{column} = :{column}" for column in updates)
     return bool(
-        conn.execute(
-            f"UPDATE tasks SET {assignments} WHERE {FENCED}",
-            {**updates, "item_id": held.item_id, "owner": held.node_id, "fence": held.fence},
-        ).rowcount
+        conn.execute(f"UPDATE tasks SET {assignments} WHERE {FENCED}", {**updates, **fence_of(held)}).rowcount
     )
+
+
+def _held_row(conn: sqlite3.Connection, held: Claim) -> sqlite3.Row | None:
+    return conn.execute(f"SELECT * FROM tasks WHERE {FENCED}", fence_of(held)).fetchone()
 
 
 def finish(conn: sqlite3.Connection, now: datetime, held: Claim, result: RunResult, transition: Transition) -> bool:
-    fence = {"item_id": held.item_id, "owner": held.node_id, "fence": held.fence}
-    row = conn.execute(f"SELECT history FROM tasks WHERE {FENCED}", fence).fetchone()
-    if row is None:
-        return False
-    entry = history_entry(
-        run_id=held.run_id, scheduled_for=held.scheduled_for, attempt=held.attempt, node=held.node_id,
-        started_at=held.started_at, finished_at=result.finished_at, outcome=result.outcome,
-        exit_code=result.exit_code, error=result.error,
-    )
-    clear_checkpoint = ", checkpoint_data = NULL" if result.outcome == Outcome.SUCCESS else ""
-    conn.execute(
-        "UPDATE tasks SET status = :status, next_at = :next_at, scheduled_for = :scheduled_for,"
-        " attempt = :attempt, failure_count = :failures, success_count = :successes, last_error = :error,"
-        " expires_at = :expires_at, last_finish_date = :finished, lease_owner = NULL, lease_until = NULL,"
-        f" history = :history, last_modified = :now{clear_checkpoint} WHERE {FENCED}",
-        {
-            **fence,
-            "status": transition.status.value,
-            "next_at": ms_or_none(transition.next_scheduled_execution),
-            "scheduled_for": ms_or_none(transition.scheduled_for),
-            "attempt": transition.attempt,
-            "failures": transition.failure_count,
-            "successes": transition.success_count,
-            "error": transition.last_error,
-            "expires_at": ms_or_none(transition.expires_at),
-            "finished": epoch_ms(result.finished_at),
-            "history": to_json(push_history(json.loads(row["history"]), entry)),
-            "now": epoch_ms(now),
-        },
-    )
-    conn.execute(
-        "UPDATE runs SET finished_at = :finished, outcome = :outcome, exit_code = :exit_code, output = :output,"
-        f" error = :error, expires_at = :expires_at WHERE {RUN_KEY}",
-        {
-            "finished": epoch_ms(result.finished_at), "outcome": result.outcome.value,
-            "exit_code": result.exit_code, "output": result.output, "error": result.error,
-            "expires_at": ms_or_none(transition.run_expires_at),
-            **run_key(held.item_id, epoch_ms(held.scheduled_for), held.attempt),
-        },
-    )
-    return True
+    row = conn.execute(f"SELECT item_id, scheduled_for, history FROM tasks WHERE {FENCED}", fence_of(held)).fetchone()
+    return row is not None and apply_change(conn, now, row, policy.finish(held, result, transition), FENCED,
+                                            fence_of(held))
 
 
-def recover(conn: sqlite3.Connection, now: datetime, node_id: str) -> list[Task]:
+def recover(conn: sqlite3.Connection, now: datetime, node_id: str, retention: Retention) -> list[Task]:
     expired = conn.execute(
         "SELECT * FROM tasks WHERE status = 'RUNNING' AND lease_until < ? ORDER BY lease_until, item_id",
         (epoch_ms(now),),
     ).fetchall()
     recovered = []
     for row in expired:
-        error = lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
-        task = mark_crashed(conn, now, row, row["lease_owner"], error, recovered_by=node_id)
-        if task is not None:
-            recovered.append(task)
+        error = policy.lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
+        change = _crash(now, row, row["lease_owner"], error, node_id, retention)
+        if change is not None and apply_change(
+            conn, now, row, change, "fence = :fence AND status = 'RUNNING' AND lease_until < :now",
+            {"fence": row["fence"], "now": epoch_ms(now)},
+        ):
+            recovered.append(task_from_row(read_row(conn, row["item_id"])))
     if recovered:
         logger.warning(
             "node %s recovered %s task(s) with expired leases: %s",
@@ -187,42 +252,31 @@ def recover(conn: sqlite3.Connection, now: datetime, node_id: str) -> list[Task]
     return recovered
 
 
-def abandon(conn: sqlite3.Connection, now: datetime, claims: list[Claim], reason: str) -> list[str]:
+def abandon(conn: sqlite3.Connection, now: datetime, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
     marked = []
     for held in claims:
-        row = conn.execute(
-            f"SELECT * FROM tasks WHERE {FENCED}",
-            {"item_id": held.item_id, "owner": held.node_id, "fence": held.fence},
-        ).fetchone()
-        if row is not None and mark_crashed(conn, now, row, held.node_id, reason, recovered_by=held.node_id):
+        row = _held_row(conn, held)
+        change = None if row is None else _crash(now, row, held.node_id, reason, held.node_id, retention)
+        if change is not None and apply_change(conn, now, row, change, FENCED, fence_of(held)):
             marked.append(held.item_id)
     return marked
 
 
-def mark_crashed(
-    conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, crashed_node: str, error: str, *, recovered_by: str
-) -> Task | None:
-    """RUNNING -> CRASHED under the fence read in ``row``; closes its run record."""
-    now_ms = epoch_ms(now)
-    scheduled_for = from_epoch_ms(row["scheduled_for"])
-    run_id = make_run_id(row["item_id"], scheduled_for, row["attempt"])
-    entry = history_entry(
-        run_id=run_id, scheduled_for=scheduled_for, attempt=row["attempt"], node=crashed_node,
-        started_at=datetime_or_none(row["last_execution_date"]), finished_at=now, outcome=Outcome.CRASHED,
-        error=error, recoveredBy=recovered_by,
-    )
-    updated = conn.execute(
-        "UPDATE tasks SET status = ?, last_error = ?, status_details = ?, history = ?,"
-        " attempt = attempt + 1, next_at = ?, lease_owner = NULL, lease_until = NULL, last_modified = ?"
-        " WHERE item_id = ? AND fence = ? AND status = 'RUNNING' RETURNING *",
-        (
-            Status.CRASHED.value, error,
-            to_json(crash_details(json.loads(row["status_details"]), now, crashed_node)),
-            to_json(push_history(json.loads(row["history"]), entry)), now_ms, now_ms,
-            row["item_id"], row["fence"],
-        ),
-    ).fetchone()
-    if updated is None:
-        return None
-    close_run(conn, run_key(row["item_id"], row["scheduled_for"], row["attempt"]), now_ms, Outcome.CRASHED, error)
-    return task_from_row(updated)
+def release(conn: sqlite3.Connection, now: datetime, claims: list[Claim]) -> list[str]:
+    released = []
+    for held in claims:
+        row = _held_row(conn, held)
+        if row is not None and apply_change(conn, now, row, policy.release(held), FENCED, fence_of(held)):
+            released.append(held.item_id)
+    return released
+
+
+def _crash(
+    now: datetime, row: sqlite3.Row, crashed_node: str, error: str, recovered_by: str, retention: Retention
+) -> Change | None:
+    try:
+        task = task_from_row(row)
+    except Exception as exc:  # a spec that no longer parses: the task fails alone
+        return policy.unusable_spec(exc, running=(from_epoch_ms(row["scheduled_for"]), row["attempt"]))
+    return policy.crash(task, now, error=error, crashed_node=crashed_node, recovered_by=recovered_by,
+                        retention=retention)

@@ -11,11 +11,11 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import StoreError
 from ..model import NodeInfo, Outcome, RunRecord, Status, Task
-from ..spec import Source
+from ..spec import Source, thaw
 from .common import epoch_ms, from_epoch_ms, stored_spec
 
 logger = logging.getLogger(__name__)
@@ -256,3 +256,26 @@ def node_from_row(row: sqlite3.Row) -> NodeInfo:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else to_json(thaw(value))
+
+
+# ``Task`` attributes a ``policy.Change`` may write -> (column, encoder): the inverse of ``task_from_row``.
+TASK_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "status": ("status", lambda status: Status(status).value),
+    "next_scheduled_execution": ("next_at", ms_or_none),
+    "scheduled_for": ("scheduled_for", ms_or_none),
+    "attempt": ("attempt", int),
+    "failure_count": ("failure_count", int),
+    "success_count": ("success_count", int),
+    "last_error": ("last_error", lambda error: error),
+    "expires_at": ("expires_at", ms_or_none),
+    "last_execution_date": ("last_execution_date", ms_or_none),
+    "last_finish_date": ("last_finish_date", ms_or_none),
+    "lease_owner": ("lease_owner", lambda owner: owner),
+    "lease_until": ("lease_until", ms_or_none),
+    "checkpoint_data": ("checkpoint_data", _json_or_none),
+    "status_details": ("status_details", lambda details: to_json(thaw(details))),
+}

@@ -13,22 +13,14 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import InvalidState, TaskNotFound
+from .. import policy
 from ..model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
     is_file_source,
 )
 from ..spec import TaskSpec, document_hash
-from .common import (
-    CANCELLED_ERROR,
-    REMOVED_ERROR,
-    epoch_ms,
-    from_epoch_ms,
-    history_entry,
-    make_run_id,
-    push_history,
-)
-from .sqlite_claims import close_run, next_free_attempt, run_key
+from .common import epoch_ms
+from .sqlite_claims import read_row, transition
 from .sqlite_schema import (
     CLAIMABLE,
     FROM_CLAIMABLE,
@@ -104,7 +96,7 @@ def remove(conn: sqlite3.Connection, now: datetime, item_id: str) -> bool:
     if deleted["status"] == Status.RUNNING:
         conn.execute(
             "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE task_id = ? AND finished_at IS NULL",
-            (epoch_ms(now), Outcome.CANCELLED.value, REMOVED_ERROR, item_id),
+            (epoch_ms(now), Outcome.CANCELLED.value, policy.REMOVED_ERROR, item_id),
         )
     return True
 
@@ -113,7 +105,7 @@ def remove(conn: sqlite3.Connection, now: datetime, item_id: str) -> bool:
 
 
 def get(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
-    return task_from_row(_row(conn, item_id))
+    return task_from_row(read_row(conn, item_id))
 
 
 def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
@@ -177,70 +169,25 @@ def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime 
 
 
 def cancel(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
-    row = _row(conn, item_id)
-    status = Status(row["status"])
-    if status in FINAL_STATUSES:
-        raise InvalidState(f"Task {item_id} is already {status.value}: only an unfinished task can be cancelled")
-    updates: dict[str, Any] = {"status": Status.CANCELLED.value, "next_at": None}
-    if status == Status.RUNNING:
-        # Its node learns of the cancel at its next renewal and writes nothing: close the run here.
-        scheduled_for = from_epoch_ms(row["scheduled_for"])
-        run_id = make_run_id(item_id, scheduled_for, row["attempt"])
-        entry = history_entry(
-            run_id=run_id, scheduled_for=scheduled_for, attempt=row["attempt"], node=row["lease_owner"],
-            started_at=datetime_or_none(row["last_execution_date"]), finished_at=now,
-            outcome=Outcome.CANCELLED, error=CANCELLED_ERROR,
-        )
-        updates["history"] = to_json(push_history(json.loads(row["history"]), entry))
-        close_run(conn, run_key(item_id, row["scheduled_for"], row["attempt"]), epoch_ms(now), Outcome.CANCELLED,
-                  CANCELLED_ERROR)
-    return _update(conn, item_id, {**updates, "last_modified": epoch_ms(now)})
+    return transition(conn, now, item_id, lambda task: policy.cancel(task, now))
 
 
 def retry(conn: sqlite3.Connection, now: datetime, item_id: str, reset_failure_count: bool) -> Task:
-    row = _row(conn, item_id)
-    if row["status"] not in (Status.FAILED, Status.CANCELLED):
-        raise InvalidState(f"Task {item_id} is {row['status']}: only a FAILED or CANCELLED task can be retried")
-    now_ms = epoch_ms(now)
-    fresh = reset_failure_count or row["scheduled_for"] is None  # a new slot: the whole retry budget again
-    slot = now_ms if fresh else row["scheduled_for"]
-    updates: dict[str, Any] = {
-        "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": slot,
-        "attempt": next_free_attempt(conn, item_id, slot, 1 if fresh else row["attempt"]), "expires_at": None,
-        "last_modified": now_ms,
-    }
-    if reset_failure_count:
-        updates["failure_count"] = 0
-    return _update(conn, item_id, updates)
+    return transition(conn, now, item_id, lambda task: policy.retry(task, now, reset_failure_count))
 
 
 def resume(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
-    row = _row(conn, item_id)
-    if row["status"] != Status.CRASHED:
-        raise InvalidState(f"Task {item_id} is {row['status']}: only a CRASHED task can be resumed")
-    now_ms = epoch_ms(now)
-    attempt = next_free_attempt(conn, item_id, row["scheduled_for"], row["attempt"])
-    return _update(
-        conn, item_id, {"status": Status.SCHEDULED.value, "next_at": now_ms, "attempt": attempt, "last_modified": now_ms}
-    )
+    return transition(conn, now, item_id, lambda task: policy.resume(task, now))
 
 
 def run_now(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
-    row = _row(conn, item_id)
-    if row["status"] == Status.RUNNING:
-        raise InvalidState(f"Task {item_id} is RUNNING: it cannot be run again before this run ends")
-    now_ms = epoch_ms(now)
-    updates = {
-        "status": Status.SCHEDULED.value, "next_at": now_ms, "scheduled_for": now_ms,
-        "attempt": next_free_attempt(conn, item_id, now_ms, 1), "expires_at": None, "last_modified": now_ms,
-    }
-    return _update(conn, item_id, updates)
+    return transition(conn, now, item_id, lambda task: policy.run_now(task, now))
 
 
 def update_config(
     conn: sqlite3.Connection, now: datetime, item_id: str, max_retries: int | None, retry_delay: timedelta | None
 ) -> Task:
-    _row(conn, item_id)
+    read_row(conn, item_id)
     updates: dict[str, Any] = {"last_modified": epoch_ms(now)}
     if max_retries is not None:
         updates["max_retries_override"] = max_retries
@@ -305,13 +252,6 @@ def purge(
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _row(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
-    if row is None:
-        raise TaskNotFound(item_id)
-    return row
 
 
 def _update(conn: sqlite3.Connection, item_id: str, updates: dict[str, Any]) -> Task:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, truncate_ms
-from ...model import is_file_source
+from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, is_file_source, truncate_ms
 from ...spec import Source, TaskSpec, document_hash, thaw
 from ..common import stored_spec
 
@@ -210,3 +209,23 @@ def node_from_document(doc: Mapping[str, Any]) -> NodeInfo:
         version=doc.get("version", ""),
         listen=doc.get("listen", ""),
     )
+
+
+# ``Task`` attributes a ``policy.Change`` may write -> (document field, encoder): the inverse of
+# ``task_from_document``.
+TASK_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "status": ("status", lambda status: Status(status).value),
+    "next_scheduled_execution": ("nextScheduledExecution", stored),
+    "scheduled_for": ("scheduledFor", stored),
+    "attempt": ("attempt", int),
+    "failure_count": ("failureCount", int),
+    "success_count": ("successCount", int),
+    "last_error": ("lastError", lambda error: error),
+    "expires_at": ("expireAt", stored),
+    "last_execution_date": ("lastExecutionDate", stored),
+    "last_finish_date": ("lastFinishDate", stored),
+    "lease_owner": ("lease.owner", lambda owner: owner),
+    "lease_until": ("lease.until", stored),
+    "checkpoint_data": ("checkpointData", plain),
+    "status_details": ("statusDetails", plain),
+}

@@ -58,6 +58,11 @@ def fenced_claim(claim: Claim) -> dict[str, Any]:
     return fenced(claim.item_id, claim.node_id, claim.fence)
 
 
+def held_claim(claim: Claim) -> dict[str, Any]:
+    """Matches while the claim's lease is held, whatever the status (a cancelled run still stopping)."""
+    return {"_id": claim.item_id, "lease.owner": claim.node_id, "lease.fence": claim.fence}
+
+
 def _text(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
@@ -100,9 +105,3 @@ def query_sort(query: TaskQuery) -> list[tuple[str, int]]:
     if field == "_id":
         return [("_id", direction)]
     return [(field, direction), ("_id", direction)]
-
-
-def check_page(offset: int, limit: int) -> None:
-    for name, value in (("offset", offset), ("limit", limit)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

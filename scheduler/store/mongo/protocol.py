@@ -22,10 +22,11 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ...model import HISTORY_LIMIT, Claim, Outcome, RunResult, Status, Task, Transition
-from ..common import crash_details, history_entry, lease_expired_error, make_run_id
-from .documents import aware, current_slot, new_run_document, plain, stored, task_from_document
-from .filters import due_and_free, fenced, fenced_claim
+from ... import policy
+from ...model import HISTORY_LIMIT, Claim, Retention, RunResult, Status, Task, Transition, make_run_id
+from ...policy import Change
+from .documents import TASK_FIELDS, aware, current_slot, new_run_document, plain, stored, task_from_document
+from .filters import due_and_free, fenced_claim, held_claim
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ def claim_due(
         )
         if before is None:
             break
-        claim = _claim_of(before, node_id, until, now)
+        try:
+            claim = _claim_of(before, node_id, until, now)
+        except Exception as exc:  # whatever the reason, one task's spec must never stop the claims of the others
+            _fail_unusable(db, before, node_id, exc, now)
+            continue
         try:
             db["runs"].insert_one(new_run_document(claim))
         except DuplicateKeyError:
@@ -95,7 +100,16 @@ def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: dat
         attempt=task.attempt,
         started_at=started,
         lease_until=until,
+        previous_execution_date=aware(before.get("lastExecutionDate")),
     )
+
+
+def _fail_unusable(db: Database, before: Mapping[str, Any], node_id: str, error: Exception, now: datetime) -> None:
+    """A claimed task whose stored spec does not parse fails alone, visibly (no run record was inserted)."""
+    item_id = before["_id"]
+    claimed = {"_id": item_id, "lease.owner": node_id, "lease.fence": before["lease"]["fence"] + 1}
+    apply_change(db, item_id, claimed, policy.unusable_spec(error), now, None)
+    log.error("task %s failed: its stored spec cannot be used: %s", item_id, error, extra={"task": item_id})
 
 
 def next_free_attempt(db: Database, item_id: str, scheduled_for: datetime, attempt: int) -> int:
@@ -133,13 +147,22 @@ def _release_duplicate(db: Database, claim: Claim, before: Mapping[str, Any]) ->
 def renew_leases(
     db: Database, node_id: str, claims: Sequence[Claim], lease_duration: timedelta, now: datetime
 ) -> set[str]:
+    """A held lease of a task no longer RUNNING (cancelled meanwhile) is extended too, since its run
+    is still stopping, but reported lost."""
     until = stored(now + lease_duration)
     lost = set()
     for claim in claims:
-        result = db["tasks"].update_one(fenced(claim.item_id, node_id, claim.fence), {"$set": {"lease.until": until}})
-        if result.matched_count == 0:
+        held = db["tasks"].find_one_and_update(
+            {**held_claim(claim), "lease.owner": node_id}, {"$set": {"lease.until": until}}, projection=["status"]
+        )
+        if held is None or held["status"] != Status.RUNNING.value:
             lost.add(claim.item_id)
     return lost
+
+
+def release_lease(db: Database, claim: Claim, now: datetime) -> bool:
+    condition = {**held_claim(claim), "status": {"$ne": Status.RUNNING.value}}
+    return db["tasks"].update_one(condition, {"$set": {"lease.owner": None, "lease.until": None}}).matched_count == 1
 
 
 def save_progress(
@@ -160,64 +183,55 @@ def save_progress(
     return db["tasks"].update_one(fenced_claim(claim), {"$set": changes}).matched_count == 1
 
 
-def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transition, now: datetime) -> bool:
-    finished_at = stored(result.finished_at)
-    changes: dict[str, Any] = {
-        "status": Status(transition.status).value,
-        "nextScheduledExecution": stored(transition.next_scheduled_execution),
-        "scheduledFor": stored(transition.scheduled_for),
-        "attempt": transition.attempt,
-        "failureCount": transition.failure_count,
-        "successCount": transition.success_count,
-        "lastError": transition.last_error,
-        "expireAt": stored(transition.expires_at),
-        "lastFinishDate": finished_at,
-        "lease.owner": None,
-        "lease.until": None,
-        "lastModified": now,
-    }
-    if result.outcome == Outcome.SUCCESS:
-        changes["checkpointData"] = None
-    entry = history_entry(
-        run_id=claim.run_id,
-        scheduled_for=claim.scheduled_for,
-        attempt=claim.attempt,
-        node=claim.node_id,
-        started_at=claim.started_at,
-        finished_at=finished_at,
-        outcome=result.outcome,
-        exit_code=result.exit_code,
-        error=result.error,
-    )
-    updated = db["tasks"].update_one(fenced_claim(claim), {"$set": changes, "$push": push_history(entry)})
-    if updated.matched_count == 0:
+# -- the one write of a transition ---------------------------------------------------------------
+
+
+def apply_change(
+    db: Database, item_id: str, condition: Mapping[str, Any], change: Change, now: datetime,
+    slot: datetime | None,
+) -> bool:
+    """Write ``change`` to task ``item_id`` where ``condition`` (the state it was decided from) still
+    holds; ``slot`` is the task's slot as read. False, and nothing written, when it no longer holds."""
+    sets = {field: encode(change.fields[name]) for name, (field, encode) in TASK_FIELDS.items()
+            if name in change.fields}
+    if "attempt" in sets and change.status in (Status.SCHEDULED, Status.CRASHED):
+        slot = change.fields.get("scheduled_for", slot)
+        if slot is not None:  # never point a run still to come at a run record that exists
+            sets["attempt"] = next_free_attempt(db, item_id, stored(slot), sets["attempt"])
+    sets["lastModified"] = now
+    update: dict[str, Any] = {"$set": sets}
+    if change.history is not None:
+        update["$push"] = push_history(change.history)
+    if db["tasks"].update_one(condition, update).matched_count == 0:
         return False
-    db["runs"].update_one(
-        {"_id": claim.run_id, "fence": claim.fence},
-        {
-            "$set": {
-                "finishedAt": finished_at,
-                "outcome": Outcome(result.outcome).value,
-                "exitCode": result.exit_code,
-                "output": result.output,
-                "error": result.error,
-                "expireAt": stored(transition.run_expires_at),
+    end = change.run_end
+    if end is not None:
+        run = {"_id": make_run_id(item_id, end.scheduled_for, end.attempt), "finishedAt": None}
+        if end.outcome is None:  # the run never started: its attempt is free again
+            db["runs"].delete_one(run)
+        else:
+            closed = {
+                "finishedAt": stored(end.finished_at or now), "outcome": end.outcome.value, "error": end.error,
+                "exitCode": end.exit_code, "expireAt": stored(end.expires_at),
             }
-        },
-    )
+            if end.output is not None:
+                closed["output"] = end.output
+            db["runs"].update_one(run, {"$set": closed})
     return True
 
 
-def recover_expired(db: Database, node_id: str, now: datetime) -> list[Task]:
+def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transition, now: datetime) -> bool:
+    change = policy.finish(claim, result, transition)
+    return apply_change(db, claim.item_id, fenced_claim(claim), change, now, claim.scheduled_for)
+
+
+def recover_expired(db: Database, node_id: str, retention: Retention, now: datetime) -> list[Task]:
     recovered = []
-    expired = db["tasks"].find(
-        {"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
-        sort=[("lease.until", 1), ("_id", 1)],
-        projection=_CRASH_FIELDS,
-    )
+    expired = db["tasks"].find({"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
+                               sort=[("lease.until", 1), ("_id", 1)])
     for doc in list(expired):
         lease = doc["lease"]
-        error = lease_expired_error(lease["owner"], aware(lease["until"]))
+        error = policy.lease_expired_error(lease["owner"], aware(lease["until"]))
         # Fenced on the fence read, and on the lease still being expired: a renewal
         # that landed meanwhile leaves the fence unchanged but moves ``until``.
         condition = {
@@ -226,9 +240,9 @@ def recover_expired(db: Database, node_id: str, now: datetime) -> list[Task]:
             "lease.fence": lease["fence"],
             "lease.until": {"$lt": now},
         }
-        task = _mark_crashed(db, condition, doc, lease["owner"], error, node_id, now)
-        if task is not None:
-            recovered.append(task)
+        change = _crash(doc, lease["owner"], error, node_id, retention, now)
+        if apply_change(db, doc["_id"], condition, change, now, current_slot(doc)):
+            recovered.append(task_from_document(db["tasks"].find_one({"_id": doc["_id"]})))
     if recovered:
         log.warning(
             "node %s recovered %d task(s) with expired leases: %s",
@@ -239,70 +253,31 @@ def recover_expired(db: Database, node_id: str, now: datetime) -> list[Task]:
     return recovered
 
 
-def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, now: datetime) -> list[str]:
+def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, retention: Retention, now: datetime) -> list[str]:
     marked = []
     for claim in claims:
-        doc = db["tasks"].find_one(fenced_claim(claim), projection=_CRASH_FIELDS)
+        doc = db["tasks"].find_one(fenced_claim(claim))
         if doc is None:
             continue
-        if _mark_crashed(db, fenced_claim(claim), doc, claim.node_id, reason, claim.node_id, now) is not None:
+        change = _crash(doc, claim.node_id, reason, claim.node_id, retention, now)
+        if apply_change(db, claim.item_id, fenced_claim(claim), change, now, current_slot(doc)):
             marked.append(claim.item_id)
     return marked
 
 
-# What ``_mark_crashed`` reads of the task to write its history entry.
-_CRASH_FIELDS = ["lease", "scheduledFor", "nextScheduledExecution", "attempt", "lastExecutionDate"]
+def release_claims(db: Database, claims: Sequence[Claim], now: datetime) -> list[str]:
+    return [
+        claim.item_id for claim in claims
+        if apply_change(db, claim.item_id, fenced_claim(claim), policy.release(claim), now, claim.scheduled_for)
+    ]
 
 
-def _mark_crashed(
-    db: Database,
-    condition: Mapping[str, Any],
-    doc: Mapping[str, Any],
-    crashed_node: str,
-    error: str,
-    recovered_by: str,
-    now: datetime,
-) -> Task | None:
-    """One fenced update: CRASHED, due now, next attempt, lease cleared, checkpoint kept."""
-    scheduled_for = current_slot(doc)
-    crashed_run = make_run_id(doc["_id"], scheduled_for, doc["attempt"])
-    entry = history_entry(
-        run_id=crashed_run,
-        scheduled_for=scheduled_for,
-        attempt=doc["attempt"],
-        node=crashed_node,
-        started_at=aware(doc.get("lastExecutionDate")),
-        finished_at=now,
-        outcome=Outcome.CRASHED,
-        error=error,
-        recoveredBy=recovered_by,
-    )
-    crash = crash_details({}, now, crashed_node)  # merged into statusDetails field by field
-    after = db["tasks"].find_one_and_update(
-        condition,
-        {
-            "$set": {
-                "status": Status.CRASHED.value,
-                "lastError": error,
-                **{f"statusDetails.{key}": value for key, value in crash.items()},
-                "nextScheduledExecution": now,
-                "lease.owner": None,
-                "lease.until": None,
-                "lastModified": now,
-            },
-            "$inc": {"attempt": 1},
-            "$push": push_history(entry),
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    if after is None:
-        return None
-    close_run(db, crashed_run, now, Outcome.CRASHED, error)
-    return task_from_document(after)
-
-
-def close_run(db: Database, run: str, now: datetime, outcome: Outcome, error: str) -> None:
-    """End a run record its node will never finish (crash, cancel)."""
-    db["runs"].update_one(
-        {"_id": run, "finishedAt": None}, {"$set": {"finishedAt": now, "outcome": outcome.value, "error": error}}
-    )
+def _crash(
+    doc: Mapping[str, Any], crashed_node: str, error: str, recovered_by: str, retention: Retention, now: datetime
+) -> Change:
+    try:
+        task = task_from_document(doc)
+    except Exception as exc:  # a spec that no longer parses: the task fails alone
+        return policy.unusable_spec(exc, running=(current_slot(doc), doc["attempt"]))
+    return policy.crash(task, now, error=error, crashed_node=crashed_node, recovered_by=recovered_by,
+                        retention=retention)

@@ -22,7 +22,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -33,7 +33,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...spec import TaskSpec
 from ...model import (
-    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ..base import Store
 from . import protocol, tasks
@@ -207,10 +207,10 @@ class MongoStore(Store):
     async def get_task(self, item_id: str) -> Task:
         return await self._with_db(f"read task {item_id}", tasks.get_task, item_id)
 
-    async def query_tasks(self, query: TaskQuery) -> Page:
+    async def _query_tasks(self, query: TaskQuery) -> Page:
         return await self._with_db("query tasks", tasks.query_tasks, query)
 
-    async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
+    async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._with_db(f"list runs of task {item_id}", tasks.list_runs, item_id, offset, limit)
 
     async def next_due_time(self, node_id: str) -> datetime | None:
@@ -218,25 +218,18 @@ class MongoStore(Store):
 
     # -- the claim protocol --------------------------------------------------
 
-    async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+    async def _claim_due(
+        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta
     ) -> list[Claim]:
-        if limit < 0:
-            raise ValueError(f"claim limit must be >= 0, got {limit}")
-        _check_lease(lease_duration)
-        if horizon < timedelta(0):
-            raise ValueError(f"a claim horizon must not be negative, got {horizon}")
-        if limit == 0:
-            return []
         return await self._with_db_now(
             "claim due tasks", protocol.claim_due, node_id, limit, lease_duration, horizon
         )
 
-    async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
-        _check_lease(lease_duration)
-        if not claims:
-            return set()
+    async def _renew_leases(self, node_id: str, claims: list[Claim], lease_duration: timedelta) -> set[str]:
         return await self._with_db_now("renew leases", protocol.renew_leases, node_id, claims, lease_duration)
+
+    async def release_lease(self, claim: Claim) -> bool:
+        return await self._with_db_now(f"release the lease of run {claim.run_id}", protocol.release_lease, claim)
 
     async def save_progress(
         self,
@@ -250,18 +243,17 @@ class MongoStore(Store):
             f"save progress of run {claim.run_id}", protocol.save_progress, claim, checkpoint, step, details
         )
 
-    async def finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
-        if transition.status == Status.RUNNING:
-            raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
+    async def _finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
         return await self._with_db_now(f"finish run {claim.run_id}", protocol.finish_run, claim, result, transition)
 
-    async def recover_expired(self, node_id: str) -> list[Task]:
-        return await self._with_db_now("recover expired leases", protocol.recover_expired, node_id)
+    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
+        return await self._with_db_now("recover expired leases", protocol.recover_expired, node_id, retention)
 
-    async def abandon_runs(self, claims: Sequence[Claim], reason: str) -> list[str]:
-        if not claims:
-            return []
-        return await self._with_db_now("abandon runs", protocol.abandon_runs, claims, reason)
+    async def _abandon_runs(self, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
+        return await self._with_db_now("abandon runs", protocol.abandon_runs, claims, reason, retention)
+
+    async def _release_claims(self, claims: list[Claim]) -> list[str]:
+        return await self._with_db_now("release claims", protocol.release_claims, claims)
 
     # -- operator actions ----------------------------------------------------
 
@@ -277,12 +269,9 @@ class MongoStore(Store):
     async def run_now(self, item_id: str) -> Task:
         return await self._with_db_now(f"run task {item_id} now", tasks.run_now, item_id)
 
-    async def update_config(
-        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
+    async def _update_config(
+        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None
     ) -> Task:
-        _check_count("maxRetries", max_retries)
-        if retry_delay is not None and retry_delay < timedelta(0):
-            raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
         return await self._with_db_now(
             f"configure task {item_id}", tasks.update_config, item_id, max_retries, retry_delay
         )
@@ -297,22 +286,7 @@ class MongoStore(Store):
 
     # -- retention -----------------------------------------------------------
 
-    async def purge(
-        self,
-        *,
-        finished_before: datetime | None = None,
-        keep_history: int | None = None,
-        retention: Retention | None = None,
+    async def _purge(
+        self, finished_before: datetime | None, keep_history: int | None, retention: Retention | None
     ) -> PurgeCounts:
-        _check_count("keep_history", keep_history)
         return await self._with_db_now("purge", tasks.purge, finished_before, keep_history, retention)
-
-
-def _check_count(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-
-def _check_lease(lease_duration: timedelta) -> None:
-    if lease_duration <= timedelta(0):
-        raise ValueError(f"a lease duration must be positive, got {lease_duration}")

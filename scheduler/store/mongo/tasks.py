@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ...errors import InvalidState, StoreError, TaskNotFound
-from ...spec import TaskSpec
+from ... import policy
+from ...errors import StoreError, TaskNotFound
 from ...model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
 )
-from ..common import CANCELLED_ERROR, ONE_MS, REMOVED_ERROR, history_entry, make_run_id
+from ...policy import Change
+from ...spec import TaskSpec
+from ..common import ONE_MS
 from .documents import (
     aware,
     current_slot,
@@ -34,8 +36,8 @@ from .documents import (
     stored,
     task_from_document,
 )
-from .filters import check_page, claimable_by, query_filter, query_sort
-from .protocol import close_run, next_free_attempt, push_history
+from .filters import claimable_by, query_filter, query_sort
+from .protocol import apply_change
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def remove_spec(db: Database, item_id: str, now: datetime) -> bool:
         # Its node learns of the removal at its next renewal and writes nothing.
         db["runs"].update_many(
             {"taskId": item_id, "finishedAt": None},
-            {"$set": {"finishedAt": now, "outcome": Outcome.CANCELLED.value, "error": REMOVED_ERROR}},
+            {"$set": {"finishedAt": now, "outcome": Outcome.CANCELLED.value, "error": policy.REMOVED_ERROR}},
         )
     return True
 
@@ -114,7 +116,6 @@ def get_task(db: Database, item_id: str) -> Task:
 def query_tasks(db: Database, query: TaskQuery) -> Page:
     criteria = query_filter(query)
     sort = query_sort(query)
-    check_page(query.offset, query.limit)
     total = db["tasks"].count_documents(criteria)
     items: list[Task] = []
     if query.limit:  # the driver reads limit 0 as "no limit"
@@ -124,7 +125,6 @@ def query_tasks(db: Database, query: TaskQuery) -> Page:
 
 
 def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
-    check_page(offset, limit)
     criteria = {"taskId": {"$eq": item_id}}
     total = db["runs"].count_documents(criteria)
     items = []
@@ -163,110 +163,39 @@ def next_due_time(db: Database, node_id: str) -> datetime | None:
 # -- operator actions --------------------------------------------------------
 
 
-Decide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-
-
-def _act(db: Database, item_id: str, decide: Decide) -> tuple[Task, Mapping[str, Any]]:
-    """Read the task, ``decide`` the update (or raise), compare-and-set it on the
-    status, fence and attempt read; again from a fresh read if the task changed.
-    Returns the updated task and the document the decision was made on."""
+def _transition(db: Database, item_id: str, decide: Callable[[Task], Change], now: datetime) -> Task:
+    """Read the task, let the policy ``decide`` (or refuse), compare-and-set the change on the
+    status, fence and attempt read; again from a fresh read if the task changed meanwhile."""
     for _ in range(_ROUNDS):
         doc = db["tasks"].find_one({"_id": item_id})
         if doc is None:
             raise TaskNotFound(item_id)
+        change = decide(task_from_document(doc))
         condition = {
             "_id": item_id,
             "status": doc["status"],
             "lease.fence": doc["lease"]["fence"],
             "attempt": doc["attempt"],
         }
-        after = db["tasks"].find_one_and_update(condition, decide(doc), return_document=ReturnDocument.AFTER)
-        if after is not None:
-            return task_from_document(after), doc
+        if apply_change(db, item_id, condition, change, now, current_slot(doc)):
+            return get_task(db, item_id)
     raise _busy(item_id, "an operator action was applied")
 
 
-def _running_run_id(doc: Mapping[str, Any]) -> str:
-    return make_run_id(doc["_id"], current_slot(doc), doc["attempt"])
-
-
 def cancel(db: Database, item_id: str, now: datetime) -> Task:
-    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
-        status = Status(doc["status"])
-        if status in FINAL_STATUSES:
-            raise InvalidState(f"Task {item_id} is already {status.value}: only an unfinished task can be cancelled")
-        # The lease stays: the running node's next renewal fails and it kills the run.
-        update: dict[str, Any] = {
-            "$set": {"status": Status.CANCELLED.value, "nextScheduledExecution": None, "lastModified": now}
-        }
-        if status == Status.RUNNING:
-            # Its node will write nothing: record the end of the run here.
-            entry = history_entry(
-                run_id=_running_run_id(doc),
-                scheduled_for=current_slot(doc),
-                attempt=doc["attempt"],
-                node=doc["lease"]["owner"],
-                started_at=aware(doc.get("lastExecutionDate")),
-                finished_at=now,
-                outcome=Outcome.CANCELLED,
-                error=CANCELLED_ERROR,
-            )
-            update["$push"] = push_history(entry)
-        return update
-
-    task, before = _act(db, item_id, decide)
-    if before["status"] == Status.RUNNING:
-        close_run(db, _running_run_id(before), now, Outcome.CANCELLED, CANCELLED_ERROR)
-    return task
+    return _transition(db, item_id, lambda task: policy.cancel(task, now), now)
 
 
 def retry(db: Database, item_id: str, reset_failure_count: bool, now: datetime) -> Task:
-    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
-        if doc["status"] not in (Status.FAILED, Status.CANCELLED):
-            raise InvalidState(f"Task {item_id} is {doc['status']}: only a FAILED or CANCELLED task can be retried")
-        fresh = reset_failure_count or doc["scheduledFor"] is None  # a new slot: the whole retry budget again
-        slot = now if fresh else aware(doc["scheduledFor"])
-        changes: dict[str, Any] = {
-            "status": Status.SCHEDULED.value,
-            "nextScheduledExecution": now,
-            "scheduledFor": slot,
-            "attempt": next_free_attempt(db, item_id, slot, 1 if fresh else doc["attempt"]),
-            "expireAt": None,  # a retried one-shot must not be purged
-            "lastModified": now,
-        }
-        if reset_failure_count:
-            changes["failureCount"] = 0
-        return {"$set": changes}
-
-    return _act(db, item_id, decide)[0]
+    return _transition(db, item_id, lambda task: policy.retry(task, now, reset_failure_count), now)
 
 
 def resume(db: Database, item_id: str, now: datetime) -> Task:
-    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
-        if doc["status"] != Status.CRASHED:
-            raise InvalidState(f"Task {item_id} is {doc['status']}: only a CRASHED task can be resumed")
-        attempt = next_free_attempt(db, item_id, current_slot(doc), doc["attempt"])
-        changes = {"status": Status.SCHEDULED.value, "nextScheduledExecution": now, "attempt": attempt}
-        return {"$set": {**changes, "lastModified": now}}
-
-    return _act(db, item_id, decide)[0]
+    return _transition(db, item_id, lambda task: policy.resume(task, now), now)
 
 
 def run_now(db: Database, item_id: str, now: datetime) -> Task:
-    def decide(doc: Mapping[str, Any]) -> dict[str, Any]:
-        if doc["status"] == Status.RUNNING:
-            raise InvalidState(f"Task {item_id} is RUNNING: it cannot be run again before this run ends")
-        changes = {
-            "status": Status.SCHEDULED.value,
-            "nextScheduledExecution": now,
-            "scheduledFor": now,
-            "attempt": next_free_attempt(db, item_id, now, 1),
-            "expireAt": None,
-            "lastModified": now,
-        }
-        return {"$set": changes}
-
-    return _act(db, item_id, decide)[0]
+    return _transition(db, item_id, lambda task: policy.run_now(task, now), now)
 
 
 def update_config(
