@@ -8,7 +8,10 @@ something changes locally (a reload, an API action, a finished run).
 All exclusion comes from the store: the engine only ever acts on a ``Claim``
 and every write it makes is fenced by it. Two coroutines run beside the main
 loop's claims: the keep-alive (lease renewal every ``lease_duration / 3``,
-heartbeat, ``concurrency: replace``) and the purge.
+heartbeat, ``concurrency: replace``) and the purge. Each of the three is
+supervised: an unexpected error is logged with its traceback, counted
+(``scheduler_loop_errors_total``), and the loop backs off and goes on;
+``health()`` says when one of them has not completed a round for too long.
 
 ``run_until_idle()`` is the burst mode used by tests and one-shot callers: run
 everything due now to completion, then return.
@@ -22,20 +25,23 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from . import __version__
 from .errors import ExecutorError, StoreError
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor
 from .listener import EngineListener
 from .model import Claim, NodeInfo, Outcome, Retention, RunResult
-from .policy import after_run, replaced_run
+from .policy import SHUTDOWN_REASON, after_run, replaced_run
 from .schedule import fire_time, is_missed, next_slot
 from .store.base import Store
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_REASON = "Interrupted by scheduler shutdown"
+# Backoff of a loop after an unexpected error: doubles from the loop's own interval up to this.
+MAX_LOOP_BACKOFF = timedelta(seconds=30)
+# A loop is unhealthy when it has not completed a round for this many of its intervals.
+STALLED_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class ActiveRun:
     replaced_by: datetime | None = None  # concurrency: replace, the slot that took over
     task: asyncio.Task[None] | None = None
     started: bool = False  # the executor was called (a prefetched run waits for its due time first)
-    handed_back: bool = False  # shutdown gave it back before it started: it must not start
+    handed_back: bool = False  # shutdown gave it back: it must not start, and writes nothing more
+    lost: bool = False  # a renewal found its task no longer RUNNING under its lease: it is being stopped
 
 
 class Engine:
@@ -80,58 +87,112 @@ class Engine:
         self.stores = list(stores)
         self.executors = dict(executors or {})
         self.listener = listener or EngineListener()
-        self._active: dict[tuple[Store, str], ActiveRun] = {}  # by (store, item id)
+        # By run id, not by task: a run still stopping and the next run of its task are two entries.
+        self._active: dict[str, ActiveRun] = {}
         self._wake: asyncio.Event | None = None
         self._claiming = False
-        self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._give_up_grace: asyncio.Event | None = None  # set: hand running runs back without waiting
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._loop_ok: dict[str, float] = {}  # loop name -> event-loop time its last round completed
+        self._loop_interval: dict[str, float] = {}
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
+        self._next_recovery = 0.0  # loop time of the next look for expired leases
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the loop, the keep-alive and the purge as background tasks."""
+        """Start the main loop, the keep-alive and the purge as supervised background tasks."""
         self._wake = asyncio.Event()
+        self._give_up_grace = asyncio.Event()
         self._claiming = self.config.executor_node
+        self._stopping = False
         self._started_at = self.stores[0].now()
         await self._heartbeat()
-        for coroutine in (self._main_loop(), self._keepalive_loop(), self._purge_loop()):
-            self._background.append(asyncio.create_task(coroutine))
+        poll = self.config.poll_interval.total_seconds()
+        loops = {
+            "main": (self._main_round, poll),
+            "keepalive": (self._keepalive_round, self.config.lease_duration.total_seconds() / 3),
+            "purge": (self._purge_round, self.config.purge_interval.total_seconds()),
+        }
+        now = asyncio.get_running_loop().time()
+        for name, (round_, interval) in loops.items():
+            self._loop_ok[name], self._loop_interval[name] = now, interval
+            self._loops[name] = asyncio.create_task(self._supervise(name, round_, interval), name=f"engine {name}")
 
     async def stop(self) -> None:
-        """Stop claiming, give running tasks ``shutdown_grace``, then hand the rest back.
+        """Stop claiming, give running runs ``shutdown_grace``, then hand the rest back.
 
-        Runs still going after the grace period are stopped and marked CRASHED
-        with "Interrupted by scheduler shutdown", so that a peer resumes them at
-        once from their last checkpoint.
+        Nothing is left RUNNING: the main loop finishes the claim it may be in
+        the middle of (a claim is never dropped), runs claimed ahead that have
+        not started go back as they were (``release_claims``), and runs still
+        going after the grace period (or at once after ``give_up_grace()``) are
+        stopped and handed back as crashed (``abandon_runs``), so that a peer
+        resumes them from their last checkpoint. Leases are renewed meanwhile.
         """
+        if not self._loops:
+            return
         self._claiming = False
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        self._background.clear()
-        # Runs claimed ahead that have not started go back at once; the others get the grace period.
-        await self._hand_back([run for run in self._active.values() if not run.started])
-        runs = [run.task for run in self._active.values() if run.task is not None]
-        if runs:
-            await asyncio.wait(runs, timeout=self.config.shutdown_grace.total_seconds())
-        leftovers = list(self._active.values())
-        await self._hand_back(leftovers)
-        remaining = [run.task for run in leftovers if run.task is not None]
+        self._stopping = True
+        self.wake()
+        await asyncio.gather(self._loops.pop("main"), return_exceptions=True)
+        purge = self._loops.pop("purge")
+        purge.cancel()
+        await asyncio.gather(purge, return_exceptions=True)
+        await self._release([run for run in self._active.values() if not run.started])
+        running = [run.task for run in self._active.values() if run.task is not None]
+        if running:
+            log.info(
+                "waiting up to %.0fs for %d running run(s) to finish", self.config.shutdown_grace.total_seconds(),
+                len(running),
+            )
+            assert self._give_up_grace is not None
+            all_done = asyncio.ensure_future(asyncio.wait(running))
+            give_up = asyncio.ensure_future(self._give_up_grace.wait())
+            await asyncio.wait(
+                [all_done, give_up], timeout=self.config.shutdown_grace.total_seconds(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            all_done.cancel()  # stops waiting; the runs themselves go on until handed back below
+            give_up.cancel()
+        await self._abandon(list(self._active.values()))
+        remaining = [run.task for run in self._active.values() if run.task is not None]
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
+        keepalive = self._loops.pop("keepalive")
+        keepalive.cancel()
+        await asyncio.gather(keepalive, return_exceptions=True)
 
-    async def _hand_back(self, runs: list[ActiveRun]) -> None:
-        """Stop ``runs`` (they write nothing more), then mark them CRASHED for a peer to resume."""
+    def give_up_grace(self) -> None:
+        """During ``stop()``: stop waiting for running runs and hand them back now."""
+        if self._give_up_grace is not None:
+            self._give_up_grace.set()
+
+    async def _release(self, runs: list[ActiveRun]) -> None:
+        """Give back runs that never started: their tasks are SCHEDULED again as before their claims."""
+        self._stop_runs(runs)
+        for store in self.stores:
+            claims = [run.claim for run in runs if run.store is store]
+            if claims:
+                released = await store.release_claims(claims)
+                log.info("released %d run(s) claimed ahead that had not started", len(released))
+
+    async def _abandon(self, runs: list[ActiveRun]) -> None:
+        """Stop ``runs`` (they write nothing more) and hand them back as crashed, for a peer to resume."""
+        self._stop_runs(runs)
+        for store in self.stores:
+            claims = [run.claim for run in runs if run.store is store]
+            if claims:
+                marked = await store.abandon_runs(claims, SHUTDOWN_REASON, self.config.retention)
+                log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
+
+    @staticmethod
+    def _stop_runs(runs: list[ActiveRun]) -> None:
         for run in runs:  # before any await: a run waiting for its due time must not start meanwhile
             run.handed_back = True
             if run.context is not None:
                 run.context.cancel(Outcome.LEASE_LOST)
-        for store in self.stores:
-            claims = [run.claim for run in runs if run.store is store]
-            if claims:
-                marked = await store.abandon_runs(claims, SHUTDOWN_REASON)
-                log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
 
     def register_executor(self, task_type: str, executor: Executor) -> None:
         """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
@@ -145,6 +206,25 @@ class Engine:
     @property
     def running_count(self) -> int:
         return len(self._active)
+
+    def health(self) -> list[str]:
+        """What keeps this node from doing its job now (empty: nothing).
+
+        A loop that died, or that has not completed a round for ``STALLED_ROUNDS``
+        of its intervals: the main loop claims nothing, or the keep-alive cannot
+        renew leases and write the heartbeat (the store refuses writes).
+        """
+        problems = []
+        now = asyncio.get_running_loop().time()
+        for name, task in self._loops.items():
+            if task.done():
+                problems.append(f"the engine's {name} loop has stopped")
+                continue
+            interval = max(self._loop_interval[name], self.config.poll_interval.total_seconds())
+            silent = now - self._loop_ok[name]
+            if name != "purge" and silent > STALLED_ROUNDS * interval:
+                problems.append(f"the engine's {name} loop has not completed a round for {silent:.0f}s")
+        return problems
 
     # -- burst mode -----------------------------------------------------------
 
@@ -167,35 +247,67 @@ class Engine:
 
     # -- the loops --------------------------------------------------------------
 
-    async def _main_loop(self) -> None:
-        assert self._wake is not None
+    async def _supervise(self, name: str, round_: Callable[[], Awaitable[float]], interval: float) -> None:
+        """Run ``round_`` again and again; it returns how long to wait before the next one.
+
+        An error never ends the loop: a store error is logged, anything else is
+        logged with its traceback and counted, and the loop backs off (from its
+        interval, doubling, up to MAX_LOOP_BACKOFF) and goes on.
+        """
         loop = asyncio.get_running_loop()
-        poll = self.config.poll_interval.total_seconds()
-        next_recovery = loop.time()
-        while True:
-            self._wake.clear()
+        failures = 0
+        while not (name == "main" and self._stopping):
             try:
-                # Expired leases are looked for once per poll interval, not at every
-                # wake-up: at thousands of runs per second that query would dominate.
-                if loop.time() >= next_recovery:
-                    await self._recover()
-                    next_recovery = loop.time() + poll
-                if self._claiming:
-                    await self._claim_and_start()
-                delay = await self._sleep_time()
+                delay = await round_()
+            except asyncio.CancelledError:
+                raise
             except StoreError as exc:
-                log.error("store unavailable, retrying in %.1fs: %s", poll, exc)
-                delay = poll
-            self._wake_at = loop.time() + delay
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+                failures += 1
+                delay = self._backoff(interval, failures)
+                log.error("%s loop: store unavailable, retrying in %.1fs: %s", name, delay, exc)
+            except Exception:
+                failures += 1
+                delay = self._backoff(interval, failures)
+                log.exception("%s loop failed, retrying in %.1fs", name, delay)
+                self.listener.loop_error(name)
+            else:
+                failures = 0
+                self._loop_ok[name] = loop.time()
+            if name == "main":
+                await self._sleep_or_wake(delay)
+            else:
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _backoff(interval: float, failures: int) -> float:
+        return min(max(interval, 0.05) * 2 ** (failures - 1), MAX_LOOP_BACKOFF.total_seconds())
+
+    async def _sleep_or_wake(self, delay: float) -> None:
+        assert self._wake is not None
+        self._wake_at = asyncio.get_running_loop().time() + delay
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def _main_round(self) -> float:
+        """Recover expired leases (once per poll interval), claim and start what is due; the time to sleep."""
+        assert self._wake is not None
+        self._wake.clear()
+        loop = asyncio.get_running_loop()
+        # Expired leases are looked for once per poll interval, not at every
+        # wake-up: at thousands of runs per second that query would dominate.
+        if loop.time() >= self._next_recovery:
+            await self._recover()
+            self._next_recovery = loop.time() + self.config.poll_interval.total_seconds()
+        if self._claiming:
+            await self._claim_and_start()
+        return await self._sleep_time()
 
     async def _sleep_time(self) -> float:
         """Seconds until something could be claimed here, never more than ``poll_interval``."""
         delay = self.config.poll_interval.total_seconds()
-        if self._free_capacity() == 0:
+        if self._free_capacity() == 0 or self._stopping:
             return delay  # a finishing run wakes the loop
         for store in self.stores:
             due = await store.next_due_time(self.config.node_id)
@@ -204,24 +316,15 @@ class Engine:
                 delay = min(delay, max(0.0, ahead.total_seconds()))
         return delay
 
-    async def _keepalive_loop(self) -> None:
-        interval = self.config.lease_duration.total_seconds() / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._renew()
-                await self._heartbeat()
-            except StoreError as exc:
-                log.error("could not renew leases: %s", exc)
+    async def _keepalive_round(self) -> float:
+        await self._renew()
+        await self._heartbeat()
+        return self.config.lease_duration.total_seconds() / 3
 
-    async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.purge_interval.total_seconds())
-            for store in self.stores:
-                try:  # the store logs what it purged
-                    await store.purge(keep_history=self.config.keep_history, retention=self.config.retention)
-                except StoreError as exc:
-                    log.error("purge failed: %s", exc)
+    async def _purge_round(self) -> float:
+        for store in self.stores:  # the store logs what it purged
+            await store.purge(keep_history=self.config.keep_history, retention=self.config.retention)
+        return self.config.purge_interval.total_seconds()
 
     # -- steps ----------------------------------------------------------------
 
@@ -232,10 +335,11 @@ class Engine:
         if not self.config.executor_node:
             return
         for store in self.stores:
-            for task in await store.recover_expired(self.config.node_id):
+            for task in await store.recover_expired(self.config.node_id, self.config.retention):
                 log.warning(
-                    "recovered task %s from crashed node %s",
-                    task.item_id, task.status_details.get("crashedNode"), extra={"task": task.item_id},
+                    "recovered task %s from crashed node %s (now %s)",
+                    task.item_id, task.status_details.get("crashedNode"), task.status.value,
+                    extra={"task": task.item_id},
                 )
                 self.listener.recovered(task)
 
@@ -249,29 +353,32 @@ class Engine:
             claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
             for claim in claims:
                 run = ActiveRun(store=store, claim=claim)
-                self._active[(store, claim.item_id)] = run
+                self._active[claim.run_id] = run
                 run.task = asyncio.create_task(self._run(run), name=f"run {claim.run_id}")
                 started.append(run)
         return started
 
     async def _renew(self) -> None:
         for store in self.stores:
-            runs = {item_id: run for (held_in, item_id), run in self._active.items() if held_in is store}
+            runs = [run for run in self._active.values() if run.store is store]
             if not runs:
                 continue
             lost = await store.renew_leases(
-                self.config.node_id, [run.claim for run in runs.values()], self.config.lease_duration
+                self.config.node_id, [run.claim for run in runs], self.config.lease_duration
             )
-            for item_id in lost:
-                run = runs[item_id]
-                log.warning("lost the lease of %s: stopping its run", item_id, extra={"task": item_id})
-                self.listener.lease_lost(run.claim)
-                if run.context is not None:
-                    run.context.cancel(Outcome.LEASE_LOST)
             now = store.now()
-            for item_id, run in runs.items():
-                if item_id not in lost:
+            for run in runs:
+                if self._active.get(run.claim.run_id) is not run:
+                    continue  # it ended while the renewal was under way: nothing of it was lost
+                if run.claim.item_id not in lost:
                     self._replace_if_overdue(run, now)
+                elif not run.lost:
+                    run.lost = True
+                    item_id = run.claim.item_id
+                    log.warning("lost the lease of %s: stopping its run", item_id, extra={"task": item_id})
+                    self.listener.lease_lost(run.claim)
+                    if run.context is not None:
+                        run.context.cancel(Outcome.LEASE_LOST)
 
     def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
         """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start."""
@@ -311,7 +418,7 @@ class Engine:
             log.error("could not record the end of %s: %s", claim.run_id, exc, extra={"task": claim.item_id})
         finally:
             was_full = self._free_capacity() == 0
-            del self._active[(run.store, claim.item_id)]
+            del self._active[claim.run_id]
             # Wake the loop only when this changes its plan: capacity came back, or
             # the task is due again before the loop meant to look (a retry, a run now).
             if was_full or (next_due is not None and self._due_before_wake(run.store, next_due)):
@@ -388,8 +495,9 @@ class Engine:
         if execution.outcome is Outcome.LEASE_LOST:
             if run.handed_back:
                 log.info("run %s handed back at shutdown", claim.run_id, extra=extra)
-            else:
-                log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
+                return None
+            log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
+            await self._release_lease(run)
             return None
         now = store.now()
         retention = self.config.retention
@@ -409,6 +517,7 @@ class Engine:
         self.listener.run_finished(claim, result, applied)
         if not applied:
             log.warning("run %s ended after losing its lease: its result was not recorded", claim.run_id, extra=extra)
+            await self._release_lease(run)
             return None
         if execution.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
             log.info("run %s %s", claim.run_id, execution.outcome.value, extra=extra)
@@ -418,3 +527,9 @@ class Engine:
                 transition.status.value, extra=extra,
             )
         return transition.next_scheduled_execution
+
+    async def _release_lease(self, run: ActiveRun) -> None:
+        """The run has stopped after its task left RUNNING (a cancel): free the lease it still holds,
+        so that a retry or run-now starts now rather than when the lease expires."""
+        if await run.store.release_lease(run.claim):
+            self.wake()  # a retry or run-now may already be waiting for it

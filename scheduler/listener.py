@@ -19,3 +19,6 @@ class EngineListener:
 
     def recovered(self, task: Task) -> None:
         """This node marked another node's expired run CRASHED."""
+
+    def loop_error(self, loop: str) -> None:
+        """One of the engine's loops (main, keepalive, purge) failed unexpectedly and goes on after a backoff."""

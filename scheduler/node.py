@@ -84,6 +84,7 @@ class Node:
         self._parts: _Parts | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
 
     @property
     def engine(self) -> Engine:
@@ -177,16 +178,19 @@ class Node:
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
 
     async def stop(self) -> None:
-        parts, self._parts = self._parts, None
-        if parts is None:
+        parts = self._parts
+        if parts is None or self._stopping:
             return
-        await parts.engine.stop()
+        self._stopping = True
+        await parts.engine.stop()  # the parts stay reachable meanwhile: a second signal cuts the grace short
+        self._parts = None
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         await parts.runner.cleanup()
         await parts.memory_store.close()
         await parts.store.close()
+        self._stopping = False
         log.info("node %s stopped", self.config.node_id)
 
     async def __aenter__(self) -> Node:
@@ -215,22 +219,40 @@ class Node:
         }
 
     async def serve(self) -> None:
-        """Run until SIGTERM or SIGINT; SIGHUP rescans the tasks directory."""
+        """Run until SIGTERM or SIGINT; SIGHUP rescans the tasks directory.
+
+        The first SIGTERM or SIGINT stops the node gracefully (running runs get
+        ``shutdownGrace``); a second one hands the running runs back at once.
+        """
         loop = asyncio.get_running_loop()
         # Handlers first: /readyz answers during start(), and a SIGHUP sent as soon as it
         # does must rescan, not kill the process (SIGHUP's default action).
-        loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopped.set)
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
         try:
             await self.start()
             tune_gc_for_daemon()
             await self._stopped.wait()
-            log.info("node %s stopping", self.config.node_id)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, name: str) -> None:
+        if not self._stopped.is_set():
+            self._stopped.set()
+            running = self._parts.engine.running_count if self._parts else 0
+            grace = self.config.shutdown_grace.total_seconds()
+            log.warning(
+                "node %s stopping on %s: %d running run(s) get up to %.0fs to finish; "
+                "send %s again to hand them back now", self.config.node_id, name, running, grace, name,
+            )
+        elif self._parts is not None:
+            log.warning("node %s: %s again, handing running runs back now", self.config.node_id, name)
+            self._parts.engine.give_up_grace()
 
     async def _reload_on_signal(self) -> None:
         report = await self.reload()

@@ -48,6 +48,7 @@ from .spec import utc_iso
 CANCELLED_ERROR = "Cancelled by an operator"
 REMOVED_ERROR = "Task deleted while running"
 SHUTDOWN_REASON = "Interrupted by scheduler shutdown"
+UNUSABLE_SPEC = "its stored spec cannot be used"
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ def unusable_spec(error: Exception, running: tuple[datetime, int] | None = None)
     """A task whose stored spec no longer parses (written by a newer version, a time zone gone): it
     fails alone and says why, instead of stopping the claims of every other task. ``running`` is the
     slot and attempt of its open run, if it was RUNNING."""
-    message = f"its stored spec cannot be used: {error}"
+    message = f"{UNUSABLE_SPEC}: {error}"
     fields = {**_NO_LEASE, "status": Status.FAILED, "next_scheduled_execution": None, "last_error": message}
     end = None if running is None else RunEnd(*running, Outcome.FAILURE, error=message)
     return Change(fields, run_end=end)

@@ -81,6 +81,10 @@ class Metrics(EngineListener):
         self.recoveries = Counter(
             "scheduler_recoveries", "Crashed runs of other nodes this node recovered.", registry=self.registry
         )
+        self.loop_errors = Counter(
+            "scheduler_loop_errors", "Unexpected errors in the engine's loops, which back off and go on, by loop.",
+            ["loop"], registry=self.registry,
+        )
         self.reload_success = Gauge(
             "scheduler_reload_success", "1 if the last reload of tasks.d rejected no file, else 0.",
             registry=self.registry,
@@ -111,6 +115,9 @@ class Metrics(EngineListener):
 
     def recovered(self, task: Task) -> None:
         self.recoveries.inc()
+
+    def loop_error(self, loop: str) -> None:
+        self.loop_errors.labels(loop=loop).inc()
 
     # -- reconciler --------------------------------------------------------------
 

@@ -6,10 +6,12 @@ is ``scheduler.policy``): these are the storage details both backends agree on.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from ..model import EPOCH, HISTORY_LIMIT, ONE_MS, epoch_ms, from_epoch_ms, make_run_id  # noqa: F401 (shared)
-from ..spec import Source, TaskSpec
+from ..policy import UNUSABLE_SPEC
+from ..spec import Schedule, Source, TaskSpec
 
 
 def push_history(
@@ -38,3 +40,26 @@ def stored_spec(spec_hash: str, load: Callable[[], Mapping[str, Any]], source: S
         spec = TaskSpec.from_dict(load(), source=source)
         _parsed_specs[key] = spec
     return spec
+
+
+def readable_spec(
+    item_id: str, spec_hash: str, load: Callable[[], Mapping[str, Any]], source: Source | None
+) -> TaskSpec:
+    """The spec to show for a stored task: ``stored_spec``, or, when the stored document no
+    longer parses (written by a newer version, a time zone gone from the system), a disabled
+    stand-in whose description says why, so that the task can still be listed, shown, cancelled
+    or deleted. Claims parse with ``stored_spec`` and fail such a task instead of running it."""
+    try:
+        return stored_spec(spec_hash, load, source)
+    except Exception as exc:  # whatever the document holds, reading it must not fail
+        document = load()
+        name = document.get("name") if isinstance(document, Mapping) else None
+        return TaskSpec(
+            name=name if isinstance(name, str) else item_id,
+            schedule=Schedule(after=timedelta(0)),
+            type=str(document.get("type") or "") if isinstance(document, Mapping) else "",
+            description=f"{UNUSABLE_SPEC}: {exc}",
+            enabled=False,
+            source=source,
+        )
+

@@ -238,8 +238,9 @@ def recover(conn: sqlite3.Connection, now: datetime, node_id: str, retention: Re
     recovered = []
     for row in expired:
         error = policy.lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
-        change = _crash(now, row, row["lease_owner"], error, node_id, retention)
-        if change is not None and apply_change(
+        change = policy.crash(task_from_row(row), now, error=error, crashed_node=row["lease_owner"],
+                              recovered_by=node_id, retention=retention)
+        if apply_change(
             conn, now, row, change, "fence = :fence AND status = 'RUNNING' AND lease_until < :now",
             {"fence": row["fence"], "now": epoch_ms(now)},
         ):
@@ -256,8 +257,11 @@ def abandon(conn: sqlite3.Connection, now: datetime, claims: list[Claim], reason
     marked = []
     for held in claims:
         row = _held_row(conn, held)
-        change = None if row is None else _crash(now, row, held.node_id, reason, held.node_id, retention)
-        if change is not None and apply_change(conn, now, row, change, FENCED, fence_of(held)):
+        if row is None:
+            continue
+        change = policy.crash(task_from_row(row), now, error=reason, crashed_node=held.node_id,
+                              recovered_by=held.node_id, retention=retention)
+        if apply_change(conn, now, row, change, FENCED, fence_of(held)):
             marked.append(held.item_id)
     return marked
 
@@ -270,13 +274,3 @@ def release(conn: sqlite3.Connection, now: datetime, claims: list[Claim]) -> lis
             released.append(held.item_id)
     return released
 
-
-def _crash(
-    now: datetime, row: sqlite3.Row, crashed_node: str, error: str, recovered_by: str, retention: Retention
-) -> Change | None:
-    try:
-        task = task_from_row(row)
-    except Exception as exc:  # a spec that no longer parses: the task fails alone
-        return policy.unusable_spec(exc, running=(from_epoch_ms(row["scheduled_for"]), row["attempt"]))
-    return policy.crash(task, now, error=error, crashed_node=crashed_node, recovered_by=recovered_by,
-                        retention=retention)

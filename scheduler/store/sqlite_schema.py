@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..errors import StoreError
 from ..model import NodeInfo, Outcome, RunRecord, Status, Task
 from ..spec import Source, thaw
-from .common import epoch_ms, from_epoch_ms, stored_spec
+from .common import epoch_ms, from_epoch_ms, readable_spec
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +193,8 @@ def task_from_row(row: sqlite3.Row) -> Task:
     delay = row["retry_delay_override"]
     return Task(
         item_id=row["item_id"],
-        spec=stored_spec(
-            row["spec_hash"], lambda: json.loads(row["spec"]),
+        spec=readable_spec(
+            row["item_id"], row["spec_hash"], lambda: json.loads(row["spec"]),
             None if row["source_path"] is None else Source(row["source_path"], row["source_line"] or 0),
         ),
         spec_hash=row["spec_hash"],

@@ -476,8 +476,11 @@ async def test_a_run_claimed_ahead_starts_at_its_due_time_and_shutdown_hands_bac
     assert [task for task, _ in started] == ["soon"]
     due = soon.history[0]["scheduledFor"]
     assert started[0][1] >= datetime.fromisoformat(due.replace("Z", "+00:00"))
+    # Claimed ahead but never started: back as it was, not a crash that would use up an attempt.
     later = await store.get_task("later")
-    assert later.status is Status.CRASHED and later.last_error == SHUTDOWN_REASON
+    assert later.status is Status.SCHEDULED and later.attempt == 1 and later.last_error is None
+    assert later.lease_owner is None and later.history == [] and later.last_execution_date is None
+    assert (await store.list_runs("later")).total == 0
 
 
 def _pid_written(path) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.model import Outcome, Status
+from scheduler.model import Outcome, Status, TaskQuery
 
-from .helpers import HOUR, LEASE, MS, add_task, claim_one, make_spec
+from .helpers import HOUR, LEASE, MS, add_task, claim_one, make_spec, success, write_stored_spec
 
 
 async def test_recover_waits_for_the_exact_boundary(store, peer, clock):
@@ -113,3 +113,131 @@ async def test_next_due_time_waits_for_a_cancelled_runs_lease(store, clock):
     assert await store.claim_due("a", 1, LEASE) == []
     clock.set(claim.lease_until + MS)
     assert (await claim_one(store, "a")).attempt == 2
+
+
+# -- the retry budget applies to crashes -------------------------------------------------------------
+
+
+async def crash_by_expiry(store, clock, node: str = "a"):
+    """Claim the task, let its lease expire, recover it: one crash."""
+    claim = await claim_one(store, node)
+    clock.set(claim.lease_until + MS)
+    [task] = await store.recover_expired("b")
+    return claim, task
+
+
+async def test_a_one_shot_that_keeps_crashing_fails_once_its_attempts_are_spent(store, clock):
+    await add_task(store, clock(), "t", schedule={"after": "0s"}, retry={"maxRetries": 1})
+    _, task = await crash_by_expiry(store, clock)
+    assert task.status == Status.CRASHED and task.attempt == 2 and task.failure_count == 1
+
+    last, task = await crash_by_expiry(store, clock)
+    assert task.status == Status.FAILED and task.failure_count == 2 and task.next_scheduled_execution is None
+    assert "retry budget is spent" in task.last_error and task.attempt == last.attempt == 2
+    assert task.history[0]["outcome"] == "crashed" and task.history[0]["attempt"] == 2
+    assert await store.claim_due("a", 10, LEASE) == [] and await store.next_due_time("a") is None
+    records = (await store.list_runs("t")).items
+    assert [(record.attempt, record.outcome) for record in records] == [(2, Outcome.CRASHED), (1, Outcome.CRASHED)]
+
+
+async def test_a_periodic_task_that_keeps_crashing_moves_on_to_its_next_slot(store, clock):
+    await add_task(store, clock(), "t", retry={"maxRetries": 0})
+    claim, task = await crash_by_expiry(store, clock)
+    assert task.status == Status.SCHEDULED and task.attempt == 1 and task.failure_count == 1
+    assert task.scheduled_for == claim.scheduled_for + HOUR
+    assert await store.claim_due("a", 10, LEASE) == []  # nothing due before the next slot
+
+
+async def test_a_handed_back_run_consumes_its_attempt_like_any_crash(store, clock):
+    await add_task(store, clock(), "t", schedule={"after": "0s"}, retry={"maxRetries": 1})
+    first = await claim_one(store, "a")
+    assert await store.abandon_runs([first], "Interrupted by scheduler shutdown") == ["t"]
+    second = await claim_one(store, "b")
+    assert second.attempt == 2
+    assert await store.abandon_runs([second], "Interrupted by scheduler shutdown") == ["t"]
+    task = await store.get_task("t")
+    assert task.status == Status.FAILED and task.last_error.startswith("Interrupted by scheduler shutdown")
+    assert await store.claim_due("c", 10, LEASE) == []
+
+
+async def test_a_manual_retry_after_crashes_is_one_more_attempt(store, clock):
+    await add_task(store, clock(), "t", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    await crash_by_expiry(store, clock)
+    assert (await store.retry("t")).attempt == 2
+    assert (await claim_one(store, "a")).attempt == 2
+
+
+# -- claims handed back before their runs started ------------------------------------------------------
+
+
+async def test_release_claims_puts_a_task_back_as_it_was_before_its_claim(store, peer, clock):
+    await add_task(store, clock() + timedelta(seconds=5), "t")
+    before = await store.get_task("t")
+    [claim] = await store.claim_due("a", 1, LEASE, horizon=timedelta(seconds=10))
+    assert await store.release_claims([claim]) == ["t"]
+    task = await peer.get_task("t")
+    assert task.status == Status.SCHEDULED and task.attempt == before.attempt == 1
+    assert task.next_scheduled_execution == before.next_scheduled_execution
+    assert task.lease_owner is None and task.history == [] and task.last_execution_date is None
+    assert task.last_error is None and task.failure_count == 0
+    assert (await peer.list_runs("t")).total == 0
+    assert await store.release_claims([claim]) == []  # fenced: nothing more to release
+
+    clock.advance(timedelta(seconds=5))
+    again = await claim_one(peer, "b")  # the same slot and attempt can start after all
+    assert (again.scheduled_for, again.attempt) == (claim.scheduled_for, claim.attempt)
+
+
+# -- a cancelled run's lease ----------------------------------------------------------------------------
+
+
+async def test_a_cancelled_runs_lease_is_renewed_until_its_node_releases_it(store, clock):
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store, "a")
+    await store.cancel("t")
+    await store.retry("t")  # due now, yet the cancelled run is still stopping on node a
+    clock.advance(LEASE - MS)
+    assert await store.renew_leases("a", [claim], LEASE) == {"t"}  # reported lost, but held on
+    clock.set(claim.lease_until + MS)
+    assert await store.claim_due("b", 1, LEASE) == []  # the renewal moved the lease on
+
+    assert await store.release_lease(claim) is True  # the run has stopped
+    task = await store.get_task("t")
+    assert task.lease_owner is None and task.lease_until is None and task.status == Status.SCHEDULED
+    assert (await claim_one(store, "b")).attempt == 2
+    assert await store.release_lease(claim) is False
+
+
+async def test_release_lease_never_frees_a_running_task(store, clock):
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store, "a")
+    assert await store.release_lease(claim) is False
+    assert (await store.get_task("t")).lease_owner == "a"
+
+
+async def test_a_renewal_that_races_a_finish_reports_the_run_lost_and_writes_nothing(store, clock):
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store, "a")
+    await store.finish_run(claim, *success(claim, clock()))
+    assert await store.renew_leases("a", [claim], LEASE) == {"t"}
+    assert (await store.get_task("t")).lease_until is None
+
+
+# -- a stored spec that no longer parses ---------------------------------------------------------------
+
+
+async def test_a_task_whose_stored_spec_cannot_be_used_fails_alone_and_stays_readable(store, clock):
+    await add_task(store, clock(), "broken")
+    await add_task(store, clock(), "healthy")
+    # As a newer version, or a system without this time zone, would leave it.
+    await write_stored_spec(store, "broken", {"name": "broken", "schedule": {"every": "1h", "timezone": "Mars/Olympus"}})
+
+    [claim] = await store.claim_due("a", 10, LEASE)
+    assert claim.item_id == "healthy"
+    broken = await store.get_task("broken")
+    assert broken.status == Status.FAILED and broken.next_scheduled_execution is None
+    assert broken.last_error.startswith("its stored spec cannot be used") and "Mars/Olympus" in broken.last_error
+    assert "its stored spec cannot be used" in broken.spec.description and not broken.spec.enabled
+    page = await store.query_tasks(TaskQuery(status=Status.FAILED))
+    assert [task.item_id for task in page.items] == ["broken"]
+    assert await store.remove_spec("broken") is True  # an operator can still get rid of it

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, is_file_source, truncate_ms
 from ...spec import Source, TaskSpec, document_hash, thaw
-from ..common import stored_spec
+from ..common import readable_spec
 
 SCHEMA_VERSION = 1
 
@@ -111,7 +111,9 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
     retry_delay_ms = doc.get("retryDelayOverrideMs")
     return Task(
         item_id=doc["_id"],
-        spec=stored_spec(doc["specHash"], lambda: doc["spec"], None if source is None else Source(**source)),
+        spec=readable_spec(
+            doc["_id"], doc["specHash"], lambda: doc["spec"], None if source is None else Source(**source)
+        ),
         spec_hash=doc["specHash"],
         status=Status(doc["status"]),
         node=doc.get("node"),

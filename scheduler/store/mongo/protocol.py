@@ -25,6 +25,8 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...model import HISTORY_LIMIT, Claim, Retention, RunResult, Status, Task, Transition, make_run_id
 from ...policy import Change
+from ...spec import Source
+from ..common import stored_spec
 from .documents import TASK_FIELDS, aware, current_slot, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced_claim, held_claim
 
@@ -61,10 +63,12 @@ def claim_due(
         if before is None:
             break
         try:
-            claim = _claim_of(before, node_id, until, now)
+            source = before.get("source")
+            stored_spec(before["specHash"], lambda: before["spec"], None if source is None else Source(**source))
         except Exception as exc:  # whatever the reason, one task's spec must never stop the claims of the others
             _fail_unusable(db, before, node_id, exc, now)
             continue
+        claim = _claim_of(before, node_id, until, now)
         try:
             db["runs"].insert_one(new_run_document(claim))
         except DuplicateKeyError:
@@ -240,7 +244,8 @@ def recover_expired(db: Database, node_id: str, retention: Retention, now: datet
             "lease.fence": lease["fence"],
             "lease.until": {"$lt": now},
         }
-        change = _crash(doc, lease["owner"], error, node_id, retention, now)
+        change = policy.crash(task_from_document(doc), now, error=error, crashed_node=lease["owner"],
+                              recovered_by=node_id, retention=retention)
         if apply_change(db, doc["_id"], condition, change, now, current_slot(doc)):
             recovered.append(task_from_document(db["tasks"].find_one({"_id": doc["_id"]})))
     if recovered:
@@ -259,7 +264,8 @@ def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, retention: 
         doc = db["tasks"].find_one(fenced_claim(claim))
         if doc is None:
             continue
-        change = _crash(doc, claim.node_id, reason, claim.node_id, retention, now)
+        change = policy.crash(task_from_document(doc), now, error=reason, crashed_node=claim.node_id,
+                              recovered_by=claim.node_id, retention=retention)
         if apply_change(db, claim.item_id, fenced_claim(claim), change, now, current_slot(doc)):
             marked.append(claim.item_id)
     return marked
@@ -271,13 +277,3 @@ def release_claims(db: Database, claims: Sequence[Claim], now: datetime) -> list
         if apply_change(db, claim.item_id, fenced_claim(claim), policy.release(claim), now, claim.scheduled_for)
     ]
 
-
-def _crash(
-    doc: Mapping[str, Any], crashed_node: str, error: str, recovered_by: str, retention: Retention, now: datetime
-) -> Change:
-    try:
-        task = task_from_document(doc)
-    except Exception as exc:  # a spec that no longer parses: the task fails alone
-        return policy.unusable_spec(exc, running=(current_slot(doc), doc["attempt"]))
-    return policy.crash(task, now, error=error, crashed_node=crashed_node, recovered_by=recovered_by,
-                        retention=retention)
