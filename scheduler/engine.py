@@ -284,6 +284,8 @@ class Engine:
 
     async def _sleep_or_wake(self, delay: float) -> None:
         assert self._wake is not None
+        if self._stopping:
+            return
         self._wake_at = asyncio.get_running_loop().time() + delay
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)

@@ -1,0 +1,130 @@
+"""The engine's own lifecycle: a stop that drops no claim, loops that survive their errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import pytest
+
+from scheduler.engine import Engine, EngineConfig
+from scheduler.executors import executor_from_callable
+from scheduler.listener import EngineListener
+from scheduler.model import Status
+
+from .conftest import register, wait_for
+
+
+class SlowClaims:
+    """A store whose claims commit, then keep their caller waiting until ``release`` is set."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.committed = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def claim_due(self, *args, **kwargs):
+        claims = await self._store.claim_due(*args, **kwargs)
+        if claims:
+            self.committed.set()
+            await self.release.wait()
+        return claims
+
+
+@pytest.mark.realtime
+async def test_stop_in_the_middle_of_a_claim_hands_the_claimed_tasks_back(store, real_clock):
+    for name in ("a", "b"):
+        await register(store, real_clock, {"name": name, "type": "job", "schedule": {"after": "10s"}})
+    slow = SlowClaims(store)
+    engine = Engine(
+        EngineConfig(node_id="n", prefetch=timedelta(seconds=60), poll_interval=timedelta(seconds=0.05)), [slow],
+        executors={"job": executor_from_callable(lambda ctx: None)},
+    )
+    await engine.start()
+    await asyncio.wait_for(slow.committed.wait(), 10)  # the store holds both claims; the engine has not heard yet
+    stopping = asyncio.create_task(engine.stop())
+    await asyncio.sleep(0)  # let stop() begin while the claim is still on its way back
+    slow.release.set()
+    await asyncio.wait_for(stopping, 10)
+
+    for name in ("a", "b"):
+        task = await store.get_task(name)
+        assert task.status is Status.SCHEDULED and task.lease_owner is None and task.history == []
+        assert task.attempt == 1
+    assert (await store.list_runs("a")).total == 0
+
+
+class CountingListener(EngineListener):
+    def __init__(self) -> None:
+        self.loop_errors: list[str] = []
+
+    def loop_error(self, loop: str) -> None:
+        self.loop_errors.append(loop)
+
+
+class FailingHeartbeats:
+    """A store whose heartbeat raises an unexpected error ``failures`` times."""
+
+    def __init__(self, store, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def heartbeat(self, node):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("heartbeat exploded")
+        await self._store.heartbeat(node)
+
+
+@pytest.mark.realtime
+async def test_a_loop_that_fails_logs_counts_backs_off_and_goes_on(store, real_clock, caplog):
+    await register(store, real_clock, {"name": "tick", "type": "job", "schedule": {"every": "200ms"}})
+    runs = []
+    failing = FailingHeartbeats(store, failures=0)
+    listener = CountingListener()
+    engine = Engine(
+        EngineConfig(node_id="n", lease_duration=timedelta(seconds=0.3), poll_interval=timedelta(seconds=0.05)),
+        [failing], executors={"job": executor_from_callable(lambda ctx: runs.append(ctx.run_id))}, listener=listener,
+    )
+    await engine.start()  # the first heartbeat is written
+    failing.failures = 2
+    try:
+        with caplog.at_level(logging.ERROR, logger="scheduler.engine"):
+            await wait_for(lambda: _value(listener.loop_errors), lambda errors: len(errors) == 2, timeout=10)
+            count = len(runs)
+            await wait_for(lambda: _value(len(runs)), lambda n: n >= count + 2, timeout=10)  # the main loop went on
+            await wait_for(lambda: store.list_nodes(), lambda nodes: nodes[0].heartbeat > engine._started_at,
+                           timeout=10)  # and the keep-alive is back
+        assert listener.loop_errors == ["keepalive", "keepalive"]
+        assert "heartbeat exploded" in caplog.text and "Traceback" in caplog.text
+        assert engine.health() == []
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.realtime
+async def test_health_names_a_loop_that_no_longer_completes_a_round(store, real_clock):
+    failing = FailingHeartbeats(store, failures=0)
+    engine = Engine(
+        EngineConfig(node_id="n", lease_duration=timedelta(seconds=0.3), poll_interval=timedelta(seconds=0.05)),
+        [failing],
+    )
+    await engine.start()
+    failing.failures = 10_000  # the store refuses every heartbeat from now on
+    try:
+        problems = await wait_for(lambda: _value(engine.health()), bool, timeout=10)
+        assert problems[0].startswith("the engine's keepalive loop has not completed a round for")
+    finally:
+        failing.failures = 0
+        await engine.stop()
+
+
+async def _value(value):
+    return value
