@@ -90,6 +90,7 @@ class Engine:
         # By run id, not by task: a run still stopping and the next run of its task are two entries.
         self._active: dict[str, ActiveRun] = {}
         self._wake: asyncio.Event | None = None
+        self._renew_now: asyncio.Event | None = None  # cuts the keep-alive's wait short
         self._claiming = False
         self._stopping = False
         self._give_up_grace: asyncio.Event | None = None  # set: hand running runs back without waiting
@@ -105,6 +106,7 @@ class Engine:
     async def start(self) -> None:
         """Start the main loop, the keep-alive and the purge as supervised background tasks."""
         self._wake = asyncio.Event()
+        self._renew_now = asyncio.Event()
         self._give_up_grace = asyncio.Event()
         self._claiming = self.config.executor_node
         self._stopping = False
@@ -203,6 +205,12 @@ class Engine:
         if self._wake is not None:
             self._wake.set()
 
+    def check_leases(self) -> None:
+        """A task may have been cancelled or deleted here: renew leases now, so that a run whose task
+        is no longer RUNNING stops at once rather than at the next renewal."""
+        if self._renew_now is not None and self._active:
+            self._renew_now.set()
+
     @property
     def running_count(self) -> int:
         return len(self._active)
@@ -275,6 +283,8 @@ class Engine:
                 self._loop_ok[name] = loop.time()
             if name == "main":
                 await self._sleep_or_wake(delay)
+            elif name == "keepalive":
+                await self._wait_for(self._renew_now, delay)
             else:
                 await asyncio.sleep(delay)
 
@@ -283,12 +293,18 @@ class Engine:
         return min(max(interval, 0.05) * 2 ** (failures - 1), MAX_LOOP_BACKOFF.total_seconds())
 
     async def _sleep_or_wake(self, delay: float) -> None:
-        assert self._wake is not None
         if self._stopping:
             return
         self._wake_at = asyncio.get_running_loop().time() + delay
+        assert self._wake is not None
+        await self._wait_for(self._wake, delay)
+
+    @staticmethod
+    async def _wait_for(event: asyncio.Event | None, delay: float) -> None:
+        """Sleep ``delay`` seconds, or until ``event`` is set."""
+        assert event is not None
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await asyncio.wait_for(event.wait(), timeout=delay)
         except TimeoutError:
             pass
 
@@ -319,6 +335,8 @@ class Engine:
         return delay
 
     async def _keepalive_round(self) -> float:
+        assert self._renew_now is not None
+        self._renew_now.clear()
         await self._renew()
         await self._heartbeat()
         return self.config.lease_duration.total_seconds() / 3

@@ -124,12 +124,16 @@ class Node:
             executors=self.executors,
             listener=metrics,
         )
+        def tasks_changed() -> None:
+            engine.wake()  # a new or changed task may be due
+            engine.check_leases()  # a removed one may be running here: stop it now
+
         reconciler = None
         if config.tasks_dir is not None:
             reconciler = Reconciler(
                 config.tasks_dir, store, memory_store,
                 node_id=config.node_id, executor_node=config.executor_node,
-                on_change=engine.wake, on_reload=lambda report: metrics.reload_finished(
+                on_change=tasks_changed, on_reload=lambda report: metrics.reload_finished(
                     report.ok, report.rejected, report.at
                 ),
             )
@@ -150,6 +154,7 @@ class Node:
             cors_origins=config.cors_origins,
             metrics_public=config.metrics_public,
             wake=engine.wake,
+            check_leases=engine.check_leases,
             reload=(lambda: self.reload_json()) if reconciler else None,
             config_status=self.config_status,
             ready=ready,

@@ -31,6 +31,7 @@ class ApiServices:
     cors_origins: tuple[str, ...] = ()
     metrics_public: bool = True
     wake: Callable[[], None] = _nothing  # engine.wake: act at once after a state change
+    check_leases: Callable[[], None] = _nothing  # engine.check_leases: stop a cancelled run here at once
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
     config_status: Callable[[], dict[str, Any]] | None = None
     ready: Callable[[], Awaitable[bool]] = _always_ready

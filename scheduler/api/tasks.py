@@ -55,6 +55,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     located = await _locate(request)
     await located.store.cancel(located.task.item_id)
     log.info("task %s cancelled through the API", located.task.item_id, extra={"task": located.task.item_id})
+    request.app[SERVICES].check_leases()  # if it runs on this node, it stops now
     request.app[SERVICES].wake()
     return web.Response(status=204)
 
