@@ -21,6 +21,7 @@ from yarl import URL
 
 from .config import DEFAULT_LISTEN, load_config
 from .errors import ConfigError, SchedulerError
+from .redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def resolve_url(url: str | None, env: Mapping[str, str] = os.environ) -> str:
     chosen = (url or env.get("SCHEDULER_URL") or f"http://{DEFAULT_LISTEN}").rstrip("/")
     parts = urlsplit(chosen)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ClientError(f"invalid URL {chosen!r}: expected http://HOST:PORT, e.g. http://{DEFAULT_LISTEN}", EXIT_USAGE)
+        raise ClientError(f"invalid URL {redact_url(chosen)!r}: expected http://HOST:PORT, e.g. http://{DEFAULT_LISTEN}", EXIT_USAGE)
     return chosen
 
 
@@ -95,6 +96,7 @@ class ApiClient:
         if self.credentials.token:
             headers["Authorization"] = f"Bearer {self.credentials.token}"
         query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items() if v is not None}
+        shown = redact_url(self.url)  # a --url may carry Basic credentials: errors do not repeat them
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
                 async with session.request(method, URL(self.url + path, encoded=True), params=query, headers=headers) as response:
@@ -103,17 +105,17 @@ class ApiClient:
             error = exc.os_error
             # asyncio puts "Connect call failed (...)" in strerror; the errno's own text says more.
             reason = os.strerror(error.errno).lower() if (error.errno or 0) > 0 else error.strerror or str(error)
-            raise ClientError(f"cannot connect to {self.url} ({reason}): is `scheduler run` up? set --url or SCHEDULER_URL", EXIT_UNREACHABLE) from None
+            raise ClientError(f"cannot connect to {shown} ({reason}): is `scheduler run` up? set --url or SCHEDULER_URL", EXIT_UNREACHABLE) from None
         except TimeoutError:
-            raise ClientError(f"cannot connect to {self.url}: no answer within {self.timeout:g}s", EXIT_UNREACHABLE) from None
+            raise ClientError(f"cannot connect to {shown}: no answer within {self.timeout:g}s", EXIT_UNREACHABLE) from None
         except aiohttp.ClientError as exc:
-            raise ClientError(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}", EXIT_UNREACHABLE) from None
+            raise ClientError(f"cannot connect to {shown}: {type(exc).__name__}: {redact_text(str(exc))}", EXIT_UNREACHABLE) from None
         if response.status >= 400:
             raise self._refusal(response.status, response.reason or "", text)
         try:
             return Reply(response.status, json.loads(text) if text else None)
         except ValueError:
-            raise ClientError(f"{self.url} answered {method} {path} with something other than JSON: is it a scheduler node?", EXIT_UNREACHABLE) from None
+            raise ClientError(f"{shown} answered {method} {path} with something other than JSON: is it a scheduler node?", EXIT_UNREACHABLE) from None
 
     def _refusal(self, status: int, reason: str, text: str) -> ClientError:
         body = _json(text)

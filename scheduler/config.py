@@ -67,16 +67,6 @@ class NodeConfig:
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def redact_url(url: str) -> str:
-    """A store URL fit for logs and error messages: no password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
-
-
 def _duration(doc: Mapping[str, Any], key: str, pointer: str) -> timedelta | None:
     if key not in doc:
         return None

@@ -1,4 +1,8 @@
-"""Logging set-up, done once by the CLI: plain text for terminals, JSON lines for log shippers."""
+"""Logging set-up, done once by the CLI: plain text for terminals, JSON lines for log shippers.
+
+Both formats redact the URLs in a line (``scheduler.redact``): a run's error, an
+exception's text or a traceback may quote a task's URL with its credentials.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import logging
 import sys
 import time
+
+from .redact import redact_text
 
 # Keys modules pass in ``extra=`` so that a log line can be tied to a task, a run or a file.
 CONTEXT_KEYS = ("task", "run", "file", "node")
@@ -19,14 +25,21 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         for key in CONTEXT_KEYS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, then the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def configure_logging(level: str = "warning", fmt: str = "text") -> None:
@@ -35,7 +48,7 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

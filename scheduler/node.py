@@ -25,11 +25,12 @@ from .api.app import create_app
 from .api.auth import ApiAuth
 from .api.metrics import Metrics
 from .api.services import ApiServices
-from .config import NodeConfig, redact_url
+from .config import NodeConfig
 from .engine import Engine, EngineConfig
 from .errors import SchedulerError, StoreError
 from .executors import Executor
 from .reconcile import Reconciler, ReloadReport
+from .redact import redact_url
 from .store import open_store
 from .store.base import Store
 

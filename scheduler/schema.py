@@ -21,6 +21,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 
+from .redact import redact_text
 from .yamlsafe import escape, is_yaml11_boolean, unescape
 
 _TYPE_WORDS = {
@@ -125,7 +126,8 @@ def show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    # A wrong value is quoted back, and reload errors are shown to API viewers: hide a URL's secrets.
+    text = repr(redact_text(value)) if isinstance(value, str) else json.dumps(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"string {text}" if isinstance(value, str) else f"number {text}"
 

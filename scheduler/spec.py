@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError
 
 from .errors import SpecError
+from .redact import redact_url
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCHEDULE_KINDS = ("cron", "every", "at", "after")
@@ -240,7 +241,7 @@ class HttpRequest:
     def from_dict(cls, doc: Mapping[str, Any], pointer: str) -> HttpRequest:
         url = str(doc.get("url", ""))
         if not re.match(r"^https?://[^\s/]+", url):
-            raise SpecError(f"http.url must be an http:// or https:// URL, got {url!r}", f"{pointer}/url")
+            raise SpecError(f"http.url must be an http:// or https:// URL, got {redact_url(url)!r}", f"{pointer}/url")
         method = str(doc.get("method", "GET")).upper()
         if method not in HTTP_METHODS:
             raise SpecError(f"http.method must be one of {', '.join(HTTP_METHODS)}", f"{pointer}/method")

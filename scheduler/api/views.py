@@ -1,7 +1,9 @@
 """Store objects as the JSON a client sees: Unomi's task shape, plus run records and nodes.
 
 Dates are ISO 8601 UTC strings (``2024-03-20T15:00:00Z``) or null; durations
-shown to clients are milliseconds, as in Unomi (``retryDelay: 60000``).
+shown to clients are milliseconds, as in Unomi (``retryDelay: 60000``). Errors and
+run output go out with the URLs in them redacted (``scheduler.redact``): they may
+quote a task's URL with its credentials, and viewers read them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..model import NodeInfo, Page, RunRecord, Task
+from ..redact import redact_optional, redact_text
 from ..spec import utc_iso
 
 
@@ -62,7 +65,7 @@ def task_detail(task: Task, *, history: bool = True) -> dict[str, Any]:
         labels=jsonable(spec.labels),
         schedule=spec.schedule.to_dict(),
         node=task.node,
-        lastError=task.last_error,
+        lastError=redact_optional(task.last_error),
         lastFinishDate=iso(task.last_finish_date),
         attempt=task.attempt,
         lease=None
@@ -76,8 +79,17 @@ def task_detail(task: Task, *, history: bool = True) -> dict[str, Any]:
     if overrides:
         doc["overrides"] = overrides
     if history:
-        doc["history"] = jsonable(task.history)
+        doc["history"] = shown_history(task.history)
     return doc
+
+
+def shown_history(entries: Any) -> list[dict[str, Any]]:
+    """The task's history as shown: each run's error with its URLs redacted."""
+    shown = jsonable(entries)
+    for entry in shown:
+        if entry.get("error"):
+            entry["error"] = redact_text(entry["error"])
+    return shown
 
 
 def task_overrides(task: Task) -> dict[str, int]:
@@ -103,8 +115,8 @@ def run_record(run: RunRecord) -> dict[str, Any]:
         "durationMs": millis(run.duration),
         "outcome": None if run.outcome is None else run.outcome.value,
         "exitCode": run.exit_code,
-        "output": run.output,
-        "error": run.error,
+        "output": redact_optional(run.output),
+        "error": redact_optional(run.error),
     }
 
 

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import NodeConfig, load_config, redact_url
+from ..config import NodeConfig, load_config
 from ..errors import ConfigError, StoreError
+from ..redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(Node(config).serve())
     except StoreError as exc:
-        print(f"scheduler run: store {redact_url(config.store_url)}: {exc.message}", file=sys.stderr)
+        print(f"scheduler run: store {redact_url(config.store_url)}: {redact_text(exc.message)}", file=sys.stderr)
         return EXIT_STORE
     except ListenError as exc:
         print(f"scheduler run: {exc.message}", file=sys.stderr)

@@ -4,6 +4,8 @@ Success is a status listed in ``expectStatus``, or any 2xx when the list is
 empty. A mapping or list body is sent as JSON, a string as text. The request's
 own ``timeout`` and the run's ``timeout`` both end in a TIMEOUT outcome. The
 output is the beginning of the response body, where an API says what went wrong.
+Errors name the request with its URL redacted (no password, no query values):
+they end up in ``lastError``, run records and logs, which viewers read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from ..model import Outcome
+from ..redact import redact_text, redact_url
 from ..spec import HttpRequest, thaw
 from .base import Execution, RunContext, run_timeout, stop_message, wait_or_stop
 
@@ -41,11 +44,11 @@ class HttpExecutor:
                 work.cancel()
                 await asyncio.wait({work})  # let the session close
         if stopped:
-            return Execution(ctx.cancel_reason, error=f"{stop_message(ctx)} ({request.method} {request.url})")
+            return Execution(ctx.cancel_reason, error=f"{stop_message(ctx)} ({_target(request)})")
         return work.result()
 
     async def _call(self, request: HttpRequest) -> Execution:
-        target = f"{request.method} {request.url}"
+        target = _target(request)
         seconds = request.timeout.total_seconds()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
@@ -57,11 +60,17 @@ class HttpExecutor:
         except TimeoutError:  # aiohttp's timeouts derive from it
             return Execution(Outcome.TIMEOUT, error=f"no response within {seconds:g}s from {target}")
         except aiohttp.ClientError as exc:
-            return Execution(Outcome.FAILURE, error=f"{target} failed: {type(exc).__name__}: {exc}")
+            # aiohttp's messages may quote the URL (InvalidURL, TooManyRedirects' url='...').
+            return Execution(Outcome.FAILURE, error=f"{target} failed: {type(exc).__name__}: {redact_text(str(exc))}")
         output = _decode(head, charset)
         if status in request.expect_status or (not request.expect_status and 200 <= status < 300):
             return Execution(Outcome.SUCCESS, output=output)
         return Execution(Outcome.FAILURE, output=output, error=f"HTTP {status} from {target}")
+
+
+def _target(request: HttpRequest) -> str:
+    """The request as errors name it: ``GET https://user:***@host/hook?api_key=***``."""
+    return f"{request.method} {redact_url(request.url)}"
 
 
 def _body(body: Any) -> dict[str, Any]:

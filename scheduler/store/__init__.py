@@ -10,6 +10,7 @@ import importlib
 
 from ..errors import StoreError
 from ..model import Clock, system_clock
+from ..redact import redact_url
 from .base import Store
 
 ACCEPTED_URLS = (
@@ -36,4 +37,4 @@ def open_store(url: str, clock: Clock = system_clock) -> Store:
         except ImportError as exc:
             raise StoreError(f"the MongoDB store backend is not available: {exc}") from exc
         return mongo.MongoStore(url, clock=clock)
-    raise StoreError(f"unsupported store URL {url!r}; accepted forms: {ACCEPTED_URLS}")
+    raise StoreError(f"unsupported store URL {redact_url(url)!r}; accepted forms: {ACCEPTED_URLS}")

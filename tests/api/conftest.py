@@ -138,10 +138,12 @@ class Seeder:
     async def claim(self, store: Store | None = None) -> list[Claim]:
         return await (store or self.store).claim_due("node-1", 100, LEASE)
 
-    async def finish(self, claim: Claim, outcome: Outcome, error: str | None = None, store: Store | None = None) -> None:
+    async def finish(
+        self, claim: Claim, outcome: Outcome, error: str | None = None, store: Store | None = None, output: str = "done"
+    ) -> None:
         now = self.clock()
         transition = after_run(claim, outcome, error, now, self.retention)
-        result = RunResult(outcome, now, exit_code=0 if outcome is Outcome.SUCCESS else 1, output="done", error=error)
+        result = RunResult(outcome, now, exit_code=0 if outcome is Outcome.SUCCESS else 1, output=output, error=error)
         assert await (store or self.store).finish_run(claim, result, transition)
 
     async def run_all(self, outcome: Outcome, error: str | None = None, store: Store | None = None) -> None:

@@ -160,6 +160,22 @@ async def test_runs_are_listed_newest_first_and_paged(client, seed, clock):
     assert [r["attempt"] for r in first_only["list"]] == [1]
 
 
+async def test_a_url_quoted_in_an_error_or_output_is_shown_redacted(client, seed, clock):
+    # Any executor's error may quote a URL (requests words an HTTPError so), and so may a command's output.
+    error = "HTTPError: 401 Client Error: Unauthorized for url: https://bot:pa55word@api.example.com/v1/items?token=T0KEN&page=2"
+    shown = "HTTPError: 401 Client Error: Unauthorized for url: https://bot:***@api.example.com/v1/items?token=***&page=***"
+    await seed.task("crm-export", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    [claim] = await seed.claim()
+    clock.advance(timedelta(seconds=5))
+    await seed.finish(claim, Outcome.FAILURE, error, output="GET https://api.example.com/v1/items?token=T0KEN\n")
+
+    task = await get_json(client, "/cxs/tasks/crm-export")
+    [run] = (await get_json(client, "/cxs/tasks/crm-export/runs"))["list"]
+
+    assert (task["status"], task["lastError"], task["history"][0]["error"]) == ("FAILED", shown, shown)
+    assert (run["error"], run["output"]) == (shown, "GET https://api.example.com/v1/items?token=***\n")
+
+
 async def test_cancel_answers_204_and_wakes_the_node(client, seed, node):
     await seed.task("data-sync")
     await seed.claim()

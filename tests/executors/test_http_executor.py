@@ -1,4 +1,5 @@
 import asyncio
+import base64
 import socket
 
 import pytest
@@ -21,6 +22,7 @@ async def server(aiohttp_server):
             {
                 "method": request.method,
                 "path": request.path,
+                "query": request.query_string,
                 "headers": dict(request.headers),
                 "body": await request.text(),
             }
@@ -128,3 +130,34 @@ async def test_connection_refused_is_a_failure(make_ctx):
     result = await HttpExecutor().execute(make_ctx({"http": {"url": url}}))
     assert result.outcome is Outcome.FAILURE
     assert result.error.startswith(f"GET {url} failed: ClientConnectorError: Cannot connect to host 127.0.0.1:{port}")
+
+
+def with_secrets(url: str) -> str:
+    """``url`` with a password and query values, as a webhook's URL often has."""
+    return url.replace("http://", "http://user:s3cret@", 1) + "?api_key=K3Y&team=ops"
+
+
+def redacted(url: str) -> str:
+    return url.replace("http://", "http://user:***@", 1) + "?api_key=***&team=***"
+
+
+async def test_errors_name_the_url_without_its_secrets_but_the_call_uses_them(make_ctx, server):
+    url = server.url("/status/503")
+    result = await HttpExecutor().execute(make_ctx({"http": {"url": with_secrets(url)}}))
+    assert (result.outcome, result.error) == (Outcome.FAILURE, f"HTTP 503 from GET {redacted(url)}")
+    [request] = server.seen
+    assert request["query"] == "api_key=K3Y&team=ops"
+    assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"user:s3cret").decode()
+
+
+async def test_a_stopped_call_names_the_url_without_its_secrets(make_ctx, server):
+    url = server.url("/slow")
+    result = await HttpExecutor().execute(make_ctx({"http": {"url": with_secrets(url)}, "timeout": "200ms"}))
+    assert (result.outcome, result.error) == (Outcome.TIMEOUT, f"timed out after 0.2s (GET {redacted(url)})")
+
+
+async def test_a_client_error_quoting_the_url_is_redacted(make_ctx):
+    url = "http://127.0.0.1:99999/hook"  # no such port: aiohttp's InvalidURL error is the URL itself
+    result = await HttpExecutor().execute(make_ctx({"http": {"url": with_secrets(url)}}))
+    assert result.outcome is Outcome.FAILURE
+    assert result.error.startswith(f"GET {redacted(url)} failed: ") and result.error.endswith(f"Error: {redacted(url)}")

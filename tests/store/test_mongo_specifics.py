@@ -289,7 +289,7 @@ def test_a_bad_url_is_reported_without_its_password():
     with pytest.raises(ConfigError) as caught:
         MongoStore("mongo://admin:hunter2@db1/scheduler")
     assert "hunter2" not in str(caught.value)
-    assert "mongo://***@db1/scheduler" in str(caught.value)
+    assert "mongo://admin:***@db1/scheduler" in str(caught.value)
 
 
 # -- user values stay values --------------------------------------------------

@@ -105,6 +105,14 @@ def test_semantic_errors_carry_a_pointer(doc, pointer, fragment):
     assert fragment in caught.value.message
 
 
+def test_a_bad_url_is_quoted_without_its_secrets():
+    # Specs built in a program (the builder) are checked here, not by the schema; the message may be shown.
+    doc = {"name": "t", "schedule": {"every": "1h"}, "run": {"http": {"url": "ftp://user:pw@files.example.com/x?key=K3Y"}}}
+    with pytest.raises(SpecError) as caught:
+        TaskSpec.from_dict(doc)
+    assert caught.value.message == "http.url must be an http:// or https:// URL, got 'ftp://user:***@files.example.com/x?key=***'"
+
+
 @pytest.mark.parametrize(
     ("backoff", "failures", "expected"),
     [("fixed", 1, 60), ("fixed", 5, 60), ("exponential", 1, 60), ("exponential", 3, 240), ("exponential", 10, 3600)],

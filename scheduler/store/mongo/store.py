@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, TypeVar
@@ -31,6 +30,7 @@ from bson.errors import InvalidDocument
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ...errors import ConfigError, StoreError
+from ...redact import redact_url
 from ...spec import TaskSpec
 from ...model import (
     Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
@@ -52,11 +52,6 @@ T = TypeVar("T")
 def database_from_url(url: str) -> str:
     """The database named in the URL path, or ``scheduler``."""
     return unquote(urlsplit(url).path.lstrip("/")) or DEFAULT_DATABASE
-
-
-def redacted(url: str) -> str:
-    """The URL with any ``user:password@`` replaced, fit for messages and logs."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def hosts_of(url: str) -> str:
@@ -87,7 +82,7 @@ class MongoStore(Store):
     ) -> None:
         super().__init__(clock)
         if not isinstance(url, str) or not url.startswith(_SCHEMES):
-            raise ConfigError(f"a MongoDB URL starts with mongodb:// or mongodb+srv://, got {redacted(str(url))!r}")
+            raise ConfigError(f"a MongoDB URL starts with mongodb:// or mongodb+srv://, got {redact_url(str(url))!r}")
         if threads < 1:
             raise ConfigError(f"threads must be at least 1, got {threads}")
         self._url = url
