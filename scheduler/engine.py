@@ -390,7 +390,7 @@ class Engine:
             for run in runs:
                 if self._active.get(run.claim.run_id) is not run:
                     continue  # it ended while the renewal was under way: nothing of it was lost
-                if run.claim.item_id not in lost:
+                if run.claim.run_id not in lost:
                     self._replace_if_overdue(run, now)
                 elif not run.lost:
                     run.lost = True

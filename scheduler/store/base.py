@@ -199,8 +199,9 @@ class Store(abc.ABC):
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
         """Extend to ``now + lease_duration`` the lease of each claim whose task
         still has ``lease.owner == node_id`` and ``lease.fence == claim.fence``.
-        Returns the item ids of the claims whose task is no longer RUNNING under
-        that lease: cancelled, deleted, taken over or finished. The caller must
+        Returns the run ids of the claims whose task is no longer RUNNING under
+        that lease: cancelled, deleted, taken over or finished (run ids, not task
+        ids: a run still stopping and the next run of its task are two claims). The caller must
         stop those runs and write nothing. A lease still held by a task that is
         no longer RUNNING (a cancel, then a retry or a run-now) is extended all
         the same: its run is still stopping, and nothing may start the task

@@ -197,7 +197,7 @@ def renew(
             {"until": until, **fence_of(held), "owner": node_id},
         ).fetchone()
         if row is None or row[0] != Status.RUNNING:
-            lost.add(held.item_id)
+            lost.add(held.run_id)
     return lost
 
 

@@ -241,7 +241,7 @@ async def test_renew_reports_cancel_delete_and_takeover(store, peer, clock):
     assert taken.item_id == "taken" and taken.fence == claims["taken"].fence + 1
 
     lost = await store.renew_leases("a", list(claims.values()), LEASE)
-    assert lost == {"cancelled", "deleted", "taken"}
+    assert lost == {claims[name].run_id for name in ("cancelled", "deleted", "taken")}
     assert (await store.get_task("taken")).lease_owner == "b"
     assert (await store.get_task("taken")).lease_until == taken.lease_until
     assert (await store.get_task("cancelled")).status == Status.CANCELLED
@@ -250,7 +250,7 @@ async def test_renew_reports_cancel_delete_and_takeover(store, peer, clock):
 async def test_renew_by_another_node_is_refused(store, clock):
     await add_task(store, clock(), "t")
     claim = await claim_one(store)
-    assert await store.renew_leases("b", [claim], HOUR) == {"t"}
+    assert await store.renew_leases("b", [claim], HOUR) == {claim.run_id}
     assert (await store.get_task("t")).lease_until == claim.lease_until
 
 
@@ -343,7 +343,7 @@ async def test_stale_finish_after_takeover_changes_nothing(store, peer, clock):
     current = await claim_one(peer, "b")
     before = await peer.get_task("t")
     assert not await store.finish_run(stale, *success(stale, clock()))
-    assert await store.renew_leases("a", [stale], LEASE) == {"t"}
+    assert await store.renew_leases("a", [stale], LEASE) == {stale.run_id}
     after = await peer.get_task("t")
     assert after == before
     assert after.status == Status.RUNNING and after.lease_owner == "b" and after.fence == current.fence

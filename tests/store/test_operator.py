@@ -84,7 +84,7 @@ async def test_cancel_while_running_closes_the_run_and_keeps_the_lease(store, cl
     assert task.history[0]["outcome"] == "cancelled" and task.history[0]["runId"] == claim.run_id
     record = (await store.list_runs("t")).items[0]
     assert record.outcome == Outcome.CANCELLED and record.finished_at == clock()
-    assert await store.renew_leases("a", [claim], LEASE) == {"t"}
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}
 
 
 async def test_retry_takes_the_next_attempt_of_the_same_slot(store, clock):

@@ -197,7 +197,7 @@ async def test_a_cancelled_runs_lease_is_renewed_until_its_node_releases_it(stor
     await store.cancel("t")
     await store.retry("t")  # due now, yet the cancelled run is still stopping on node a
     clock.advance(LEASE - MS)
-    assert await store.renew_leases("a", [claim], LEASE) == {"t"}  # reported lost, but held on
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}  # reported lost, but held on
     clock.set(claim.lease_until + MS)
     assert await store.claim_due("b", 1, LEASE) == []  # the renewal moved the lease on
 
@@ -219,7 +219,7 @@ async def test_a_renewal_that_races_a_finish_reports_the_run_lost_and_writes_not
     await add_task(store, clock(), "t")
     claim = await claim_one(store, "a")
     await store.finish_run(claim, *success(claim, clock()))
-    assert await store.renew_leases("a", [claim], LEASE) == {"t"}
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}
     assert (await store.get_task("t")).lease_until is None
 
 

@@ -125,7 +125,7 @@ async def test_remove_while_running_fences_the_run_and_closes_its_record(store, 
     await add_task(store, clock(), "t")
     claim = await claim_one(store)
     assert await store.remove_spec("t")
-    assert await store.renew_leases("a", [claim], LEASE) == {"t"}
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}
     runs = await store.list_runs("t")
     assert runs.total == 1 and runs.items[0].outcome == "cancelled" and runs.items[0].finished_at == clock()
 

@@ -160,7 +160,7 @@ def renew_leases(
             {**held_claim(claim), "lease.owner": node_id}, {"$set": {"lease.until": until}}, projection=["status"]
         )
         if held is None or held["status"] != Status.RUNNING.value:
-            lost.add(claim.item_id)
+            lost.add(claim.run_id)
     return lost
 
 
