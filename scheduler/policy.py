@@ -263,14 +263,11 @@ def release(claim: Claim) -> Change:
     return Change(fields, run_end=RunEnd(claim.scheduled_for, claim.attempt, outcome=None))
 
 
-def unusable_spec(error: Exception, running: tuple[datetime, int] | None = None) -> Change:
-    """A task whose stored spec no longer parses (written by a newer version, a time zone gone): it
-    fails alone and says why, instead of stopping the claims of every other task. ``running`` is the
-    slot and attempt of its open run, if it was RUNNING."""
+def unusable_spec(error: Exception) -> Change:
+    """A due task whose stored spec no longer parses (written by a newer version, a time zone gone):
+    it fails alone and says why, instead of stopping the claims of every other task."""
     message = f"{UNUSABLE_SPEC}: {error}"
-    fields = {**_NO_LEASE, "status": Status.FAILED, "next_scheduled_execution": None, "last_error": message}
-    end = None if running is None else RunEnd(*running, Outcome.FAILURE, error=message)
-    return Change(fields, run_end=end)
+    return Change({**_NO_LEASE, "status": Status.FAILED, "next_scheduled_execution": None, "last_error": message})
 
 
 # -- operator actions ------------------------------------------------------------------------------
