@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping, Sequence
@@ -86,6 +87,9 @@ class Engine:
         self._background: list[asyncio.Task[None]] = []
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
+        # For health(): when the keep-alive last wrote the heartbeat (time.monotonic()), its last store error.
+        self._heartbeat_written_at: float | None = None
+        self._keepalive_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -145,6 +149,30 @@ class Engine:
     @property
     def running_count(self) -> int:
         return len(self._active)
+
+    # -- health ---------------------------------------------------------------
+
+    def health(self) -> list[str]:
+        """What keeps this node from doing its job now, one sentence each; empty when nothing does.
+
+        The heartbeat is the store write the keep-alive makes every ``lease_duration / 3``,
+        after renewing the leases: none written for two of those intervals means the
+        store refuses or stalls this node's writes (disk full, server unreachable), and
+        so its claims, renewals and results too. One missed heartbeat is tolerated.
+        """
+        interval = self.config.lease_duration / 3  # the keep-alive's period
+        limit = 2 * interval
+        if self._heartbeat_written_at is None:
+            return ["the engine has not written its first heartbeat"]
+        if time.monotonic() - self._heartbeat_written_at <= limit.total_seconds():
+            return []
+        problem = (
+            f"no heartbeat written to the store for more than {_seconds(limit)} "
+            f"(one is due every {_seconds(interval)})"
+        )
+        if self._keepalive_error is not None:
+            problem += f": {self._keepalive_error}"
+        return [problem]
 
     # -- burst mode -----------------------------------------------------------
 
@@ -212,6 +240,7 @@ class Engine:
                 await self._renew()
                 await self._heartbeat()
             except StoreError as exc:
+                self._keepalive_error = str(exc)
                 log.error("could not renew leases: %s", exc)
 
     async def _purge_loop(self) -> None:
@@ -297,6 +326,8 @@ class Engine:
                 listen=self.config.listen,
             )
         )
+        self._heartbeat_written_at = time.monotonic()
+        self._keepalive_error = None
 
     # -- one run ----------------------------------------------------------------
 
@@ -418,3 +449,7 @@ class Engine:
                 transition.status.value, extra=extra,
             )
         return transition.next_scheduled_execution
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{round(duration.total_seconds(), 3):g}s"
