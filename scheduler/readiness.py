@@ -13,13 +13,15 @@ A node is ready when all of these hold (``leaseDuration`` is 30 s by default):
 
 Each problem is one sentence, listed in the ``/readyz`` answer. Once the node
 has started, readiness is also evaluated every ``pollInterval``, so that each
-change is logged once, whether anyone asks ``/readyz`` or not.
+change is logged once, whether anyone asks ``/readyz`` or not (a problem that
+only says it has lasted longer is no change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
     from .reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+
+# Numbers in a problem (for how long it has lasted, a counter in a driver's error) do not
+# make it another state: left out when telling whether readiness changed.
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 # A reload parses every changed file and writes its tasks: a large tasks.d takes
 # seconds even when nothing is wrong, however short the lease.
@@ -67,7 +73,7 @@ class Readiness:
         # The store check in flight, shared by the evaluations that overlap it: a store
         # that hangs gets one pending check, not one more per probe.
         self._check: asyncio.Future[None] | None = None
-        self._last: tuple[str, ...] = ()
+        self._last: tuple[str, ...] = ()  # the problems last recorded, numbers left out
         self._logging = False
 
     async def problems(self) -> list[str]:
@@ -110,13 +116,13 @@ class Readiness:
         return None
 
     def _record(self, problems: list[str]) -> None:
-        state = tuple(problems)
+        state = tuple(_NUMBER.sub("#", problem) for problem in problems)
         if state == self._last:
             return
         previous, self._last = self._last, state
         if not self._logging:
             return
-        if state:
-            log.error("node %s not ready: %s", self._node_id, "; ".join(state))
+        if problems:
+            log.error("node %s not ready: %s", self._node_id, "; ".join(problems))
         elif previous:
             log.info("node %s ready again", self._node_id)

@@ -99,6 +99,9 @@ async def test_each_change_is_logged_once_from_the_start_of_the_watch(store, cap
         await evaluated_again(3)
         engine.problems = []
         await evaluated_again(3)
+        for silent in (3, 4, 5):  # the same state, however long it lasts
+            engine.problems = [f"the engine's main loop has not completed a round for {silent}s"]
+            await evaluated_again(2)
     finally:
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
@@ -106,6 +109,7 @@ async def test_each_change_is_logged_once_from_the_start_of_the_watch(store, cap
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("ERROR", "node node-1 not ready: SQLite store file /var/lib/scheduler/scheduler.db was deleted"),
         ("INFO", "node node-1 ready again"),
+        ("ERROR", "node node-1 not ready: the engine's main loop has not completed a round for 3s"),
     ]
 
 
