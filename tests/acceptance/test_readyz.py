@@ -126,6 +126,12 @@ def test_a_node_whose_store_disk_is_full_is_not_ready_until_there_is_room_again(
     assert node.log().count("node-1 ready again") == 1
 
 
+def refused(node: Daemon, path: Path) -> str | None:
+    """"refused" once the last reload rejected ``path`` instead of waiting on it."""
+    files = node.get("/cxs/config")["files"]
+    return "refused" if any(f["path"] == str(path) and f["status"] == "rejected" for f in files) else None
+
+
 def test_a_reload_that_does_not_finish_makes_the_node_not_ready_until_it_does(tmp_path, daemons):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
@@ -134,7 +140,11 @@ def test_a_reload_that_does_not_finish_makes_the_node_not_ready_until_it_does(tm
 
     fifo = tasks / "x.yaml"
     os.mkfifo(fifo)  # the reload reading it waits in open() for a writer that never comes
-    [stuck] = wait_until(lambda: problems(node), timeout=60, what="the stuck reload reported")
+    stuck = wait_until(lambda: problems(node) or refused(node, fifo), timeout=60, what="the stuck reload reported")
+    if stuck == "refused":
+        pytest.skip("the loader refuses a FIFO without blocking: no file left to hang a reload with "
+                    "(tests/engine/test_reconcile.py blocks one in process)")
+    [stuck] = stuck
     assert stuck.startswith(f"the reload of {tasks} started at ")
     assert "has not finished after 10s" in stuck
 
