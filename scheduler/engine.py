@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Mapping, Sequence
@@ -100,6 +101,10 @@ class Engine:
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
         self._next_recovery = 0.0  # loop time of the next look for expired leases
+        # For health(): when the keep-alive last wrote the heartbeat (time.monotonic()), and each loop's
+        # last store error.
+        self._heartbeat_written_at: float | None = None
+        self._loop_error: dict[str, str] = {}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -215,23 +220,40 @@ class Engine:
     def running_count(self) -> int:
         return len(self._active)
 
-    def health(self) -> list[str]:
-        """What keeps this node from doing its job now (empty: nothing).
+    # -- health ---------------------------------------------------------------
 
-        A loop that died, or that has not completed a round for ``STALLED_ROUNDS``
-        of its intervals: the main loop claims nothing, or the keep-alive cannot
-        renew leases and write the heartbeat (the store refuses writes).
+    def health(self) -> list[str]:
+        """What keeps this node from doing its job now, one sentence each; empty when nothing does.
+
+        - A loop that died, or a main loop that has not completed a round for
+          ``STALLED_ROUNDS`` poll intervals: nothing is claimed.
+        - The heartbeat is the store write the keep-alive makes every
+          ``lease_duration / 3``, after renewing the leases: none written for two of
+          those intervals means the store refuses or stalls this node's writes (disk
+          full, server unreachable), and so its claims, renewals and results too.
+          One missed heartbeat is tolerated.
         """
+        if self._stopping:
+            return ["the node is stopping"]
         problems = []
         now = asyncio.get_running_loop().time()
         for name, task in self._loops.items():
             if task.done():
                 problems.append(f"the engine's {name} loop has stopped")
-                continue
-            interval = max(self._loop_interval[name], self.config.poll_interval.total_seconds())
-            silent = now - self._loop_ok[name]
-            if name != "purge" and silent > STALLED_ROUNDS * interval:
-                problems.append(f"the engine's {name} loop has not completed a round for {silent:.0f}s")
+        silent = now - self._loop_ok.get("main", now)
+        if silent > STALLED_ROUNDS * self.config.poll_interval.total_seconds():
+            problem = f"the engine's main loop has not completed a round for {silent:.0f}s"
+            problems.append(_with_error(problem, self._loop_error.get("main")))
+        interval = self.config.lease_duration / 3  # the keep-alive's period
+        limit = 2 * interval
+        if self._heartbeat_written_at is None:
+            problems.append("the engine has not written its first heartbeat")
+        elif time.monotonic() - self._heartbeat_written_at > limit.total_seconds():
+            problem = (
+                f"no heartbeat written to the store for more than {_seconds(limit)} "
+                f"(one is due every {_seconds(interval)})"
+            )
+            problems.append(_with_error(problem, self._loop_error.get("keepalive")))
         return problems
 
     # -- burst mode -----------------------------------------------------------
@@ -272,14 +294,17 @@ class Engine:
             except StoreError as exc:
                 failures += 1
                 delay = self._backoff(interval, failures)
+                self._loop_error[name] = str(exc)
                 log.error("%s loop: store unavailable, retrying in %.1fs: %s", name, delay, exc)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 delay = self._backoff(interval, failures)
+                self._loop_error[name] = f"{type(exc).__name__}: {exc}"
                 log.exception("%s loop failed, retrying in %.1fs", name, delay)
                 self.listener.loop_error(name)
             else:
                 failures = 0
+                self._loop_error.pop(name, None)
                 self._loop_ok[name] = loop.time()
             if name == "main":
                 await self._sleep_or_wake(delay)
@@ -424,6 +449,7 @@ class Engine:
                 listen=self.config.listen,
             )
         )
+        self._heartbeat_written_at = time.monotonic()
 
     # -- one run ----------------------------------------------------------------
 
@@ -553,3 +579,11 @@ class Engine:
         so that a retry or run-now starts now rather than when the lease expires."""
         if await run.store.release_lease(run.claim):
             self.wake()  # a retry or run-now may already be waiting for it
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{round(duration.total_seconds(), 3):g}s"
+
+
+def _with_error(problem: str, error: str | None) -> str:
+    return problem if error is None else f"{problem}: {error}"

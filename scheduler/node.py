@@ -27,8 +27,9 @@ from .api.metrics import Metrics
 from .api.services import ApiServices
 from .config import NodeConfig
 from .engine import Engine, EngineConfig
-from .errors import SchedulerError, StoreError
+from .errors import SchedulerError
 from .executors import Executor
+from .readiness import Readiness, ReadinessLimits
 from .reconcile import Reconciler, ReloadReport
 from .redact import redact_url
 from .store import open_store
@@ -84,6 +85,7 @@ class Node:
         self.executors = dict(executors or {})
         self._parts: _Parts | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._readiness_watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
 
@@ -139,15 +141,9 @@ class Node:
                 ),
             )
 
-        async def ready() -> bool:
-            if reconciler is not None and not reconciler.ready:
-                return False
-            try:
-                await store.next_due_time(config.node_id)
-            except StoreError:
-                return False
-            return True
-
+        readiness = Readiness(
+            config.node_id, store, engine, reconciler, ReadinessLimits.for_lease(config.lease_duration)
+        )
         services = ApiServices(
             store=store,
             memory_store=memory_store,
@@ -158,7 +154,7 @@ class Node:
             check_leases=engine.check_leases,
             reload=(lambda: self.reload_json()) if reconciler else None,
             config_status=self.config_status,
-            ready=ready,
+            readiness=readiness.problems,
             metrics=metrics,
         )
         runner = web.AppRunner(create_app(services), access_log=None)
@@ -182,12 +178,16 @@ class Node:
             self._watcher = asyncio.create_task(reconciler.watch(), name="watch tasks.d")
         await engine.start()
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
+        self._readiness_watch = asyncio.create_task(readiness.watch(config.poll_interval), name="readiness")
 
     async def stop(self) -> None:
         parts = self._parts
         if parts is None or self._stopping:
             return
         self._stopping = True
+        if self._readiness_watch is not None:
+            self._readiness_watch.cancel()
+            await asyncio.gather(self._readiness_watch, return_exceptions=True)
         await parts.engine.stop()  # the parts stay reachable meanwhile: a second signal cuts the grace short
         self._parts = None
         if self._watcher is not None:

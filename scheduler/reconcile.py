@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -143,6 +144,7 @@ class Reconciler:
         self._in_force: dict[str, tuple[Store, str]] = {}  # item id -> where this node put it
         self._lock = asyncio.Lock()
         self._first_done = False
+        self._reloading_since: tuple[float, datetime] | None = None  # (time.monotonic(), UTC) of the reload running
         self.last_report: ReloadReport | None = None
 
     @property
@@ -150,10 +152,30 @@ class Reconciler:
         """True once the first reconcile has completed."""
         return self._first_done
 
+    def problems(self, stuck_after: timedelta) -> list[str]:
+        """Why this node is not ready as far as ``tasks.d`` goes: its first reload is not done,
+        or a reload has been running for longer than ``stuck_after`` (a file that blocks its
+        reader, a store write that hangs). Empty when neither holds."""
+        problems = []
+        if not self._first_done:
+            problems.append(f"the first reload of {self.tasks_dir} has not finished")
+        running = self._reloading_since
+        if running is not None and time.monotonic() - running[0] > stuck_after.total_seconds():
+            problems.append(
+                f"the reload of {self.tasks_dir} started at {utc_iso(running[1])} has not finished after "
+                f"{stuck_after.total_seconds():g}s (a file that blocks its reader, such as a FIFO, or a store "
+                "write that hangs)"
+            )
+        return problems
+
     async def reload(self) -> ReloadReport:
         """Rescan the directory and apply what changed. Serialised: one reload at a time."""
         async with self._lock:
-            report = await self._reload()
+            self._reloading_since = (time.monotonic(), datetime.now(timezone.utc).replace(microsecond=0))
+            try:
+                report = await self._reload()
+            finally:
+                self._reloading_since = None
         self.last_report = report
         self._first_done = True
         self._on_reload(report)

@@ -16,8 +16,9 @@ def _nothing() -> None:
     """Default ``wake``: no engine to tell."""
 
 
-async def _always_ready() -> bool:
-    return True
+async def _no_problems() -> list[str]:
+    """Default ``readiness``: nothing keeps the node from working."""
+    return []
 
 
 @dataclass(frozen=True)
@@ -34,5 +35,6 @@ class ApiServices:
     check_leases: Callable[[], None] = _nothing  # engine.check_leases: stop a cancelled run here at once
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
     config_status: Callable[[], dict[str, Any]] | None = None
-    ready: Callable[[], Awaitable[bool]] = _always_ready
+    # Why the node cannot do its job now, one sentence each; empty when it is ready (GET /readyz).
+    readiness: Callable[[], Awaitable[list[str]]] = _no_problems
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

@@ -47,9 +47,11 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not await request.app[SERVICES].ready():
-        raise ApiError(503, "Not ready: the store is unreachable or the first reconcile has not finished")
-    return web.json_response({"status": "ready"})
+    """The status code is the answer (200 ready, 503 not); the body says why not."""
+    problems = await request.app[SERVICES].readiness()
+    if problems:
+        return web.json_response({"status": "not ready", "ready": False, "problems": problems}, status=503)
+    return web.json_response({"status": "ready", "ready": True, "problems": []})
 
 
 async def metrics(request: web.Request) -> web.Response:

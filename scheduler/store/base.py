@@ -66,6 +66,17 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
 
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise ``StoreError`` saying why this store cannot serve this node now; return if it can.
+
+        A cheap probe for ``GET /readyz``, run every poll interval: one read on
+        the connection the verbs use, plus what the backend can tell about that
+        connection (SQLite: the file at the configured path is still the file it
+        has open). It writes nothing: whether writes succeed is what the node's
+        heartbeat shows. ``StoreError`` too when the store is not started or closed.
+        """
+
     async def __aenter__(self) -> Store:
         await self.start()
         return self

@@ -62,6 +62,7 @@ class SQLiteStore(Store):
         self._path = os.fspath(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened; None in memory
         self._pending: list[_PendingWrite] = []  # writes waiting for the next group commit
         self._pending_lock = threading.Lock()
 
@@ -96,12 +97,43 @@ class SQLiteStore(Store):
 
     def _open(self) -> None:
         self._conn = connect(self._path)
+        if self._path != ":memory:":
+            # What check() compares the path with: an open connection keeps using a
+            # file deleted or replaced under it, unseen by every process opening the path.
+            self._file = _identity(os.stat(self._path))
         logger.debug("opened SQLite store %s", self._path)
 
     def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def check(self) -> None:
+        await self._call(self._check)
+
+    def _check(self) -> None:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"{self!r} is closed")
+        if self._file is not None:
+            self._check_file(self._file)
+        conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+
+    def _check_file(self, opened: tuple[int, int]) -> None:
+        try:
+            found = _identity(os.stat(self._path))
+        except FileNotFoundError:
+            raise StoreError(
+                f"SQLite store file {self._path} was deleted: this node still uses the deleted file, "
+                "which no other process can open; restart the node"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"SQLite store file {self._path} cannot be checked: {exc.strerror or exc}") from exc
+        if found != opened:
+            raise StoreError(
+                f"SQLite store file {self._path} was replaced by another file: this node still uses the "
+                "file it opened, not the one other processes open now; restart the node"
+            )
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -287,3 +319,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -143,7 +144,7 @@ def connect(path: str) -> sqlite3.Connection:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn)
             if mode.lower() != "wal":
                 raise StoreError(f"SQLite store {path}: cannot switch to WAL journal mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -152,6 +153,26 @@ def connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting for the lock up to the busy timeout like any write.
+
+    Changing the journal mode of a fresh file needs an exclusive lock, and SQLite
+    answers "database is locked" at once, without calling the busy handler, when
+    another connection holds a lock on the file: several nodes opening one new
+    file together failed about once in twenty starts. Retried here instead.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
 
 
 def _create_schema(conn: sqlite3.Connection, path: str) -> None:

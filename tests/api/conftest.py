@@ -69,7 +69,7 @@ class Node:
 
     wakes: int = 0
     reloads: int = 0
-    is_ready: bool = True
+    problems: list[str] = field(default_factory=list)  # why it is not ready; empty: ready
     config: dict[str, Any] | None = None
 
     def wake(self) -> None:
@@ -80,8 +80,8 @@ class Node:
         return {"ok": True, "at": "2024-03-20T14:00:00Z", "created": 0, "updated": 0, "removed": 0,
                 "superseded": 0, "rejectedFiles": 0, "files": [], "errors": []}
 
-    async def ready(self) -> bool:
-        return self.is_ready
+    async def readiness(self) -> list[str]:
+        return list(self.problems)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def services(store, memory_store, node) -> ApiServices:
         wake=node.wake,
         reload=node.reload,
         config_status=lambda: node.config or {"tasksDir": None, "lastReload": None, "files": []},
-        ready=node.ready,
+        readiness=node.readiness,
     )
 
 

@@ -90,7 +90,7 @@ async def test_every_answer_of_a_tour_matches_the_document(client, seed, store, 
 
 
 async def test_rare_answers_match_the_document(make_client, store):
-    unready = await make_client(ready=_not_ready, config_status=None)
+    unready = await make_client(readiness=_not_ready, config_status=None)
     too_large = await unready.put("/cxs/tasks/x/config?maxRetries=1", data=io.BytesIO(b"x" * (1024 * 1024 + 1)),
                                   headers=ADMIN)
     not_ready = await unready.get("/readyz")
@@ -108,5 +108,5 @@ async def test_rare_answers_match_the_document(make_client, store):
         DOCUMENT.check(method, template, response.status, response.content_type, await response.read())
 
 
-async def _not_ready() -> bool:
-    return False
+async def _not_ready() -> list[str]:
+    return ["no heartbeat written to the store for more than 20s (one is due every 10s): database or disk is full"]

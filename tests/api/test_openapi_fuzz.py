@@ -64,7 +64,7 @@ class LiveApp:
         node = Node(config={"tasksDir": None, "lastReload": None, "files": []})
         services = ApiServices(
             store=self.store, memory_store=self.memory_store, auth=ApiAuth.from_config(TOKENS), metrics=Metrics(),
-            wake=node.wake, reload=node.reload, config_status=lambda: node.config, ready=node.ready,
+            wake=node.wake, reload=node.reload, config_status=lambda: node.config, readiness=node.readiness,
         )
         self.runner = web.AppRunner(create_app(services), access_log=None)
         await self.runner.setup()

@@ -72,14 +72,15 @@ async def test_reload_answers_the_report_and_wakes_the_node(client, node):
 async def test_health_needs_no_credentials(client, node):
     live = await client.get("/livez")
     ready = await client.get("/readyz")
-    node.is_ready = False
+    node.problems = ["SQLite store file /var/lib/scheduler/scheduler.db was deleted: restart the node"]
     not_ready = await client.get("/readyz")
     still_live = await client.get("/livez")
 
     assert (live.status, await live.json()) == (200, {"status": "ok"})
-    assert (ready.status, await ready.json()) == (200, {"status": "ready"})
-    assert not_ready.status == 503
-    assert (await not_ready.json())["message"].startswith("Not ready")
+    assert (ready.status, await ready.json()) == (200, {"status": "ready", "ready": True, "problems": []})
+    assert (not_ready.status, await not_ready.json()) == (
+        503, {"status": "not ready", "ready": False, "problems": node.problems}
+    )
     assert still_live.status == 200
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from datetime import timedelta
 
 import pytest
 
@@ -12,6 +15,7 @@ from scheduler.model import Status, TaskQuery
 from scheduler.reconcile import Reconciler
 from scheduler.store import open_store
 from tests.support.taskfiles import task_yaml
+from tests.support.wait import wait_for
 
 
 @pytest.fixture
@@ -226,3 +230,34 @@ async def test_an_unreadable_directory_changes_nothing(tmp_path, stores):
 
     assert not report.ok and "cannot read the tasks directory" in report.problems[0].message
     assert (await stores[0].get_task("a")).status is Status.SCHEDULED
+
+
+async def test_a_reload_that_does_not_finish_is_reported_until_it_does(tmp_path, stores, monkeypatch):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a"))
+    rec = reconciler(tasks, stores)
+    released = threading.Event()
+    load_directory = reconcile.load_directory
+
+    def blocked_reader(*args, **kwargs):  # what a FIFO named x.yaml does to the reader
+        released.wait(30)
+        return load_directory(*args, **kwargs)
+
+    monkeypatch.setattr(reconcile, "load_directory", blocked_reader)
+    assert rec.problems(timedelta(seconds=10)) == [f"the first reload of {tasks} has not finished"]
+    reload = asyncio.create_task(rec.reload())
+    try:
+        problems = await wait_for(lambda: _now(rec.problems(timedelta(0))), lambda problems: len(problems) == 2)
+        assert problems[1].startswith(f"the reload of {tasks} started at ")
+        assert "has not finished after 0s (a file that blocks its reader, such as a FIFO" in problems[1]
+        assert rec.problems(timedelta(seconds=10)) == problems[:1]  # running, not for long yet
+    finally:
+        released.set()
+        await reload
+
+    assert rec.problems(timedelta(0)) == []
+
+
+async def _now(value):
+    return value

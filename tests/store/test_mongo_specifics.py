@@ -260,6 +260,17 @@ async def test_a_driver_error_during_a_verb_is_a_store_error_naming_the_operatio
     assert isinstance(caught.value.__cause__, OperationFailure)
 
 
+async def test_the_check_is_a_ping_and_a_lost_server_fails_it_naming_the_hosts(mongo, monkeypatch):
+    await mongo.check()
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
+
+    monkeypatch.setattr(mongomock.database.Database, "command", unreachable)
+    with pytest.raises(StoreError, match=r"cannot check the connection: MongoDB unreachable at 127\.0\.0\.1"):
+        await mongo.check()
+
+
 async def test_a_verb_before_start_is_a_store_error(clock):
     store = MongoStore("mongodb://127.0.0.1/x", clock=clock)
     with pytest.raises(StoreError, match="not started"):

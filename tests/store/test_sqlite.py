@@ -57,6 +57,32 @@ async def test_sqlite_errors_become_store_errors(tmp_path):
     assert isinstance(error.value.__cause__, sqlite3.Error)
 
 
+async def test_the_check_fails_once_the_file_is_deleted_under_the_store(tmp_path):
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path) as store:
+        await store.check()
+        path.unlink()
+
+        with pytest.raises(StoreError, match=f"SQLite store file {path} was deleted: .*restart the node"):
+            await store.check()
+
+
+async def test_the_check_fails_once_another_file_replaces_the_one_opened(tmp_path):
+    path, other = tmp_path / "s.db", tmp_path / "restored.db"
+    async with SQLiteStore(other):
+        pass
+    async with SQLiteStore(path) as store:
+        other.replace(path)  # an operator restoring a backup over a running node's file
+
+        with pytest.raises(StoreError, match=f"SQLite store file {path} was replaced by another file: .*restart the node"):
+            await store.check()
+
+
+async def test_a_store_in_memory_passes_its_check():
+    async with SQLiteStore(":memory:") as store:
+        await store.check()
+
+
 async def test_memory_stores_are_private(tmp_path):
     clock = ManualClock()
     async with SQLiteStore(":memory:", clock) as first, SQLiteStore(":memory:", clock) as second:

@@ -51,6 +51,7 @@ class Daemon:
     store: str | None = None
     config: Path | None = None
     extra_args: tuple[str, ...] = ()
+    command_prefix: tuple[str, ...] = ()  # a program that runs the node, e.g. in its own mount namespace
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -76,7 +77,8 @@ class Daemon:
         self.log_path = self.state_dir / f"{self.node_id}.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                scheduler_command(*args, *self.extra_args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                [*self.command_prefix, *scheduler_command(*args, *self.extra_args)], cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         if wait_ready:

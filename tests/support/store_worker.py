@@ -81,3 +81,26 @@ def recover_and_finish(path: str, node_id: str, clock_offset_seconds: float, acc
         Path(account).write_text(json.dumps({**result, "recovered": recovered}))
 
     asyncio.run(main())
+
+
+def open_fresh_files(directory: str, rounds: int, barrier: Any, account: str) -> None:
+    """Each round, with every other worker at once (``barrier``): open and close ``round-<n>.db``, new then.
+
+    Reports the errors, by round, instead of stopping at the first: the parent
+    shows them all.
+    """
+
+    async def main() -> list[str]:
+        errors: list[str] = []
+        for index in range(rounds):
+            store = SQLiteStore(Path(directory) / f"round-{index}.db")
+            barrier.wait(START_TIMEOUT)  # blocks the loop on purpose: nothing else runs here
+            try:
+                await store.start()
+            except Exception as exc:  # noqa: BLE001 - the account is the point
+                errors.append(f"round {index}: {type(exc).__name__}: {exc}")
+            finally:
+                await store.close()
+        return errors
+
+    Path(account).write_text(json.dumps({"errors": asyncio.run(main())}))

@@ -144,6 +144,9 @@ class MongoStore(Store):
             await asyncio.get_running_loop().run_in_executor(executor, client.close)
         executor.shutdown(wait=True)
 
+    async def check(self) -> None:
+        await self._with_db("check the connection", _ping)
+
     def _database(self) -> Database:
         """The database, after refreshing the clock offset when it is due (driver thread)."""
         if self._db is None:
@@ -285,3 +288,8 @@ class MongoStore(Store):
         self, finished_before: datetime | None, keep_history: int | None, retention: Retention | None
     ) -> PurgeCounts:
         return await self._with_db_now("purge", tasks.purge, finished_before, keep_history, retention)
+
+
+def _ping(db: Database) -> None:
+    """A round trip to the primary, which every write needs."""
+    db.command("ping")
