@@ -21,11 +21,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..groups import group_alive, signal_group
 from ..model import Outcome
 from ..spec import RunSpec, thaw, utc_iso
 from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
 from .control import ControlReader
-from .processes import describe_exit, group_alive, parent_death_signal, signal_group
+from .processes import describe_exit, parent_death_signal
 
 logger = logging.getLogger(__name__)
 
