@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping, Sequence
@@ -64,6 +65,12 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     started: bool = False  # the executor was called (a prefetched run waits for its due time first)
     handed_back: bool = False  # shutdown gave it back before it started: it must not start
+    lease_deadline: float = 0.0  # time.monotonic() when the lease runs out unless renewed (RunContext.lease_deadline)
+
+    def lease_renewed(self, deadline: float) -> None:
+        self.lease_deadline = deadline
+        if self.context is not None:
+            self.context.renew_lease(deadline)
 
 
 class Engine:
@@ -246,9 +253,10 @@ class Engine:
             free = self._free_capacity()
             if free == 0:
                 break
+            deadline = self._lease_deadline()
             claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
             for claim in claims:
-                run = ActiveRun(store=store, claim=claim)
+                run = ActiveRun(store=store, claim=claim, lease_deadline=deadline)
                 self._active[(store, claim.item_id)] = run
                 run.task = asyncio.create_task(self._run(run), name=f"run {claim.run_id}")
                 started.append(run)
@@ -259,6 +267,7 @@ class Engine:
             runs = {item_id: run for (held_in, item_id), run in self._active.items() if held_in is store}
             if not runs:
                 continue
+            deadline = self._lease_deadline()
             lost = await store.renew_leases(
                 self.config.node_id, [run.claim for run in runs.values()], self.config.lease_duration
             )
@@ -271,7 +280,12 @@ class Engine:
             now = store.now()
             for item_id, run in runs.items():
                 if item_id not in lost:
+                    run.lease_renewed(deadline)
                     self._replace_if_overdue(run, now)
+
+    def _lease_deadline(self) -> float:
+        """Taken just before a claim or renewal is asked for: never later than the expiry the store writes."""
+        return time.monotonic() + self.config.lease_duration.total_seconds()
 
     def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
         """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start."""
@@ -352,6 +366,7 @@ class Engine:
             checkpoint_data=claim.task.checkpoint_data,
             progress_sink=save,
             loop=asyncio.get_running_loop(),
+            lease_deadline=run.lease_deadline,
         )
         try:
             executor = resolve_executor(spec, self.executors)

@@ -32,6 +32,7 @@ from .executors import Executor
 from .reconcile import Reconciler, ReloadReport
 from .store import open_store
 from .store.base import Store
+from .watchdog import node_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,17 @@ class Node:
                 ),
             )
 
+        # A command must never outlive its lease, even with this node frozen: the
+        # watchdog process holds their deadlines (scheduler/watchdog.py).
+        watchdog = node_watchdog() if config.executor_node else None
+        if watchdog is not None:
+            watchdog.start()
+
         async def ready() -> bool:
             if reconciler is not None and not reconciler.ready:
                 return False
+            if watchdog is not None and not watchdog.running:
+                return False  # starting, or being replaced after it died (logged)
             try:
                 await store.next_due_time(config.node_id)
             except StoreError:
