@@ -72,6 +72,12 @@ class ActiveRun:
     started: bool = False  # the executor was called (a prefetched run waits for its due time first)
     handed_back: bool = False  # shutdown gave it back: it must not start, and writes nothing more
     lost: bool = False  # a renewal found its task no longer RUNNING under its lease: it is being stopped
+    lease_deadline: float = 0.0  # time.monotonic() when the lease runs out unless renewed (RunContext.lease_deadline)
+
+    def lease_renewed(self, deadline: float) -> None:
+        self.lease_deadline = deadline
+        if self.context is not None:
+            self.context.renew_lease(deadline)
 
 
 class Engine:
@@ -395,9 +401,10 @@ class Engine:
             free = self._free_capacity()
             if free == 0:
                 break
+            deadline = self._lease_deadline()
             claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
             for claim in claims:
-                run = ActiveRun(store=store, claim=claim)
+                run = ActiveRun(store=store, claim=claim, lease_deadline=deadline)
                 self._active[claim.run_id] = run
                 run.task = asyncio.create_task(self._run(run), name=f"run {claim.run_id}")
                 started.append(run)
@@ -408,6 +415,7 @@ class Engine:
             runs = [run for run in self._active.values() if run.store is store]
             if not runs:
                 continue
+            deadline = self._lease_deadline()
             lost = await store.renew_leases(
                 self.config.node_id, [run.claim for run in runs], self.config.lease_duration
             )
@@ -416,6 +424,7 @@ class Engine:
                 if self._active.get(run.claim.run_id) is not run:
                     continue  # it ended while the renewal was under way: nothing of it was lost
                 if run.claim.run_id not in lost:
+                    run.lease_renewed(deadline)
                     self._replace_if_overdue(run, now)
                 elif not run.lost:
                     run.lost = True
@@ -424,6 +433,10 @@ class Engine:
                     self.listener.lease_lost(run.claim)
                     if run.context is not None:
                         run.context.cancel(Outcome.LEASE_LOST)
+
+    def _lease_deadline(self) -> float:
+        """Taken just before a claim or renewal is asked for: never later than the expiry the store writes."""
+        return time.monotonic() + self.config.lease_duration.total_seconds()
 
     def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
         """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start."""
@@ -505,6 +518,7 @@ class Engine:
             checkpoint_data=claim.task.checkpoint_data,
             progress_sink=save,
             loop=asyncio.get_running_loop(),
+            lease_deadline=run.lease_deadline,
         )
         try:
             executor = resolve_executor(spec, self.executors)

@@ -54,3 +54,9 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def configured_format() -> str:
+    """``json`` when ``configure_logging`` chose JSON lines, else ``text``: for helper processes to match."""
+    json_lines = any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+    return "json" if json_lines else "text"

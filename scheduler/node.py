@@ -34,6 +34,7 @@ from .reconcile import Reconciler, ReloadReport
 from .redact import redact_url
 from .store import open_store
 from .store.base import Store
+from .watchdog import node_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,13 @@ class Node:
                 ),
             )
 
+        # A command must never outlive its lease, even with this node frozen: the
+        # watchdog process holds their deadlines (scheduler/watchdog.py).
+        watchdog = node_watchdog() if config.executor_node else None
+        if watchdog is not None:
+            watchdog.start()
         readiness = Readiness(
-            config.node_id, store, engine, reconciler, ReadinessLimits.for_lease(config.lease_duration)
+            config.node_id, store, engine, reconciler, ReadinessLimits.for_lease(config.lease_duration), watchdog
         )
         services = ApiServices(
             store=store,

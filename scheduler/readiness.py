@@ -32,6 +32,7 @@ from .store.base import Store
 if TYPE_CHECKING:
     from .engine import Engine
     from .reconcile import Reconciler
+    from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,11 @@ class Readiness:
     """Evaluates this node's readiness, logging each change once the node has started."""
 
     def __init__(
-        self, node_id: str, store: Store, engine: Engine, reconciler: Reconciler | None, limits: ReadinessLimits
+        self, node_id: str, store: Store, engine: Engine, reconciler: Reconciler | None, limits: ReadinessLimits,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._node_id = node_id
+        self._watchdog = watchdog
         self._store = store
         self._engine = engine
         self._reconciler = reconciler
@@ -82,6 +85,8 @@ class Readiness:
         # Read after the check: overlapping evaluations that end together agree on the state.
         problems = self._reconciler.problems(self._limits.reload) if self._reconciler is not None else []
         problems += self._engine.health()
+        if self._watchdog is not None and not self._watchdog.running:  # starting, or replaced after it died (logged)
+            problems.append("the watchdog that stops commands whose lease ran out is not running")
         if store_problem is not None:
             problems.append(store_problem)
         self._record(problems)

@@ -15,6 +15,7 @@ import collections
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Mapping, Protocol
@@ -99,6 +100,7 @@ class RunContext:
         checkpoint_data: Mapping[str, Any] | None,
         progress_sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
+        lease_deadline: float | None = None,
     ) -> None:
         self._task_id = task_id
         self._run_id = run_id
@@ -122,6 +124,8 @@ class RunContext:
         self._pending: collections.deque[Progress] = collections.deque()
         self._pump: asyncio.Task | None = None
         self._drain_waiters: list[tuple[int, asyncio.Future]] = []
+        self._lease_deadline = lease_deadline
+        self._lease_watchers: list[Callable[[float], None]] = []
 
     # -- what task code reads ------------------------------------------------
 
@@ -211,6 +215,38 @@ class RunContext:
             self._async_cancelled.set()
         else:
             self._loop.call_soon_threadsafe(self._async_cancelled.set)
+
+    @property
+    def lease_deadline(self) -> float | None:
+        """When the run's lease ends unless renewed, as a ``time.monotonic()`` instant (None: no lease).
+
+        The engine's local estimate of the expiry the store wrote: the time just before
+        the claim or renewal was asked for, plus the lease duration. It is never later
+        than the store's expiry, from which a peer may claim the task.
+        """
+        return self._lease_deadline
+
+    @property
+    def lease_lapsed(self) -> bool:
+        """Whether the deadline passed: a command's watchdog stops it then, and a peer may run the task."""
+        return self._lease_deadline is not None and time.monotonic() >= self._lease_deadline
+
+    def renew_lease(self, deadline: float) -> None:
+        """The store extended the lease until ``deadline``; called on the loop.
+
+        A renewal that comes once the deadline has passed changes nothing: a lapse is
+        final, since the watchdog may already have stopped the run's command.
+        """
+        if self._lease_deadline is None or self.lease_lapsed or deadline <= self._lease_deadline:
+            return
+        self._lease_deadline = deadline
+        for watcher in list(self._lease_watchers):
+            watcher(deadline)
+
+    def on_lease_renewed(self, watcher: Callable[[float], None]) -> Callable[[], None]:
+        """Call ``watcher(deadline)`` at each renewal (on the loop); returns what stops it."""
+        self._lease_watchers.append(watcher)
+        return lambda: self._lease_watchers.remove(watcher)
 
     async def drain(self) -> None:
         """Wait until every report made so far has been passed to the sink."""

@@ -8,6 +8,10 @@ sends SIGTERM to the whole group, waits up to the grace period for every
 process of the group to end, then sends SIGKILL. When the command exits on its
 own, processes it left behind in its group are killed too: a run ends with
 all of its processes.
+
+A run holding a lease is also guarded by the node's watchdog process (see
+``scheduler.watchdog``), which stops the group the same way when the lease
+runs out without renewal, even while the node itself is frozen.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
+from ..groups import group_alive, signal_group
 from ..model import Outcome
 from ..spec import RunSpec, thaw, utc_iso
+from ..watchdog import Watchdog, node_watchdog
 from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
 from .control import ControlReader
-from .processes import describe_exit, group_alive, parent_death_signal, signal_group
+from .processes import describe_exit, parent_death_signal
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +44,21 @@ class CommandExecutor:
     """Runs ``spec.run.command`` / ``spec.run.shell``; stateless, one instance serves every run."""
 
     def __init__(
-        self, *, grace_period: float = 10.0, output_limit: int = OUTPUT_LIMIT, control_poll: float = 0.15
+        self,
+        *,
+        grace_period: float = 10.0,
+        output_limit: int = OUTPUT_LIMIT,
+        control_poll: float = 0.15,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.grace_period = grace_period
         self.output_limit = output_limit
         self.control_poll = control_poll
+        self._watchdog = watchdog  # None: this process's own, started on first use
+
+    @property
+    def watchdog(self) -> Watchdog:
+        return self._watchdog or node_watchdog()
 
     async def execute(self, ctx: RunContext) -> Execution:
         run = ctx.spec.run
@@ -56,6 +73,10 @@ class CommandExecutor:
 
     async def _run(self, ctx: RunContext, run: RunSpec, control_file: Path) -> Execution:
         argv = list(run.command) if run.command is not None else ["/bin/sh", "-c", run.shell or ""]
+        if ctx.lease_lapsed:  # the node stalled since the claim: a peer may be running the task already
+            ctx.cancel(Outcome.LEASE_LOST)
+            return Execution(Outcome.LEASE_LOST, error="the lease ran out before the command started")
+        watchdog = self.watchdog if ctx.lease_deadline is not None else None
         loop = asyncio.get_running_loop()
         try:
             transport, process = await loop.subprocess_exec(
@@ -69,24 +90,32 @@ class CommandExecutor:
                 start_new_session=True,
                 # A preexec_fn makes Python fork instead of vfork: a few ms more per
                 # start, the price of the parent-death signal.
-                preexec_fn=parent_death_signal(),
+                preexec_fn=self._preexec(ctx, watchdog),
             )
         except OSError as exc:
             return Execution(Outcome.FAILURE, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
         pgid = transport.get_pid()  # a new session: the command leads its own group
         logger.debug("run %s: started %s as pid %d", ctx.run_id, argv, pgid)
+        unguard = self._guard(ctx, watchdog, pgid)
         control = ControlReader(control_file, ctx)
         follower = asyncio.create_task(self._follow(control))
         how = ""
         try:
             if await wait_or_stop(ctx, process.exited, run.timeout):
                 how = await self._stop_group(pgid, process)
+            elif ctx.lease_lapsed and transport.get_returncode() != 0:
+                # The watchdog stopped it: the lease was not renewed in time (a frozen node,
+                # a store out of reach) and a peer may be running the task already.
+                ctx.cancel(Outcome.LEASE_LOST)
+                how = "the watchdog stopped it when the lease ran out without renewal"
+                logger.warning("run %s: %s", ctx.run_id, how, extra={"task": ctx.task_id, "run": ctx.run_id})
         finally:
             follower.cancel()
             if not process.exited.done():  # this coroutine was cancelled: leave nothing running
                 signal_group(pgid, signal.SIGKILL)
                 await process.exited
             self._kill_leftovers(ctx, pgid)
+            unguard()  # the group is gone: it must never be signalled again
             control.read_new(final=True)
             await self._close(ctx, transport, process)
         returncode = transport.get_returncode()
@@ -96,6 +125,36 @@ class CommandExecutor:
         if returncode == 0:
             return Execution(Outcome.SUCCESS, 0, output)
         return Execution(Outcome.FAILURE, returncode, output, describe_exit(returncode))
+
+    def _preexec(self, ctx: RunContext, watchdog: Watchdog | None) -> Callable[[], None] | None:
+        """What the new process does before exec: die with the node, register its group with the watchdog."""
+        steps = [parent_death_signal()]
+        if watchdog is not None:
+            steps.append(watchdog.preexec_registration(
+                ctx.lease_deadline, self.grace_period, task=ctx.task_id, run=ctx.run_id
+            ))
+        steps = [step for step in steps if step is not None]
+        if not steps:
+            return None
+
+        def before_exec() -> None:
+            for step in steps:
+                step()
+
+        return before_exec
+
+    def _guard(self, ctx: RunContext, watchdog: Watchdog | None, pgid: int) -> Callable[[], None]:
+        """Hand the group and its lease deadline to the watchdog; returns what ends the guard."""
+        if watchdog is None:
+            return lambda: None
+        watchdog.guard(pgid, ctx.lease_deadline, self.grace_period, task=ctx.task_id, run=ctx.run_id)
+        stop_renewals = ctx.on_lease_renewed(lambda deadline: watchdog.renew(pgid, deadline))
+
+        def unguard() -> None:
+            stop_renewals()
+            watchdog.release(pgid)
+
+        return unguard
 
     async def _follow(self, control: ControlReader) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 Every command starts a new session, so it leads its own process group whose id
 is its pid; everything it forks stays in that group unless it calls setsid
-itself. Stopping a run signals the whole group.
+itself. Stopping a run signals the whole group (see ``scheduler.groups``).
 """
 
 from __future__ import annotations
@@ -59,46 +59,6 @@ def parent_death_signal() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return die_with_parent
-
-
-def signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to the group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs (zombies waiting to be reaped do not count).
-
-    ``killpg(pgid, 0)`` also finds zombies, and orphaned zombies linger where the
-    init process does not reap them (containers, micro-VMs); on Linux the
-    members are then read from /proc.
-    """
-    if not signal_group(pgid, 0):
-        return False
-    if not sys.platform.startswith("linux"):
-        return True
-    return any(state != "Z" for state in _group_states(pgid))
-
-
-def _group_states(pgid: int) -> list[str]:
-    states = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as file:
-                stat = file.read().decode("ascii", errors="replace")
-        except (FileNotFoundError, ProcessLookupError):  # exited while we looked
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid):
-            states.append(fields[0])
-    return states
 
 
 def describe_exit(returncode: int) -> str:

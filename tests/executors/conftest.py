@@ -25,7 +25,7 @@ def make_ctx():
     once the process says it is ready) without sleeping.
     """
 
-    def factory(run=None, *, spec=None, checkpoint=None, on_report=None, **spec_options):
+    def factory(run=None, *, spec=None, checkpoint=None, on_report=None, lease_deadline=None, **spec_options):
         import asyncio
 
         reports = []
@@ -46,6 +46,7 @@ def make_ctx():
             checkpoint_data=checkpoint,
             progress_sink=sink,
             loop=asyncio.get_running_loop(),
+            lease_deadline=lease_deadline,
         )
         ctx.reports = reports
         return ctx

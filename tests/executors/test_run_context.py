@@ -1,6 +1,7 @@
 import asyncio
 import logging
 import threading
+import time
 
 import pytest
 
@@ -111,3 +112,29 @@ async def test_cancel_rejects_an_outcome_that_is_not_a_stop(make_ctx):
     with pytest.raises(ValueError):
         ctx.cancel(Outcome.SUCCESS)
     assert ctx.cancel_reason is None
+
+
+async def test_a_renewal_pushes_the_lease_deadline_back_and_tells_the_watchers(make_ctx):
+    ctx = make_ctx(lease_deadline=time.monotonic() + 30)
+    seen = []
+    stop_watching = ctx.on_lease_renewed(seen.append)
+    later = time.monotonic() + 60
+    ctx.renew_lease(later)
+    stop_watching()
+    ctx.renew_lease(later + 1)
+    assert seen == [later] and ctx.lease_deadline == later + 1 and not ctx.lease_lapsed
+
+
+async def test_a_lapsed_lease_stays_lapsed(make_ctx):
+    """From the deadline on, the watchdog may have stopped the command: a late renewal cannot undo that."""
+    ctx = make_ctx(lease_deadline=time.monotonic() - 0.1)
+    seen = []
+    ctx.on_lease_renewed(seen.append)
+    ctx.renew_lease(time.monotonic() + 60)
+    assert ctx.lease_lapsed and seen == []
+
+
+async def test_a_run_without_a_lease_never_lapses(make_ctx):
+    ctx = make_ctx()
+    ctx.renew_lease(time.monotonic() + 60)
+    assert ctx.lease_deadline is None and not ctx.lease_lapsed
