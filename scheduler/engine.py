@@ -83,6 +83,7 @@ class Engine:
         self._active: dict[tuple[Store, str], ActiveRun] = {}  # by (store, item id)
         self._wake: asyncio.Event | None = None
         self._claiming = False
+        self._stopping = False
         self._background: list[asyncio.Task[None]] = []
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
@@ -93,6 +94,7 @@ class Engine:
         """Start the loop, the keep-alive and the purge as background tasks."""
         self._wake = asyncio.Event()
         self._claiming = self.config.executor_node
+        self._stopping = False
         self._started_at = self.stores[0].now()
         await self._heartbeat()
         for coroutine in (self._main_loop(), self._keepalive_loop(), self._purge_loop()):
@@ -106,6 +108,7 @@ class Engine:
         once from their last checkpoint.
         """
         self._claiming = False
+        self._stopping = True
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -172,7 +175,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         poll = self.config.poll_interval.total_seconds()
         next_recovery = loop.time()
-        while True:
+        # Not ``while True``: on Python 3.11, ``wait_for`` below swallows a cancel that
+        # lands as the wake-up completes, and stop() would wait for this loop forever.
+        while not self._stopping:
             self._wake.clear()
             try:
                 # Expired leases are looked for once per poll interval, not at every

@@ -404,6 +404,18 @@ async def test_shutdown_hands_in_flight_runs_to_a_peer(shared_stores, real_clock
     assert (await store_b.get_task("t")).status is Status.COMPLETED
 
 
+@pytest.mark.realtime
+async def test_stop_right_after_a_wake_up_ends_the_loop(store, make_engine):
+    """A wake-up completing as stop() cancels the sleeping loop must not keep it running forever."""
+    engine = make_engine(store, "a", poll_interval=timedelta(seconds=30))
+    await engine.start()
+    # The loop has gone to sleep (it sets when it will wake up just before).
+    await wait_for(lambda: _async(engine._wake_at), lambda wake_at: wake_at > 0)
+
+    engine.wake()
+    await asyncio.wait_for(engine.stop(), timeout=10)
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
