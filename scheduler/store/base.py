@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
-    Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Task, TaskQuery, Transition, UpsertResult,
-    system_clock, truncate_ms,
+    Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery, Transition,
+    UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -130,22 +130,36 @@ class Store(abc.ABC):
         page, not ``TaskNotFound``."""
 
     @abc.abstractmethod
-    async def next_due_time(self, node_id: str) -> datetime | None:
+    async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
         """The earliest instant at which ``claim_due`` or ``recover_expired``
         would find work for this node, or None if there is none.
 
         That is the earliest ``nextScheduledExecution`` among tasks this node could
-        claim (as ``claim_due`` defines eligibility, ignoring the time and the
-        lease), delayed to ``lease.until + 1 ms`` for a task that still carries an
-        unexpired lease (a cancelled run being retried); or the first instant at
-        which a RUNNING task's lease counts as expired (``until + 1 ms``),
-        whichever node holds it."""
+        claim (as ``claim_due`` defines eligibility, with the same ``task_types``,
+        ignoring the time and the lease), delayed to ``lease.until + 1 ms`` for a
+        task that still carries an unexpired lease (a cancelled run being
+        retried); or the first instant at which a RUNNING task's lease counts as
+        expired (``until + 1 ms``), whichever node holds it."""
+
+    @abc.abstractmethod
+    async def count_waiting(self) -> dict[Requirement, int]:
+        """Tasks waiting to be claimed (enabled; SCHEDULED, or CRASHED with
+        ``onCrash: resume``; with a ``nextScheduledExecution``, due or not),
+        counted by what a node needs to claim them: the executor type of their
+        spec, their pinned ``node`` and the spec's ``nodes``. The metrics tell
+        from it how many no live node can run."""
 
     # -- the claim protocol ------------------------------------------------
 
     @abc.abstractmethod
     async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+        self,
+        node_id: str,
+        limit: int,
+        lease_duration: timedelta,
+        *,
+        horizon: timedelta = timedelta(0),
+        task_types: Collection[str] | None = None,
     ) -> list[Claim]:
         """Claim up to ``limit`` due tasks for ``node_id``, earliest due first.
 
@@ -153,7 +167,11 @@ class Store(abc.ABC):
         ``nextScheduledExecution <= now + horizon`` (a node may claim a little
         ahead, in one batch, and start each run at its due time: ``Claim.started_at``
         is ``max(now, nextScheduledExecution)`` and the run record says so); ``node`` is null or ``node_id``; the
-        spec's ``nodes`` list is empty or contains ``node_id``; no lease, or a
+        spec's ``nodes`` list is empty or contains ``node_id``; the node can run
+        it: the spec has a ``run:`` section (its stored executor type is null), or
+        its type is one of ``task_types``, the types the node has an executor for
+        (None: every type, for callers that run whatever they claim, such as
+        tests; an engine always passes its own); no lease, or a
         lease whose ``until`` has passed (``until < now``). ``limit`` 0 claims
         nothing; a negative limit or a non-positive lease is a ``ValueError``.
 
@@ -258,7 +276,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, node: NodeInfo) -> None:
-        """Register or refresh a node (``node.heartbeat`` is written as given)."""
+        """Register or refresh a node: every field as given (``heartbeat``, the
+        ``task_types`` it has an executor for...)."""
 
     @abc.abstractmethod
     async def list_nodes(self) -> list[NodeInfo]:

@@ -28,14 +28,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from ..errors import StoreError
 from ..spec import TaskSpec
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
 from ..model import (
-    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock,
+    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock,
 )
 from .base import Store
 from .sqlite_schema import SORT_COLUMNS, connect, to_json
@@ -207,13 +207,22 @@ class SQLiteStore(Store):
         _check_paging(offset, limit)
         return await self._read(tasks_sql.list_runs, item_id, offset, limit)
 
-    async def next_due_time(self, node_id: str) -> datetime | None:
-        return await self._read(tasks_sql.next_due, node_id)
+    async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
+        return await self._read(tasks_sql.next_due, node_id, _frozen(task_types))
+
+    async def count_waiting(self) -> dict[Requirement, int]:
+        return await self._read(tasks_sql.count_waiting)
 
     # -- the claim protocol --------------------------------------------------------------------
 
     async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+        self,
+        node_id: str,
+        limit: int,
+        lease_duration: timedelta,
+        *,
+        horizon: timedelta = timedelta(0),
+        task_types: Collection[str] | None = None,
     ) -> list[Claim]:
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, got {limit}")
@@ -222,7 +231,7 @@ class SQLiteStore(Store):
             raise ValueError(f"a claim horizon must not be negative, got {horizon}")
         if limit == 0:
             return []
-        return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon)
+        return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon, _frozen(task_types))
 
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
         _check_lease(lease_duration)
@@ -308,6 +317,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+def _frozen(task_types: Collection[str] | None) -> frozenset[str] | None:
+    """The caller's types as they are now: the worker thread reads them later."""
+    return None if task_types is None else frozenset(task_types)
 
 
 def _check_paging(offset: int, limit: int) -> None:

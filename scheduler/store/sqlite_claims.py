@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
+from typing import Collection
 
 from ..errors import StoreError
 from ..model import Claim, Outcome, RunResult, Status, Task, Transition
@@ -25,7 +26,9 @@ from .common import (
     make_run_id,
     push_history,
 )
-from .sqlite_schema import CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, RUN_KEY, datetime_or_none, ms_or_none, task_from_row, to_json
+from .sqlite_schema import (
+    NODE_ELIGIBLE, RUN_KEY, datetime_or_none, in_due_order, ms_or_none, task_from_row, to_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +57,21 @@ def close_run(conn: sqlite3.Connection, key: dict[str, object], now_ms: int, out
 
 def claim(
     conn: sqlite3.Connection, now: datetime, node_id: str, limit: int, lease_duration: timedelta,
-    horizon: timedelta,
+    horizon: timedelta, task_types: Collection[str] | None,
 ) -> list[Claim]:
     now_ms = epoch_ms(now)
     until = now + lease_duration
+    due_first, type_params = in_due_order(
+        "item_id, fence, scheduled_for, attempt, next_at",
+        f"next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)",
+        task_types,
+    )
     due = conn.execute(
-        f"SELECT item_id, fence, scheduled_for, attempt, next_at {FROM_CLAIMABLE} WHERE {CLAIMABLE}"
-        f" AND next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
-        " ORDER BY next_at, item_id LIMIT :limit",
-        {"now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit},
+        f"{due_first} LIMIT :limit",
+        {
+            "now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit,
+            **type_params,
+        },
     ).fetchall()
     claims = []
     for item_id, fence, scheduled_ms, attempt, next_ms in due:

@@ -22,7 +22,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -33,13 +33,14 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...spec import TaskSpec
 from ...model import (
-    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, RunResult, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ..base import Store
 from . import protocol, tasks
 from .clock import ServerClock
 from .documents import SCHEMA_VERSION
 from .indexes import create_indexes
+from .migrations import fill_missing_fields
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,6 @@ class MongoStore(Store):
         self._db = self._client[self._database_name]
         if self._server_clock is not None:
             self._server_clock.sync(self._client.admin.command)  # also the first round trip
-        create_indexes(self._db)
         meta = self._db["meta"]
         meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}}, upsert=True)
         version = meta.find_one({"_id": "schema"})["version"]
@@ -139,6 +139,13 @@ class MongoStore(Store):
                 f"database {self._database_name} has schema version {version}, newer than this node's "
                 f"{SCHEMA_VERSION}: upgrade the scheduler on this node"
             )
+        create_indexes(self._db)
+        fill_missing_fields(self._db)
+        if version < SCHEMA_VERSION:
+            meta.update_one(
+                {"_id": "schema", "version": {"$lt": SCHEMA_VERSION}}, {"$set": {"version": SCHEMA_VERSION}}
+            )
+            log.info("database %s: schema version %s -> %s", self._database_name, version, SCHEMA_VERSION)
 
     async def close(self) -> None:
         executor, client = self._executor, self._client
@@ -213,13 +220,22 @@ class MongoStore(Store):
     async def list_runs(self, item_id: str, offset: int = 0, limit: int = 50) -> Page:
         return await self._with_db(f"list runs of task {item_id}", tasks.list_runs, item_id, offset, limit)
 
-    async def next_due_time(self, node_id: str) -> datetime | None:
-        return await self._with_db("find the next due time", tasks.next_due_time, node_id)
+    async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
+        return await self._with_db("find the next due time", tasks.next_due_time, node_id, _frozen(task_types))
+
+    async def count_waiting(self) -> dict[Requirement, int]:
+        return await self._with_db("count waiting tasks", tasks.count_waiting)
 
     # -- the claim protocol --------------------------------------------------
 
     async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+        self,
+        node_id: str,
+        limit: int,
+        lease_duration: timedelta,
+        *,
+        horizon: timedelta = timedelta(0),
+        task_types: Collection[str] | None = None,
     ) -> list[Claim]:
         if limit < 0:
             raise ValueError(f"claim limit must be >= 0, got {limit}")
@@ -229,7 +245,7 @@ class MongoStore(Store):
         if limit == 0:
             return []
         return await self._with_db_now(
-            "claim due tasks", protocol.claim_due, node_id, limit, lease_duration, horizon
+            "claim due tasks", protocol.claim_due, node_id, limit, lease_duration, horizon, _frozen(task_types)
         )
 
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
@@ -306,6 +322,11 @@ class MongoStore(Store):
     ) -> PurgeCounts:
         _check_count("keep_history", keep_history)
         return await self._with_db_now("purge", tasks.purge, finished_before, keep_history, retention)
+
+
+def _frozen(task_types: Collection[str] | None) -> frozenset[str] | None:
+    """The caller's types as they are now: the driver thread reads them later."""
+    return None if task_types is None else frozenset(task_types)
 
 
 def _check_count(name: str, value: int | None) -> None:
