@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .errors import ExecutorError, StoreError
-from .executors import Execution, Executor, Progress, RunContext, resolve_executor
+from .executors import Execution, Executor, Progress, RunContext, resolve_executor, runnable_types
 from .listener import EngineListener
 from .model import Claim, NodeInfo, Outcome, Retention, RunResult
 from .policy import after_run, replaced_run
@@ -137,8 +137,22 @@ class Engine:
                 log.warning("handed back %d unfinished run(s) at shutdown", len(marked))
 
     def register_executor(self, task_type: str, executor: Executor) -> None:
-        """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
+        """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``.
+
+        From now on this node claims them (and only now: a node claims only tasks
+        it can run). The heartbeat tells the other nodes at its next beat, or at
+        once through ``publish_heartbeat``."""
         self.executors[task_type] = executor
+        self.wake()
+
+    @property
+    def task_types(self) -> frozenset[str]:
+        """The types of tasks without a ``run:`` section this node can run, and so claims."""
+        return runnable_types(self.executors)
+
+    async def publish_heartbeat(self) -> None:
+        """Write the heartbeat now, e.g. with the task types just registered."""
+        await self._heartbeat()
 
     def wake(self) -> None:
         """Something changed locally: look for due work now instead of at the next poll."""
@@ -203,7 +217,7 @@ class Engine:
         if self._free_capacity() == 0:
             return delay  # a finishing run wakes the loop
         for store in self.stores:
-            due = await store.next_due_time(self.config.node_id)
+            due = await store.next_due_time(self.config.node_id, task_types=self.task_types)
             if due is not None:
                 ahead = due - store.now() - self.config.prefetch
                 delay = min(delay, max(0.0, ahead.total_seconds()))
@@ -251,7 +265,9 @@ class Engine:
             free = self._free_capacity()
             if free == 0:
                 break
-            claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
+            claims = await store.claim_due(
+                self.config.node_id, free, self.config.lease_duration, horizon=horizon, task_types=self.task_types
+            )
             for claim in claims:
                 run = ActiveRun(store=store, claim=claim)
                 self._active[(store, claim.item_id)] = run
@@ -300,6 +316,7 @@ class Engine:
                 started_at=self._started_at,
                 version=__version__,
                 listen=self.config.listen,
+                task_types=tuple(sorted(self.task_types)),
             )
         )
 

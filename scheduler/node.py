@@ -137,7 +137,7 @@ class Node:
             if reconciler is not None and not reconciler.ready:
                 return False
             try:
-                await store.next_due_time(config.node_id)
+                await store.next_due_time(config.node_id, task_types=engine.task_types)
             except StoreError:
                 return False
             return True
