@@ -153,6 +153,7 @@ class Node:
             config_status=self.config_status,
             ready=ready,
             metrics=metrics,
+            node_timeout=config.lease_duration,
         )
         runner = web.AppRunner(create_app(services), access_log=None)
         await runner.setup()

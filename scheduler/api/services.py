@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 from ..store.base import Store
@@ -35,3 +36,6 @@ class ApiServices:
     config_status: Callable[[], dict[str, Any]] | None = None
     ready: Callable[[], Awaitable[bool]] = _always_ready
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # A node whose last heartbeat is older is not counted as able to run anything:
+    # the lease duration, after which its leases too count as expired.
+    node_timeout: timedelta = timedelta(seconds=30)
