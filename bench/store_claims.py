@@ -37,8 +37,10 @@ LEASE = timedelta(seconds=60)
 async def create_tasks(path: Path, count: int) -> None:
     async with SQLiteStore(path) as store:
         due = store.now() - timedelta(seconds=1)
-        specs = [TaskSpec.from_dict({"name": f"task-{i:06d}", "schedule": {"at": "2030-01-01T00:00:00Z"}})
-                 for i in range(count)]
+        specs = [
+            TaskSpec.from_dict({"name": f"task-{i:06d}", "type": "noop", "schedule": {"at": "2030-01-01T00:00:00Z"}})
+            for i in range(count)
+        ]
         for first in range(0, count, 100):
             await asyncio.gather(*(store.upsert_spec(spec, first_due=due) for spec in specs[first:first + 100]))
 
@@ -58,7 +60,8 @@ async def claim_and_finish(path: str, node_id: str, limit: int, mode: str, ready
         start.wait()
         began = time.time()
         done = 0
-        while claims := await store.claim_due(node_id, limit, LEASE):
+        # As an engine with an executor for "noop" claims.
+        while claims := await store.claim_due(node_id, limit, LEASE, task_types={"noop"}):
             if mode == "concurrent":
                 await asyncio.gather(*(finish(store, claim) for claim in claims))
             else:

@@ -51,12 +51,14 @@ async def run(tasks: int, batch: int, cycles: int) -> float:
     store = MongoStore("mongodb://127.0.0.1/bench", clock=clock, client_factory=mongomock.MongoClient, threads=1)
     async with store:
         for index in range(tasks):
-            spec = TaskSpec.from_dict({"name": f"noop-{index:04d}", "schedule": {"every": "1s"}})
+            spec = TaskSpec.from_dict({"name": f"noop-{index:04d}", "type": "noop", "schedule": {"every": "1s"}})
             await store.upsert_spec(spec, first_due=clock())
         done = 0
         began = time.perf_counter()
         while done < cycles:
-            while done < cycles and (claims := await store.claim_due("bench", min(batch, cycles - done), LEASE)):
+            while done < cycles and (
+                claims := await store.claim_due("bench", min(batch, cycles - done), LEASE, task_types={"noop"})
+            ):
                 for claim in claims:
                     upcoming = clock() + TICK
                     successes = claim.task.success_count + 1

@@ -8,20 +8,23 @@
 Persistent tasks go to the shared store (several processes may embed a
 scheduler on the same store: they share the work as nodes of one cluster);
 non-persistent ones to this process's in-memory store. Executors live in the
-process: a persistent task stored by another program runs only on nodes that
-registered an executor for its type (elsewhere its run fails with a clear error,
-so give such tasks their own ``type`` per program or use ``nodes``).
+process, and a node claims only tasks it can run: a task without a ``run:``
+section is claimed only by nodes that registered an executor for its type (a
+``scheduler run`` node on the same store leaves the program's builder tasks
+alone; while the program is down they wait, shown as runnable by no live node).
+Tasks this program stored in an earlier run are claimed once their executor is
+registered again: pass ``executors`` to ``Scheduler`` to have them from the start.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Mapping
 
 from .builder import TaskBuilder
 from .engine import Engine, EngineConfig
 from .errors import TaskNotFound
-from .executors import Executor
+from .executors import Executor, as_executor
 from .model import Clock, Task, system_clock
 from .schedule import first_slot
 from .spec import TaskSpec
@@ -39,10 +42,14 @@ class Scheduler:
         node_id: str | None = None,
         executor_node: bool = True,
         clock: Clock = system_clock,
+        executors: Mapping[str, Any] | None = None,
         **engine_options: Any,
     ) -> None:
+        """``executors``: executors by task type, for tasks stored earlier (any callable
+        or object ``with_executor`` takes), registered before the first claim."""
         self._store_url = store
         self._clock = clock
+        self._executors = {task_type: as_executor(obj) for task_type, obj in (executors or {}).items()}
         self._config = EngineConfig(node_id=node_id or socket.gethostname(), executor_node=executor_node, **engine_options)
         self._store: Store | None = None
         self._memory_store: Store | None = None
@@ -69,7 +76,7 @@ class Scheduler:
         self._memory_store = open_store("sqlite:///:memory:", clock=self._clock)
         await self._store.start()
         await self._memory_store.start()
-        self._engine = Engine(self._config, [self._store, self._memory_store], executors={})
+        self._engine = Engine(self._config, [self._store, self._memory_store], executors=self._executors)
 
     async def start(self) -> None:
         """Open the stores and run the engine in the background."""
@@ -103,12 +110,20 @@ class Scheduler:
         """Store ``spec`` (creating or updating it) and register ``executor`` for its type."""
         assert self._engine is not None, "scheduler not started"
         if executor is not None:
-            self._engine.register_executor(spec.type, executor)
+            await self.register_executor(spec.type, executor)
         store = self.store if spec.persistent else self.memory_store
         item_id, node = spec.placement(self.node_id)
         await store.upsert_spec(spec, item_id=item_id, node=node, first_due=first_slot(spec.schedule, store.now()))
         self._engine.wake()
         return await store.get_task(item_id)
+
+    async def register_executor(self, task_type: str, executor: Any) -> None:
+        """Run (and so claim) tasks of ``task_type`` without a ``run:`` section with ``executor``."""
+        assert self._engine is not None, "scheduler not started"
+        new_type = task_type not in self._engine.task_types
+        self._engine.register_executor(task_type, as_executor(executor))
+        if new_type and self._running:
+            await self._engine.publish_heartbeat()  # other nodes see at once that this type has a node
 
     async def get_task(self, item_id: str) -> Task:
         """A task from the shared store, else from this process's memory store."""

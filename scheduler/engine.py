@@ -30,7 +30,7 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 from . import __version__
 from .errors import ExecutorError, StoreError
-from .executors import Execution, Executor, Progress, RunContext, resolve_executor
+from .executors import Execution, Executor, Progress, RunContext, resolve_executor, runnable_types
 from .listener import EngineListener
 from .model import Claim, NodeInfo, Outcome, Retention, RunResult
 from .policy import SHUTDOWN_REASON, after_run, replaced_run
@@ -208,8 +208,22 @@ class Engine:
                 run.context.cancel(Outcome.LEASE_LOST)
 
     def register_executor(self, task_type: str, executor: Executor) -> None:
-        """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``."""
+        """Run tasks of ``task_type`` (without a ``run:`` section) with ``executor``.
+
+        From now on this node claims them (and only now: a node claims only tasks
+        it can run). The heartbeat tells the other nodes at its next beat, or at
+        once through ``publish_heartbeat``."""
         self.executors[task_type] = executor
+        self.wake()
+
+    @property
+    def task_types(self) -> frozenset[str]:
+        """The types of tasks without a ``run:`` section this node can run, and so claims."""
+        return runnable_types(self.executors)
+
+    async def publish_heartbeat(self) -> None:
+        """Write the heartbeat now, e.g. with the task types just registered."""
+        await self._heartbeat()
 
     def wake(self) -> None:
         """Something changed locally: look for due work now instead of at the next poll."""
@@ -332,12 +346,17 @@ class Engine:
 
     @staticmethod
     async def _wait_for(event: asyncio.Event | None, delay: float) -> None:
-        """Sleep ``delay`` seconds, or until ``event`` is set."""
+        """Sleep ``delay`` seconds, or until ``event`` is set.
+
+        Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancel that lands as
+        the event is set, and a loop cancelled at stop() would then run on for ever.
+        """
         assert event is not None
+        waiter = asyncio.ensure_future(event.wait())
         try:
-            await asyncio.wait_for(event.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=delay)
+        finally:
+            waiter.cancel()
 
     async def _main_round(self) -> float:
         """Recover expired leases (once per poll interval), claim and start what is due; the time to sleep."""
@@ -359,7 +378,7 @@ class Engine:
         if self._free_capacity() == 0 or self._stopping:
             return delay  # a finishing run wakes the loop
         for store in self.stores:
-            due = await store.next_due_time(self.config.node_id)
+            due = await store.next_due_time(self.config.node_id, task_types=self.task_types)
             if due is not None:
                 ahead = due - store.now() - self.config.prefetch
                 delay = min(delay, max(0.0, ahead.total_seconds()))
@@ -402,7 +421,9 @@ class Engine:
             if free == 0:
                 break
             deadline = self._lease_deadline()
-            claims = await store.claim_due(self.config.node_id, free, self.config.lease_duration, horizon=horizon)
+            claims = await store.claim_due(
+                self.config.node_id, free, self.config.lease_duration, horizon=horizon, task_types=self.task_types
+            )
             for claim in claims:
                 run = ActiveRun(store=store, claim=claim, lease_deadline=deadline)
                 self._active[claim.run_id] = run
@@ -460,6 +481,7 @@ class Engine:
                 started_at=self._started_at,
                 version=__version__,
                 listen=self.config.listen,
+                task_types=tuple(sorted(self.task_types)),
             )
         )
         self._heartbeat_written_at = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .spec import Source, TaskSpec
 
@@ -123,6 +123,10 @@ class Task:
     def retry_delay(self) -> timedelta:
         return self.spec.retry.retry_delay if self.retry_delay_override is None else self.retry_delay_override
 
+    @property
+    def requirement(self) -> Requirement:
+        return Requirement(self.spec.executor_type, self.node, self.spec.nodes)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -220,6 +224,32 @@ class NodeInfo:
     started_at: datetime | None = None
     version: str = ""
     listen: str = ""
+    task_types: tuple[str, ...] = ()  # the types it has an executor for; a run: section needs none
+
+    def is_live(self, now: datetime, timeout: timedelta) -> bool:
+        """Its last heartbeat is at most ``timeout`` old."""
+        return self.heartbeat >= now - timeout
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a node must have or be to claim a task (``Store.claim_due``, time and lease apart)."""
+
+    executor_type: str | None = None  # an executor for this type; None (a run: section): any executor node
+    node: str | None = None  # the pinned node, if any
+    nodes: tuple[str, ...] = ()  # the spec's ``nodes``; empty: any node
+
+    def met_by(self, node: NodeInfo) -> bool:
+        return (
+            node.executor
+            and (self.executor_type is None or self.executor_type in node.task_types)
+            and (self.node is None or self.node == node.node_id)
+            and (not self.nodes or node.node_id in self.nodes)
+        )
+
+    def met_by_any(self, nodes: Iterable[NodeInfo], now: datetime, timeout: timedelta) -> bool:
+        """Some node alive within ``timeout`` could claim the task."""
+        return any(node.is_live(now, timeout) and self.met_by(node) for node in nodes)
 
 
 class UpsertResult(StrEnum):

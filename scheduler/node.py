@@ -162,6 +162,7 @@ class Node:
             config_status=self.config_status,
             readiness=readiness.problems,
             metrics=metrics,
+            node_timeout=config.lease_duration,
         )
         runner = web.AppRunner(create_app(services), access_log=None)
         await runner.setup()
@@ -182,6 +183,9 @@ class Node:
         if reconciler is not None:
             await reconciler.reload()
             self._watcher = asyncio.create_task(reconciler.watch(), name="watch tasks.d")
+        if watchdog is not None and not await watchdog.until_running(timeout=10):
+            log.error("node %s: the watchdog did not start within 10s; the node is not ready until it does",
+                      config.node_id)
         await engine.start()
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
         self._readiness_watch = asyncio.create_task(readiness.watch(config.poll_interval), name="readiness")

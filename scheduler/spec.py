@@ -427,6 +427,12 @@ class TaskSpec:
     def task_type(self) -> str:
         return self.type
 
+    @property
+    def executor_type(self) -> str | None:
+        """The task type a node needs an executor registered for to run this task, or
+        None when it has a ``run:`` section, which any executor node runs."""
+        return None if self.run is not None else self.type
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], source: Source | None = None) -> TaskSpec:
         """Build and check a spec from its camelCase document (``apiVersion``/``kind`` optional)."""

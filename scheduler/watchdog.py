@@ -43,6 +43,7 @@ block its event loop: a watchdog that stops reading is replaced.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -235,6 +236,14 @@ class Watchdog:
     def running(self) -> bool:
         """Whether a watchdog process serves now (the node is not ready otherwise)."""
         return self._serving
+
+    async def until_running(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) for the watchdog to serve; whether it does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.running and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # set by the monitor thread, which has no loop to wake
+        return self.running
 
     @property
     def pid(self) -> int | None:

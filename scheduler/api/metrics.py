@@ -2,8 +2,8 @@
 
 Counters and the histogram are fed by the engine through the ``EngineListener``
 hooks and by the reconciler through ``reload_finished``. The per-task next/last
-run timestamps are a snapshot the ``/metrics`` handler refreshes from the store
-(one query per store) just before rendering.
+run timestamps and the count of tasks no live node can run are a snapshot the
+``/metrics`` handler refreshes from the stores just before rendering.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ class Metrics(EngineListener):
         )
         self.files_rejected = Gauge(
             "scheduler_files_rejected", "Task files rejected by the last reload.", registry=self.registry
+        )
+        self.unrunnable = Gauge(
+            "scheduler_tasks_unrunnable",
+            "Tasks waiting to run that no live node can run (no executor for their type, or their nodes are gone).",
+            registry=self.registry,
         )
         self._task_times = _TaskTimes()
         self.registry.register(self._task_times)

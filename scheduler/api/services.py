@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 from ..store.base import Store
@@ -38,3 +39,6 @@ class ApiServices:
     # Why the node cannot do its job now, one sentence each; empty when it is ready (GET /readyz).
     readiness: Callable[[], Awaitable[list[str]]] = _no_problems
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # A node whose last heartbeat is older is not counted as able to run anything:
+    # the lease duration, after which its leases too count as expired.
+    node_timeout: timedelta = timedelta(seconds=30)

@@ -57,11 +57,18 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     tasks, total = [], 0
+    nodes = await services.store.list_nodes()
+    now = services.store.now()
+    unrunnable = 0
     for store in request.app[FINDER].stores:
         page = await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))
         tasks.extend(page.items)
         total += page.total
+        for requirement, count in (await store.count_waiting()).items():
+            if not requirement.met_by_any(nodes, now, services.node_timeout):
+                unrunnable += count
     services.metrics.set_task_times(tasks, total)
+    services.metrics.unrunnable.set(unrunnable)
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -24,9 +24,17 @@ async def _locate(request: web.Request) -> Located:
     return await request.app[FINDER].locate(request.match_info["id"])
 
 
-def _task_answer(request: web.Request, task: Task) -> web.Response:
+async def _detail(request: web.Request, task: Task, *, history: bool = True) -> dict:
+    """The task as shown, with whether a live node can run it (heartbeats are in the shared store)."""
+    services = request.app[SERVICES]
+    nodes = await services.store.list_nodes()
+    runnable = task.requirement.met_by_any(nodes, services.store.now(), services.node_timeout)
+    return views.task_detail(task, runnable=runnable, history=history)
+
+
+async def _task_answer(request: web.Request, task: Task) -> web.Response:
     request.app[SERVICES].wake()
-    return web.json_response(views.task_detail(task, history=False))
+    return web.json_response(await _detail(request, task, history=False))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -41,7 +49,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def show_task(request: web.Request) -> web.Response:
     located = await _locate(request)
-    return web.json_response(views.task_detail(located.task))
+    return web.json_response(await _detail(request, located.task))
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -64,26 +72,26 @@ async def retry_task(request: web.Request) -> web.Response:
     reset = params.bool_param(request, "resetFailureCount")
     located = await _locate(request)
     task = await located.store.retry(located.task.item_id, reset_failure_count=reset)
-    return _task_answer(request, task)
+    return await _task_answer(request, task)
 
 
 async def resume_task(request: web.Request) -> web.Response:
     located = await _locate(request)
-    return _task_answer(request, await located.store.resume(located.task.item_id))
+    return await _task_answer(request, await located.store.resume(located.task.item_id))
 
 
 async def configure_task(request: web.Request) -> web.Response:
     max_retries, retry_delay = params.retry_config(request)
     located = await _locate(request)
     if max_retries is None and retry_delay is None:  # nothing to change: answer the settings in force
-        return web.json_response(views.task_detail(located.task, history=False))
+        return web.json_response(await _detail(request, located.task, history=False))
     task = await located.store.update_config(located.task.item_id, max_retries=max_retries, retry_delay=retry_delay)
-    return _task_answer(request, task)
+    return await _task_answer(request, task)
 
 
 async def run_task(request: web.Request) -> web.Response:
     located = await _locate(request)
-    return _task_answer(request, await located.store.run_now(located.task.item_id))
+    return await _task_answer(request, await located.store.run_now(located.task.item_id))
 
 
 async def purge_tasks(request: web.Request) -> web.Response:

@@ -49,8 +49,10 @@ def task_summary(task: Task) -> dict[str, Any]:
     }
 
 
-def task_detail(task: Task, *, history: bool = True) -> dict[str, Any]:
-    """The full task of ``GET /cxs/tasks/{id}`` (and of the action answers)."""
+def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str, Any]:
+    """The full task of ``GET /cxs/tasks/{id}`` (and of the action answers).
+
+    ``runnable``: whether some live executor node may claim the task (``Requirement.met_by_any``)."""
     spec = task.spec
     doc = task_summary(task)
     doc.update(
@@ -74,6 +76,8 @@ def task_detail(task: Task, *, history: bool = True) -> dict[str, Any]:
         creationDate=iso(task.creation_date),
         lastModified=iso(task.last_modified),
         source=None if spec.source is None else {"path": spec.source.path, "line": spec.source.line},
+        executorType=spec.executor_type,
+        runnable=runnable,
     )
     overrides = task_overrides(task)
     if overrides:
@@ -129,6 +133,7 @@ def node_info(node: NodeInfo) -> dict[str, Any]:
         "startedAt": iso(node.started_at),
         "version": node.version,
         "listen": node.listen,
+        "taskTypes": list(node.task_types),
     }
 
 

@@ -193,6 +193,8 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
             ("Enabled", _yes_no(task.get("enabled"))),
             ("Persistent", "Storage" if task.get("persistent", True) else "Memory"),
             ("Node", task.get("node")),
+            ("Executor Type", task.get("executorType")),
+            ("Runnable", runnable_text(task)),
             ("Labels", task.get("labels")),
             ("Source", location),
             ("Schedule", schedule_text(task.get("schedule"))),
@@ -237,6 +239,17 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
     return text
 
 
+def runnable_text(task: dict[str, Any]) -> str | None:
+    """Whether a live node can run the task, and what it waits for when none can."""
+    if task.get("runnable") is None:
+        return None
+    if task["runnable"]:
+        return "yes"
+    if task.get("executorType"):
+        return f"no: no live node has an executor for type {task['executorType']} (the task waits for one)"
+    return "no: none of the nodes it may run on is live (the task waits for one)"
+
+
 def _yes_no(value: Any) -> str | None:
     return None if value is None else ("yes" if value else "no")
 
@@ -255,11 +268,12 @@ def node_table(nodes: list[dict[str, Any]], width: int | None = None) -> str:
             short_date(n.get("startedAt")),
             n.get("version") or "",
             n.get("listen") or "",
+            ", ".join(n.get("taskTypes") or ()) or "-",
         )
         for n in nodes
     ]
-    headers = ("Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen")
-    return table(headers, rows, right=(3,), shrink=(0, 6), width=width) + f"\n{len(nodes)} node(s)"
+    headers = ("Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen", "Task Types")
+    return table(headers, rows, right=(3,), shrink=(0, 6, 7), width=width) + f"\n{len(nodes)} node(s)"
 
 
 def reload_text(report: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from .base import Execution, Executor, Progress, RunContext
 from .command import CommandExecutor
 from .http import HttpExecutor
 from .python import CallableExecutor, PythonExecutor, executor_from_callable
-from .registry import ENTRY_POINT_GROUP, as_executor, resolve_executor
+from .registry import ENTRY_POINT_GROUP, as_executor, resolve_executor, runnable_types
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -23,4 +23,5 @@ __all__ = [
     "as_executor",
     "executor_from_callable",
     "resolve_executor",
+    "runnable_types",
 ]

@@ -54,6 +54,12 @@ def resolve_executor(
     )
 
 
+def runnable_types(registry: Mapping[str, Any]) -> frozenset[str]:
+    """The task types ``resolve_executor`` finds an executor for without a ``run:``
+    section: those of ``registry`` and the entry points' names."""
+    return frozenset(registry) | frozenset(_entry_points())
+
+
 def as_executor(obj: Any) -> Executor:
     """An object with an async ``execute`` as it is; anything else through ``executor_from_callable``."""
     if inspect.iscoroutinefunction(getattr(obj, "execute", None)):

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import abc
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
-    SORT_FIELDS, Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Status, Task, TaskQuery, Transition,
+    SORT_FIELDS, Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Status, Task,
+    TaskQuery, Transition,
     UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
@@ -160,22 +161,40 @@ class Store(abc.ABC):
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         """``list_runs`` with its arguments checked."""
 
-    @abc.abstractmethod
-    async def next_due_time(self, node_id: str) -> datetime | None:
+    async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
         """The earliest instant at which ``claim_due`` or ``recover_expired``
         would find work for this node, or None if there is none.
 
         That is the earliest ``nextScheduledExecution`` among tasks this node could
-        claim (as ``claim_due`` defines eligibility, ignoring the time and the
-        lease), delayed to ``lease.until + 1 ms`` for a task that still carries an
-        unexpired lease (a cancelled run being retried); or the first instant at
-        which a RUNNING task's lease counts as expired (``until + 1 ms``),
-        whichever node holds it."""
+        claim (as ``claim_due`` defines eligibility, with the same ``task_types``,
+        ignoring the time and the lease), delayed to ``lease.until + 1 ms`` for a
+        task that still carries an unexpired lease (a cancelled run being
+        retried); or the first instant at which a RUNNING task's lease counts as
+        expired (``until + 1 ms``), whichever node holds it."""
+        return await self._next_due_time(node_id, _frozen(task_types))
+
+    @abc.abstractmethod
+    async def _next_due_time(self, node_id: str, task_types: frozenset[str] | None) -> datetime | None:
+        """``next_due_time`` with its task types frozen."""
+
+    @abc.abstractmethod
+    async def count_waiting(self) -> dict[Requirement, int]:
+        """Tasks waiting to be claimed (enabled; SCHEDULED, or CRASHED with
+        ``onCrash: resume``; with a ``nextScheduledExecution``, due or not),
+        counted by what a node needs to claim them: the executor type of their
+        spec, their pinned ``node`` and the spec's ``nodes``. The metrics tell
+        from it how many no live node can run."""
 
     # -- the claim protocol ------------------------------------------------
 
     async def claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, *, horizon: timedelta = timedelta(0)
+        self,
+        node_id: str,
+        limit: int,
+        lease_duration: timedelta,
+        *,
+        horizon: timedelta = timedelta(0),
+        task_types: Collection[str] | None = None,
     ) -> list[Claim]:
         """Claim up to ``limit`` due tasks for ``node_id``, earliest due first.
 
@@ -183,7 +202,11 @@ class Store(abc.ABC):
         ``nextScheduledExecution <= now + horizon`` (a node may claim a little
         ahead, in one batch, and start each run at its due time: ``Claim.started_at``
         is ``max(now, nextScheduledExecution)`` and the run record says so); ``node`` is null or ``node_id``; the
-        spec's ``nodes`` list is empty or contains ``node_id``; no lease, or a
+        spec's ``nodes`` list is empty or contains ``node_id``; the node can run
+        it: the spec has a ``run:`` section (its stored executor type is null), or
+        its type is one of ``task_types``, the types the node has an executor for
+        (None: every type, for callers that run whatever they claim, such as
+        tests; an engine always passes its own); no lease, or a
         lease whose ``until`` has passed (``until < now``). ``limit`` 0 claims
         nothing; a negative limit or a non-positive lease is a ``ValueError``.
 
@@ -201,10 +224,12 @@ class Store(abc.ABC):
             raise ValueError(f"a claim horizon must not be negative, got {horizon}")
         if limit == 0:
             return []
-        return await self._claim_due(node_id, limit, lease_duration, horizon)
+        return await self._claim_due(node_id, limit, lease_duration, horizon, _frozen(task_types))
 
     @abc.abstractmethod
-    async def _claim_due(self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta) -> list[Claim]:
+    async def _claim_due(
+        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta, task_types: frozenset[str] | None
+    ) -> list[Claim]:
         """``claim_due`` with its arguments checked."""
 
     async def renew_leases(self, node_id: str, claims: Sequence[Claim], lease_duration: timedelta) -> set[str]:
@@ -346,7 +371,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, node: NodeInfo) -> None:
-        """Register or refresh a node (``node.heartbeat`` is written as given)."""
+        """Register or refresh a node: every field as given (``heartbeat``, the
+        ``task_types`` it has an executor for...)."""
 
     @abc.abstractmethod
     async def list_nodes(self) -> list[NodeInfo]:
@@ -391,3 +417,8 @@ def check_count(name: str, value: int | None) -> None:
 def check_lease(lease_duration: timedelta) -> None:
     if lease_duration <= timedelta(0):
         raise ValueError(f"a lease duration must be positive, got {lease_duration}")
+
+
+def _frozen(task_types: Collection[str] | None) -> frozenset[str] | None:
+    """The caller's types as they are now: a backend's worker thread reads them later."""
+    return None if task_types is None else frozenset(task_types)

@@ -33,8 +33,8 @@ from typing import Any, Callable, Mapping, TypeVar
 from ..errors import StoreError
 from ..spec import TaskSpec
 from ..model import (
-    Claim, Clock, NodeInfo, Page, PurgeCounts, Retention, RunResult, Task, TaskQuery, Transition, UpsertResult,
-    system_clock,
+    Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery, Transition,
+    UpsertResult, system_clock,
 )
 from . import sqlite_claims as claims_sql
 from . import sqlite_tasks as tasks_sql
@@ -236,15 +236,19 @@ class SQLiteStore(Store):
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._read(tasks_sql.list_runs, item_id, offset, limit)
 
-    async def next_due_time(self, node_id: str) -> datetime | None:
-        return await self._read(tasks_sql.next_due, node_id)
+    async def _next_due_time(self, node_id: str, task_types: frozenset[str] | None) -> datetime | None:
+        return await self._read(tasks_sql.next_due, node_id, task_types)
+
+    async def count_waiting(self) -> dict[Requirement, int]:
+        return await self._read(tasks_sql.count_waiting)
 
     # -- the claim protocol --------------------------------------------------------------------
 
     async def _claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta
+        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta,
+        task_types: frozenset[str] | None,
     ) -> list[Claim]:
-        return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon)
+        return await self._write(claims_sql.claim, node_id, limit, lease_duration, horizon, task_types)
 
     async def _renew_leases(self, node_id: str, claims: list[Claim], lease_duration: timedelta) -> set[str]:
         return await self._write(claims_sql.renew, node_id, claims, lease_duration)

@@ -16,7 +16,7 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from .. import policy
 from ..errors import StoreError, TaskNotFound
@@ -25,7 +25,7 @@ from ..policy import Change
 from ..spec import Source
 from .common import epoch_ms, from_epoch_ms, make_run_id, push_history, stored_spec
 from .sqlite_schema import (
-    CLAIMABLE, FROM_CLAIMABLE, NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, datetime_or_none, task_from_row, to_json,
+    NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, datetime_or_none, in_due_order, task_from_row, to_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,16 +122,22 @@ def read_row(conn: sqlite3.Connection, item_id: str) -> sqlite3.Row:
 
 def claim(
     conn: sqlite3.Connection, now: datetime, node_id: str, limit: int, lease_duration: timedelta,
-    horizon: timedelta,
+    horizon: timedelta, task_types: Collection[str] | None,
 ) -> list[Claim]:
     now_ms = epoch_ms(now)
     until = now + lease_duration
+    due_first, type_params = in_due_order(
+        "item_id, fence, scheduled_for, attempt, next_at, last_execution_date, spec_hash, spec, source_path,"
+        " source_line",
+        f"next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)",
+        task_types,
+    )
     due = conn.execute(
-        "SELECT item_id, fence, scheduled_for, attempt, next_at, last_execution_date, spec_hash, spec, source_path,"
-        f" source_line {FROM_CLAIMABLE}"
-        f" WHERE {CLAIMABLE} AND next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)"
-        " ORDER BY next_at, item_id LIMIT :limit",
-        {"now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit},
+        f"{due_first} LIMIT :limit",
+        {
+            "now": now_ms, "horizon": now_ms + horizon // timedelta(milliseconds=1), "node": node_id, "limit": limit,
+            **type_params,
+        },
     ).fetchall()
     claims = []
     for due_row in due:

@@ -11,12 +11,12 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Collection
 
 from .. import policy
 from ..model import (
-    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
-    is_file_source,
+    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
+    UpsertResult, is_file_source,
 )
 from ..spec import TaskSpec, document_hash
 from .common import epoch_ms
@@ -27,6 +27,7 @@ from .sqlite_schema import (
     NODE_ELIGIBLE,
     SORT_COLUMNS,
     datetime_or_none,
+    in_due_order,
     ms_or_none,
     node_from_row,
     run_from_row,
@@ -56,6 +57,7 @@ def upsert(
         "source_path": None if spec.source is None else spec.source.path,
         "source_line": None if spec.source is None else spec.source.line,
         "task_type": spec.task_type,
+        "executor_type": spec.executor_type,
         "enabled": int(spec.enabled),
         "persistent": int(spec.persistent),
         "origin_file": int(is_file_source(spec.source)),
@@ -146,15 +148,16 @@ def list_runs(conn: sqlite3.Connection, now: datetime, item_id: str, offset: int
     return Page(items=[run_from_row(row) for row in rows], offset=offset, total=total)
 
 
-def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime | None:
+def next_due(
+    conn: sqlite3.Connection, now: datetime, node_id: str, task_types: Collection[str] | None
+) -> datetime | None:
     best: int | None = None
     # Walk claimable tasks by due time (the claim index): a held lease delays a task
     # to just past its expiry, so walk on only while a later task could be earlier.
-    for next_at, lease_until in conn.execute(
-        f"SELECT next_at, lease_until {FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL AND {NODE_ELIGIBLE}"
-        " ORDER BY next_at, item_id",
-        {"node": node_id},
-    ):
+    due_first, type_params = in_due_order(
+        "next_at, item_id, lease_until", f"next_at IS NOT NULL AND {NODE_ELIGIBLE}", task_types
+    )
+    for next_at, _, lease_until in conn.execute(due_first, {"node": node_id, **type_params}):
         if best is not None and next_at >= best:
             break
         candidate = next_at if lease_until is None else max(next_at, lease_until + 1)
@@ -163,6 +166,24 @@ def next_due(conn: sqlite3.Connection, now: datetime, node_id: str) -> datetime 
     if expiry is not None:
         best = expiry + 1 if best is None else min(best, expiry + 1)
     return datetime_or_none(best)
+
+
+def count_waiting(conn: sqlite3.Connection, now: datetime) -> dict[Requirement, int]:
+    # Two reads of the claim index alone: the many tasks any executor node may run are
+    # only counted; only the others (typed, pinned) are grouped, which sorts them.
+    waiting = f"{FROM_CLAIMABLE} WHERE {CLAIMABLE} AND next_at IS NOT NULL"
+    anyone = "executor_type IS NULL AND node IS NULL AND nodes = '[]'"
+    counts = {
+        Requirement(executor_type, node, tuple(json.loads(nodes))): count
+        for executor_type, node, nodes, count in conn.execute(
+            f"SELECT executor_type, node, nodes, COUNT(*) {waiting} AND NOT ({anyone})"
+            " GROUP BY executor_type, node, nodes"
+        )
+    }
+    unrestricted = conn.execute(f"SELECT COUNT(*) {waiting} AND {anyone}").fetchone()[0]
+    if unrestricted:
+        counts[Requirement()] = unrestricted
+    return counts
 
 
 # -- operator actions -------------------------------------------------------------------
@@ -201,13 +222,13 @@ def update_config(
 
 def heartbeat(conn: sqlite3.Connection, now: datetime, node: NodeInfo) -> None:
     conn.execute(
-        "INSERT INTO nodes (node_id, executor, heartbeat, running, started_at, version, listen)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET executor = excluded.executor,"
+        "INSERT INTO nodes (node_id, executor, heartbeat, running, started_at, version, listen, task_types)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET executor = excluded.executor,"
         " heartbeat = excluded.heartbeat, running = excluded.running, started_at = excluded.started_at,"
-        " version = excluded.version, listen = excluded.listen",
+        " version = excluded.version, listen = excluded.listen, task_types = excluded.task_types",
         (
             node.node_id, int(node.executor), epoch_ms(node.heartbeat), node.running,
-            ms_or_none(node.started_at), node.version, node.listen,
+            ms_or_none(node.started_at), node.version, node.listen, to_json(list(node.task_types)),
         ),
     )
 

@@ -160,6 +160,7 @@ def test_task_show_gives_every_field_the_runs_and_the_output(node):
     assert shown["Source"] == f"{source['path']}:{source['line']}" and source["path"].endswith("ops.yaml")
     assert shown["Schedule"] == "once, 0s after registration"
     assert shown["Persistent"] == "Storage" and shown["Failures"] == "1" and shown["Max Retries"] == "0"
+    assert shown["Runnable"] == "yes" and "Executor Type" not in shown  # a run: section: any executor node
     assert shown["Last Error"] == "exit code 3"
     runs = text.split("Recent runs (newest first):\n", 1)[1]
     header, rows, after = table_rows(runs)
@@ -219,8 +220,9 @@ def test_task_run_makes_the_task_run_now(node):
 
 def test_node_list(node):
     header, rows, footer = table_rows(ok(admin(node, "node-list")))
-    assert header == ["Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen"]
+    assert header == ["Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen", "Task Types"]
     assert rows["node-1"][1] == "yes" and rows["node-1"][6] == f"127.0.0.1:{node.port}"
+    assert rows["node-1"][7] == "-"  # no executor registered for a type: it runs tasks with a run: section
     assert footer == ["1 node(s)"]
     nodes = yaml.safe_load(ok(admin(node, "node-list", "-o", "yaml")))
     assert nodes["totalSize"] == 1 and nodes["list"][0]["nodeId"] == "node-1" and nodes["list"][0]["executor"] is True

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.api.metrics import Metrics
 from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
-from scheduler.model import Outcome
+from scheduler.model import NodeInfo, Outcome
 from tests.api.conftest import LEASE, VIEWER
 
 
@@ -61,6 +61,23 @@ async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store)
     assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "local-cache"),))] == at(2024, 3, 20, 14, 5)
     assert ("scheduler_task_last_run_timestamp_seconds", (("task", "local-cache"),)) not in samples
     assert samples[("scheduler_tasks", ())] == 2
+
+
+async def test_tasks_no_live_node_can_run(client, seed, store, memory_store, clock):
+    await seed.task("shell-job", run={"shell": "true"})
+    await seed.task("app-1", type="appJob")
+    await seed.task("app-2", type="appJob", schedule={"every": "1h", "initialDelay": "1h"})  # not due yet: counted
+    await seed.task("local-app", type="appJob", persistent=False, store=memory_store)  # pinned to node-1
+    await seed.task("off", type="appJob", enabled=False)  # never runs: not waiting
+    await store.heartbeat(NodeInfo("node-1", True, clock()))
+
+    assert (await scrape(client))[("scheduler_tasks_unrunnable", ())] == 3
+
+    await store.heartbeat(NodeInfo("app", True, clock(), task_types=("appJob",)))
+    assert (await scrape(client))[("scheduler_tasks_unrunnable", ())] == 1  # local-app: node-1 has no appJob executor
+
+    clock.advance(LEASE + timedelta(milliseconds=1))  # no heartbeat since: no live node at all
+    assert (await scrape(client))[("scheduler_tasks_unrunnable", ())] == 4
 
 
 async def test_per_task_timestamps_are_bounded(client, seed, monkeypatch):

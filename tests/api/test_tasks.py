@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.model import Outcome, Status
+from scheduler.model import NodeInfo, Outcome, Status
 from scheduler.schedule import first_slot
 from scheduler.spec import Source, TaskSpec
 from tests.api.conftest import ADMIN, VIEWER
@@ -285,6 +285,38 @@ async def test_run_now_makes_the_task_due_and_refuses_while_running(client, seed
     body = await response.json()
     assert (body["status"], body["nextScheduledExecution"]) == ("SCHEDULED", "2024-03-20T14:00:00Z")
     assert busy.status == 409
+
+
+async def test_show_tells_whether_a_live_node_can_run_the_task(client, seed, store, memory_store, clock):
+    await seed.task("shell-job", run={"shell": "true"})
+    await seed.task("app-job", type="appJob")
+    await seed.task("on-node-3", run={"shell": "true"}, nodes=["node-3"])
+    await seed.task("local-app", type="appJob", persistent=False, store=memory_store)  # pinned to node-1
+    await store.heartbeat(NodeInfo("node-1", True, clock(), task_types=("report",)))
+    await store.heartbeat(NodeInfo("api-only", False, clock(), task_types=("appJob",)))  # runs nothing
+    # Its last heartbeat is older than a lease: gone.
+    await store.heartbeat(NodeInfo("node-3", True, clock() - timedelta(seconds=31), task_types=("appJob",)))
+
+    async def shown() -> dict[str, tuple]:
+        names = ("shell-job", "app-job", "on-node-3", "local-app")
+        tasks = [await get_json(client, f"/cxs/tasks/{name}") for name in names]
+        return {task["itemId"]: (task["executorType"], task["runnable"], task["status"]) for task in tasks}
+
+    assert await shown() == {
+        "shell-job": (None, True, "SCHEDULED"),
+        "app-job": ("appJob", False, "SCHEDULED"),
+        "on-node-3": (None, False, "SCHEDULED"),
+        "local-app": ("appJob", False, "SCHEDULED"),
+    }
+    await store.heartbeat(NodeInfo("node-3", True, clock(), task_types=("appJob",)))
+    assert await shown() == {
+        "shell-job": (None, True, "SCHEDULED"),
+        "app-job": ("appJob", True, "SCHEDULED"),
+        "on-node-3": (None, True, "SCHEDULED"),
+        "local-app": ("appJob", False, "SCHEDULED"),  # only node-1 may run it, and it has no appJob executor
+    }
+    answer = await client.post("/cxs/tasks/local-app/run", headers=ADMIN)
+    assert ((await answer.json())["executorType"], (await answer.json())["runnable"]) == ("appJob", False)
 
 
 async def test_actions_reach_tasks_of_the_memory_store(client, seed, memory_store, node):

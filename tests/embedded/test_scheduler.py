@@ -118,3 +118,44 @@ async def test_start_and_stop_run_the_engine_in_the_background(tmp_path):
         await scheduler.new_task("hello").as_one_shot().with_simple_executor(lambda: done.append(1)).schedule()
         await wait_for(lambda: scheduler.get_task("hello"), lambda task: task.status is Status.COMPLETED)
     assert done == [1]
+
+
+async def test_tasks_stored_earlier_wait_for_their_executor_instead_of_failing(tmp_path, clock):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    first = Scheduler(url, node_id="app-1", clock=clock)
+    await first.open()
+    try:
+        await first.new_task("appJob").as_one_shot().with_simple_executor(lambda: None).schedule()
+    finally:
+        await first.stop()
+
+    calls: list[str] = []
+    again = Scheduler(url, node_id="app-1", clock=clock)  # started again, its executors not registered yet
+    await again.open()
+    try:
+        await again.run_until_idle()
+        waiting = await again.get_task("app-job")
+        assert (waiting.status, waiting.failure_count, calls) == (Status.SCHEDULED, 0, [])
+        assert (await again.store.list_runs("app-job")).total == 0
+        await again.register_executor("appJob", lambda: calls.append("app"))
+        await again.run_until_idle()
+        assert (await again.get_task("app-job")).status == Status.COMPLETED and calls == ["app"]
+    finally:
+        await again.stop()
+
+    given = Scheduler(url, node_id="app-1", clock=clock, executors={"appJob": lambda: calls.append("given")})
+    await given.open()
+    try:
+        await given.store.run_now("app-job")
+        await given.run_until_idle()  # registered before its first claim
+        assert (await given.get_task("app-job")).status == Status.COMPLETED and calls == ["app", "given"]
+    finally:
+        await given.stop()
+
+
+async def test_a_running_scheduler_publishes_the_types_it_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    async with Scheduler(url, node_id="app-1", executors={"report": lambda: None}) as scheduler:
+        await scheduler.new_task("appJob").with_period(timedelta(hours=1)).with_simple_executor(lambda: None).schedule()
+        [node] = await scheduler.store.list_nodes()  # at once, not at the next heartbeat
+        assert node.task_types == ("appJob", "report")

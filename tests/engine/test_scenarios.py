@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from scheduler.engine import SHUTDOWN_REASON
+from scheduler.executors import executor_from_callable
 from scheduler.model import Outcome, Retention, Status, TaskQuery
 
 from .conftest import Recorder, register, wait_for
@@ -172,17 +173,39 @@ async def test_periodic_task_out_of_retries_waits_for_next_slot_then_recovers(st
     assert len(recorder.starts) == 4
 
 
-async def test_unknown_executor_is_a_failed_run_not_a_stuck_task(store, clock, make_engine):
+async def test_a_task_no_executor_can_run_waits_unclaimed_until_one_is_registered(store, clock, make_engine):
+    recorder = Recorder(clock)
     await register(
         store, clock, {"name": "t", "type": "nobody", "schedule": {"after": "0s"}, "retry": {"maxRetries": 0}}
     )
+    await register(
+        store, clock, {"name": "shell", "type": "nobody", "schedule": {"after": "0s"}, "run": {"shell": "true"}}
+    )
     engine = make_engine(store, "a")
 
-    await engine.run_until_idle()
+    assert await engine.run_until_idle() == 1  # only the task with a run: section
 
     task = await store.get_task("t")
-    assert task.status is Status.FAILED
-    assert "no executor for task type 'nobody'" in task.last_error
+    assert task.status is Status.SCHEDULED and task.failure_count == 0 and task.last_error is None
+    assert (await store.list_runs("t")).total == 0
+    assert (await store.get_task("shell")).status is Status.COMPLETED
+
+    engine.register_executor("nobody", executor_from_callable(recorder.job()))
+    assert await engine.run_until_idle() == 1
+    assert (await store.get_task("t")).status is Status.COMPLETED
+    assert len(recorder.starts) == 1
+
+
+async def test_a_node_publishes_the_task_types_it_runs_in_its_heartbeat(store, clock, make_engine):
+    engine = make_engine(store, "a", job=Recorder(clock).job())
+    await engine.publish_heartbeat()
+    [node] = await store.list_nodes()
+    assert node.task_types == ("job",)
+
+    engine.register_executor("appJob", executor_from_callable(Recorder(clock).job()))
+    await engine.publish_heartbeat()
+    [node] = await store.list_nodes()
+    assert node.task_types == ("appJob", "job")
 
 
 async def test_non_executor_node_never_runs_anything(store, clock, make_engine):
@@ -402,6 +425,18 @@ async def test_shutdown_hands_in_flight_runs_to_a_peer(shared_stores, real_clock
 
     assert attempts == [("a", 1, None), ("b", 2, {"done": 3})]
     assert (await store_b.get_task("t")).status is Status.COMPLETED
+
+
+@pytest.mark.realtime
+async def test_stop_right_after_a_wake_up_ends_the_loop(store, make_engine):
+    """A wake-up completing as stop() cancels the sleeping loop must not keep it running forever."""
+    engine = make_engine(store, "a", poll_interval=timedelta(seconds=30))
+    await engine.start()
+    # The loop has gone to sleep (it sets when it will wake up just before).
+    await wait_for(lambda: _async(engine._wake_at), lambda wake_at: wake_at > 0)
+
+    engine.wake()
+    await asyncio.wait_for(engine.stop(), timeout=10)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def _keys(collection) -> dict[str, list[tuple[str, int]]]:
 
 async def test_start_creates_the_claim_recover_and_query_indexes(raw):
     keys = _keys(raw["tasks"])
-    assert keys["claim"] == [("status", 1), ("enabled", 1), ("nextScheduledExecution", 1)]
+    assert keys["claim_by_type"] == [("status", 1), ("enabled", 1), ("executorType", 1), ("nextScheduledExecution", 1)]
+    assert "claim" not in keys  # schema 1's claim index, without the executor type
     assert keys["recover"] == [("status", 1), ("lease.until", 1)]
     assert keys["status_nextScheduledExecution"] == [("status", 1), ("nextScheduledExecution", 1), ("_id", 1)]
     assert keys["status_itemId"] == [("status", 1), ("_id", 1)]
@@ -109,6 +110,33 @@ async def test_a_second_node_starting_on_the_same_database_keeps_the_indexes(sha
     async with MongoStore("mongodb://127.0.0.1/specifics", clock=clock, client_factory=factory_of(shared)):
         pass
     assert raw["tasks"].index_information() == before
+
+
+async def test_a_schema_1_database_gets_executor_types_and_loses_its_old_claim_index(shared, clock):
+    old = shared["old"]
+    async with MongoStore("mongodb://127.0.0.1/old", clock=clock, client_factory=factory_of(shared)) as store:
+        await add_task(store, clock(), "app-job", type="appJob")
+        await add_task(store, clock(), "backup", run={"command": ["/usr/local/bin/backup"]})
+    # Back to what schema 1 had: no executorType, the claim index without it.
+    old["tasks"].update_many({}, {"$unset": {"executorType": ""}})
+    old["meta"].update_one({"_id": "schema"}, {"$set": {"version": 1}})
+    old["tasks"].create_index([("status", 1), ("enabled", 1), ("nextScheduledExecution", 1)], name="claim")
+
+    async with MongoStore("mongodb://127.0.0.1/old", clock=clock, client_factory=factory_of(shared)) as store:
+        assert [claim.item_id for claim in await store.claim_due("a", 10, LEASE, task_types=())] == ["backup"]
+        assert [claim.item_id for claim in await store.claim_due("b", 10, LEASE, task_types={"appJob"})] == [
+            "app-job"
+        ]
+
+    assert {doc["_id"]: doc["executorType"] for doc in old["tasks"].find()} == {"app-job": "appJob", "backup": None}
+    assert old["meta"].find_one({"_id": "schema"})["version"] == 2
+    assert "claim" not in old["tasks"].index_information()
+
+    # A schema 1 node still running writes a task without its executor type: the next start fills it in.
+    old["tasks"].update_one({"_id": "app-job"}, {"$unset": {"executorType": ""}})
+    async with MongoStore("mongodb://127.0.0.1/old", clock=clock, client_factory=factory_of(shared)):
+        pass
+    assert old["tasks"].find_one({"_id": "app-job"})["executorType"] == "appJob"
 
 
 async def test_a_database_of_a_newer_schema_is_refused_at_start(shared, clock):

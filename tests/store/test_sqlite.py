@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from scheduler.errors import StoreError, TaskNotFound
-from scheduler.model import Status, TaskQuery, UpsertResult
+from scheduler.model import Requirement, Status, TaskQuery, UpsertResult
 from scheduler.store import open_store
 from scheduler.store.sqlite import SQLiteStore
 from scheduler.store.sqlite_schema import SCHEMA_VERSION
@@ -48,6 +49,57 @@ async def test_a_newer_schema_is_refused(tmp_path):
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade"):
         await store.start()
     await store.close()  # nothing started: still fine
+
+
+V1_DUMP = Path(__file__).parent / "data" / "schema_v1.sql"
+
+
+def _claim_index_columns(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        columns = [row[2] for row in conn.execute("PRAGMA index_info(tasks_claim)")]
+    conn.close()
+    return columns
+
+
+async def test_a_version_1_file_is_migrated_in_place(tmp_path):
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_DUMP.read_text())
+    conn.close()
+    assert _claim_index_columns(path) == ["next_at", "item_id"]
+    clock = ManualClock(datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc))  # when the dump was written
+
+    async with SQLiteStore(path, clock) as store:
+        # What each task needs: an executor for its type without a run: section, nothing with one.
+        assert await store.count_waiting() == {
+            Requirement("appJob"): 1, Requirement(None): 1, Requirement("inventory", node="node-a"): 1,
+        }
+        assert (await store.list_nodes())[0].task_types == ()
+        # Each node claims what it can run: node-a its own copy, the program its appJob task.
+        claims = await store.claim_due("node-a", 10, LEASE, task_types={"inventory"})
+        assert [claim.item_id for claim in claims] == ["inventory@node-a"]
+        assert [claim.item_id for claim in await store.claim_due("app", 10, LEASE, task_types={"appJob"})] == [
+            "app-job"
+        ]
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        stored = dict(conn.execute("SELECT item_id, executor_type FROM tasks"))
+    conn.close()
+    assert stored == {"app-job": "appJob", "backup": None, "inventory@node-a": "inventory"}
+    assert _claim_index_columns(path) == ["executor_type", "next_at", "item_id", "node", "nodes"]
+
+    # A version 1 scheduler still running on the file writes a task without its executor type:
+    # the next open fills it in, and changes nothing else.
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE tasks SET executor_type = NULL WHERE item_id = 'app-job'")
+    conn.close()
+    async with SQLiteStore(path, clock):
+        pass
+    with sqlite3.connect(path) as conn:
+        assert dict(conn.execute("SELECT item_id, executor_type FROM tasks")) == stored
+    conn.close()
+    assert _claim_index_columns(path) == ["executor_type", "next_at", "item_id", "node", "nodes"]
 
 
 async def test_sqlite_errors_become_store_errors(tmp_path):
@@ -210,8 +262,10 @@ async def busy_store(tmp_path):
 @pytest.mark.parametrize(
     ("name", "action", "index"),
     [
-        ("claim", lambda store: store.claim_due("b", 16, LEASE), "tasks_claim"),
-        ("next due", lambda store: store.next_due_time("b"), "tasks_claim"),
+        ("claim", lambda store: store.claim_due("b", 16, LEASE, task_types={"type1", "type3"}), "tasks_claim"),
+        ("claim, run: sections only", lambda store: store.claim_due("b", 16, LEASE, task_types=()), "tasks_claim"),
+        ("next due", lambda store: store.next_due_time("b", task_types={"type1", "type3"}), "tasks_claim"),
+        ("next due, run: sections only", lambda store: store.next_due_time("b", task_types=()), "tasks_claim"),
         ("recover", lambda store: store.recover_expired("b"), "tasks_recover"),
         ("status page", lambda store: store.query_tasks(TaskQuery(status=Status.SCHEDULED, limit=50)), "tasks_status"),
         ("type page", lambda store: store.query_tasks(TaskQuery(task_type="type3", limit=50)), "tasks_type"),

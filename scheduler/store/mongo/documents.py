@@ -18,7 +18,8 @@ from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, is_file_
 from ...spec import Source, TaskSpec, document_hash, thaw
 from ..common import readable_spec
 
-SCHEMA_VERSION = 1
+# 2: ``executorType`` on tasks (and in the claim index), ``taskTypes`` on nodes.
+SCHEMA_VERSION = 2
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -55,8 +56,9 @@ def label_pairs(labels: Mapping[str, str]) -> list[str]:
 def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[str, Any]:
     """The part of a task document that a spec update replaces.
 
-    Top-level copies of a few spec fields (``taskType``, ``enabled``, ``nodes``...)
-    exist for the claim filter and the indexes; they are rewritten with the spec."""
+    Top-level copies of a few spec fields (``taskType``, ``executorType``,
+    ``enabled``, ``nodes``...) exist for the claim filter and the indexes; they
+    are rewritten with the spec."""
     source = spec.source
     document = spec.to_dict()
     return {
@@ -65,6 +67,7 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
         "specHash": document_hash(document),
         "specVersion": float(spec_version),
         "taskType": spec.type,
+        "executorType": spec.executor_type,
         "enabled": spec.enabled,
         "persistent": spec.persistent,
         "originFile": is_file_source(source),
@@ -198,6 +201,7 @@ def node_document(node: NodeInfo) -> dict[str, Any]:
         "startedAt": stored(node.started_at),
         "version": node.version,
         "listen": node.listen,
+        "taskTypes": list(node.task_types),
     }
 
 
@@ -210,6 +214,7 @@ def node_from_document(doc: Mapping[str, Any]) -> NodeInfo:
         started_at=aware(doc.get("startedAt")),
         version=doc.get("version", ""),
         listen=doc.get("listen", ""),
+        task_types=tuple(doc.get("taskTypes") or ()),
     )
 
 

@@ -8,7 +8,7 @@ compared literally and can never become a query operator.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Collection
 
 from ...model import SORT_FIELDS, Claim, Status, TaskQuery
 from .documents import label_pairs
@@ -17,19 +17,29 @@ from .documents import label_pairs
 _SORT_DOCUMENT_FIELD = {"itemId": "_id"}
 
 
-def claimable_by(node_id: str) -> dict[str, Any]:
-    """``claim_due``'s eligibility rules except the due time and the lease."""
+def waiting() -> dict[str, Any]:
+    """Tasks waiting to be claimed by some node: enabled, SCHEDULED or CRASHED to resume."""
     return {
         "enabled": True,
         "$or": [
             {"status": Status.SCHEDULED.value},
             {"status": Status.CRASHED.value, "onCrash": "resume"},
         ],
-        "$and": [
-            {"node": {"$in": [None, node_id]}},
-            {"$or": [{"nodes": {"$size": 0}}, {"nodes": node_id}]},
-        ],
     }
+
+
+def claimable_by(node_id: str, task_types: Collection[str] | None = None) -> dict[str, Any]:
+    """``claim_due``'s eligibility rules except the due time and the lease.
+
+    ``task_types``: the types the node has an executor for (None: every type);
+    tasks with a run: section have a null ``executorType`` and are anyone's."""
+    conditions: list[dict[str, Any]] = [
+        {"node": {"$in": [None, node_id]}},
+        {"$or": [{"nodes": {"$size": 0}}, {"nodes": node_id}]},
+    ]
+    if task_types is not None:
+        conditions.append({"executorType": {"$in": [None, *_texts("task type", task_types)]}})
+    return {**waiting(), "$and": conditions}
 
 
 def lease_free(now: datetime) -> dict[str, Any]:
@@ -37,11 +47,14 @@ def lease_free(now: datetime) -> dict[str, Any]:
     return {"$or": [{"lease.until": None}, {"lease.until": {"$lt": now}}]}
 
 
-def due_and_free(node_id: str, now: datetime, skip: list[str], horizon: timedelta = timedelta(0)) -> dict[str, Any]:
+def due_and_free(
+    node_id: str, now: datetime, skip: list[str], horizon: timedelta = timedelta(0),
+    task_types: Collection[str] | None = None,
+) -> dict[str, Any]:
     """The claim filter: the whole eligibility and the lease condition, for one compare-and-set."""
     return {
         "$and": [
-            claimable_by(node_id),
+            claimable_by(node_id, task_types),
             {"nextScheduledExecution": {"$lte": now + horizon}},
             lease_free(now),
             {"_id": {"$nin": skip}},
@@ -67,6 +80,12 @@ def _text(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
     return {"$eq": str(value)}
+
+
+def _texts(name: str, values: Collection[Any]) -> list[str]:
+    for value in values:
+        _text(name, value)
+    return sorted(set(values))
 
 
 def _flag(name: str, value: Any) -> dict[str, Any]:

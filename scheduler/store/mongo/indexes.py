@@ -5,9 +5,14 @@ same keys and options does nothing, so every node may do it on every start.
 
 Collection ``tasks`` (``_id`` is the itemId):
 
-- ``claim`` ``(status, enabled, nextScheduledExecution)``: the claim's
-  ``find_one_and_update`` and ``next_due_time`` select enabled SCHEDULED (or
-  CRASHED) tasks in due order; the index serves both the filter and the sort.
+- ``claim_by_type`` ``(status, enabled, executorType, nextScheduledExecution)``:
+  the claim's ``find_one_and_update`` and ``next_due_time`` select enabled
+  SCHEDULED (or CRASHED) tasks whose executor type the node runs (null or one
+  of its types: a few equality points), in due order; the index serves both
+  the filter and the sort, the server merging one due-ordered scan per point,
+  so that tasks waiting for another node's executor need not be read. It
+  replaces schema 1's ``claim`` ``(status, enabled, nextScheduledExecution)``,
+  which ``start()`` drops.
 - ``recover`` ``(status, lease.until)``: ``recover_expired`` and ``next_due_time``
   look for RUNNING tasks whose lease has expired or will expire first.
 - ``status_<field>`` ``(status, <field>, _id)`` for each sortable field, and
@@ -40,8 +45,11 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 from ...model import SORT_FIELDS
+
+_INDEX_NOT_FOUND = 27
 
 # Sort fields whose document field differs from the API name, or that the
 # status prefix already covers.
@@ -59,7 +67,13 @@ def task_indexes() -> list[IndexModel]:
     ]
     return [
         IndexModel(
-            [("status", ASCENDING), ("enabled", ASCENDING), ("nextScheduledExecution", ASCENDING)], name="claim"
+            [
+                ("status", ASCENDING),
+                ("enabled", ASCENDING),
+                ("executorType", ASCENDING),
+                ("nextScheduledExecution", ASCENDING),
+            ],
+            name="claim_by_type",
         ),
         IndexModel([("status", ASCENDING), ("lease.until", ASCENDING)], name="recover"),
         *by_status,
@@ -79,7 +93,19 @@ def run_indexes() -> list[IndexModel]:
     ]
 
 
+# Indexes of earlier schema versions that nothing uses any more.
+RETIRED_TASK_INDEXES = ("claim",)
+
+
 def create_indexes(database: Any) -> None:
-    """Create every index (blocking; idempotent)."""
+    """Create every index and drop retired ones (blocking; idempotent)."""
     database["tasks"].create_indexes(task_indexes())
     database["runs"].create_indexes(run_indexes())
+    existing = set(database["tasks"].index_information())
+    for name in RETIRED_TASK_INDEXES:
+        if name in existing:
+            try:
+                database["tasks"].drop_index(name)
+            except OperationFailure as exc:
+                if exc.code != _INDEX_NOT_FOUND:  # another node starting dropped it first
+                    raise

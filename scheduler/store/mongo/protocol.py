@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -39,14 +39,15 @@ def push_history(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def claim_due(
-    db: Database, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta, now: datetime
+    db: Database, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta,
+    task_types: Collection[str] | None, now: datetime,
 ) -> list[Claim]:
     until = stored(now + lease_duration)
     claims: list[Claim] = []
     duplicates: list[str] = []  # tasks whose run record already existed: not claimed this time
     while len(claims) < limit:
         before = db["tasks"].find_one_and_update(
-            due_and_free(node_id, now, duplicates, horizon),
+            due_and_free(node_id, now, duplicates, horizon, task_types),
             {
                 "$set": {
                     "status": Status.RUNNING.value,

@@ -31,15 +31,17 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ...errors import ConfigError, StoreError
 from ...redact import redact_url
-from ...spec import TaskSpec
 from ...model import (
-    Retention, Claim, Clock, NodeInfo, Page, PurgeCounts, RunResult, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery, Transition,
+    UpsertResult, system_clock, truncate_ms,
 )
+from ...spec import TaskSpec
 from ..base import Store
 from . import protocol, tasks
 from .clock import ServerClock
 from .documents import SCHEMA_VERSION
 from .indexes import create_indexes
+from .migrations import fill_missing_fields
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,6 @@ class MongoStore(Store):
         self._db = self._client[self._database_name]
         if self._server_clock is not None:
             self._server_clock.sync(self._client.admin.command)  # also the first round trip
-        create_indexes(self._db)
         meta = self._db["meta"]
         meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}}, upsert=True)
         version = meta.find_one({"_id": "schema"})["version"]
@@ -134,6 +135,13 @@ class MongoStore(Store):
                 f"database {self._database_name} has schema version {version}, newer than this node's "
                 f"{SCHEMA_VERSION}: upgrade the scheduler on this node"
             )
+        create_indexes(self._db)
+        fill_missing_fields(self._db)
+        if version < SCHEMA_VERSION:
+            meta.update_one(
+                {"_id": "schema", "version": {"$lt": SCHEMA_VERSION}}, {"$set": {"version": SCHEMA_VERSION}}
+            )
+            log.info("database %s: schema version %s -> %s", self._database_name, version, SCHEMA_VERSION)
 
     async def close(self) -> None:
         executor, client = self._executor, self._client
@@ -211,16 +219,20 @@ class MongoStore(Store):
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._with_db(f"list runs of task {item_id}", tasks.list_runs, item_id, offset, limit)
 
-    async def next_due_time(self, node_id: str) -> datetime | None:
-        return await self._with_db("find the next due time", tasks.next_due_time, node_id)
+    async def _next_due_time(self, node_id: str, task_types: frozenset[str] | None) -> datetime | None:
+        return await self._with_db("find the next due time", tasks.next_due_time, node_id, task_types)
+
+    async def count_waiting(self) -> dict[Requirement, int]:
+        return await self._with_db("count waiting tasks", tasks.count_waiting)
 
     # -- the claim protocol --------------------------------------------------
 
     async def _claim_due(
-        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta
+        self, node_id: str, limit: int, lease_duration: timedelta, horizon: timedelta,
+        task_types: frozenset[str] | None,
     ) -> list[Claim]:
         return await self._with_db_now(
-            "claim due tasks", protocol.claim_due, node_id, limit, lease_duration, horizon
+            "claim due tasks", protocol.claim_due, node_id, limit, lease_duration, horizon, task_types
         )
 
     async def _renew_leases(self, node_id: str, claims: list[Claim], lease_duration: timedelta) -> set[str]:

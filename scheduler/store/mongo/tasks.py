@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -20,7 +20,8 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Retention, Status, Task, TaskQuery, UpsertResult,
+    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
+    UpsertResult,
 )
 from ...policy import Change
 from ...spec import TaskSpec
@@ -36,7 +37,7 @@ from .documents import (
     stored,
     task_from_document,
 )
-from .filters import claimable_by, query_filter, query_sort
+from .filters import claimable_by, query_filter, query_sort, waiting
 from .protocol import apply_change
 
 log = logging.getLogger(__name__)
@@ -134,13 +135,13 @@ def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
     return Page(items=items, offset=offset, total=total)
 
 
-def next_due_time(db: Database, node_id: str) -> datetime | None:
+def next_due_time(db: Database, node_id: str, task_types: Collection[str] | None) -> datetime | None:
     best: datetime | None = None
     # Walk claimable tasks in due order (the claim index): a lease still held (a
     # cancelled run being retried) delays a task to just past its expiry, so walk
     # on only while a later task could still be earlier.
     with db["tasks"].find(
-        {"$and": [claimable_by(node_id), {"nextScheduledExecution": {"$ne": None}}]},
+        {"$and": [claimable_by(node_id, task_types), {"nextScheduledExecution": {"$ne": None}}]},
         sort=[("nextScheduledExecution", 1), ("_id", 1)],
         projection=["nextScheduledExecution", "lease.until"],
     ) as candidates:
@@ -158,6 +159,21 @@ def next_due_time(db: Database, node_id: str) -> datetime | None:
         expired_at = aware(expiring["lease"]["until"]) + ONE_MS
         best = expired_at if best is None else min(best, expired_at)
     return best
+
+
+def count_waiting(db: Database) -> dict[Requirement, int]:
+    groups = db["tasks"].aggregate(
+        [
+            {"$match": {**waiting(), "nextScheduledExecution": {"$ne": None}}},
+            {"$group": {"_id": {"type": "$executorType", "node": "$node", "nodes": "$nodes"}, "count": {"$sum": 1}}},
+        ]
+    )
+    counts: dict[Requirement, int] = {}
+    for group in groups:
+        key = group["_id"]  # a field missing from every document of a group is missing here too
+        requirement = Requirement(key.get("type"), key.get("node"), tuple(key.get("nodes") or ()))
+        counts[requirement] = counts.get(requirement, 0) + group["count"]
+    return counts
 
 
 # -- operator actions --------------------------------------------------------
