@@ -170,9 +170,6 @@ class Engine:
             all_done.cancel()  # stops waiting; the runs themselves go on until handed back below
             give_up.cancel()
         await self._abandon(list(self._active.values()))
-        remaining = [run.task for run in self._active.values() if run.task is not None]
-        if remaining:
-            await asyncio.gather(*remaining, return_exceptions=True)
         keepalive = self._loops.pop("keepalive")
         keepalive.cancel()
         await asyncio.gather(keepalive, return_exceptions=True)
@@ -192,8 +189,14 @@ class Engine:
                 log.info("released %d run(s) claimed ahead that had not started", len(released))
 
     async def _abandon(self, runs: list[ActiveRun]) -> None:
-        """Stop ``runs`` (they write nothing more) and hand them back as crashed, for a peer to resume."""
+        """Stop ``runs`` (they write nothing more), wait until they have stopped (a command gets
+        its kill grace, a function the grace of its executor), then hand them back as crashed,
+        for a peer to resume: never while they still run."""
         self._stop_runs(runs)
+        stopping = [run.task for run in runs if run.task is not None and not run.task.done()]
+        if stopping:
+            log.warning("stopping %d run(s) to hand them back", len(stopping))
+            await asyncio.gather(*stopping, return_exceptions=True)
         for store in self.stores:
             claims = [run.claim for run in runs if run.store is store]
             if claims:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -129,3 +130,27 @@ async def test_health_says_when_the_heartbeat_can_no_longer_be_written_and_why(s
 
 async def _value(value):
     return value
+
+
+@pytest.mark.realtime
+async def test_a_run_is_handed_back_only_once_it_has_stopped(store, real_clock):
+    ended = []
+
+    def slow_to_stop(ctx):  # a thread: it gets its executor's grace to return
+        ctx.cancelled.wait(30)
+        time.sleep(0.3)  # winds down after its cancel, as a command in its kill grace
+        ended.append(real_clock())
+
+    await register(store, real_clock, {"name": "t", "type": "job", "schedule": {"after": "0s"}})
+    engine = Engine(
+        EngineConfig(node_id="n", poll_interval=timedelta(seconds=0.05), shutdown_grace=timedelta(seconds=0.1)),
+        [store], executors={"job": executor_from_callable(slow_to_stop)},
+    )
+    await engine.start()
+    await wait_for(lambda: store.get_task("t"), lambda task: task.status is Status.RUNNING)
+    await engine.stop()
+
+    task = await store.get_task("t")
+    assert task.status is Status.CRASHED and len(ended) == 1
+    crashed_at = datetime.fromisoformat(task.status_details["crashTime"].replace("Z", "+00:00"))
+    assert crashed_at >= ended[0].replace(microsecond=ended[0].microsecond // 1000 * 1000)
