@@ -168,7 +168,7 @@ def claim(
             raise StoreError(f"claim of {item_id} lost its compare-and-set inside the write lock")
         claims.append(
             Claim(
-                task=task_from_row(row), node_id=node_id, fence=fence + 1, run_id=run_id,
+                task=task_from_row(row, with_history=False), node_id=node_id, fence=fence + 1, run_id=run_id,
                 scheduled_for=scheduled_for, attempt=attempt, started_at=from_epoch_ms(start_ms), lease_until=until,
                 previous_execution_date=datetime_or_none(due_row["last_execution_date"]),
             )

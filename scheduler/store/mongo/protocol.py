@@ -59,6 +59,7 @@ def claim_due(
                 "$inc": {"lease.fence": 1},
             },
             sort=[("nextScheduledExecution", 1)],
+            projection={"history": False},  # a claim never reads it
             return_document=ReturnDocument.BEFORE,  # the revert below needs the previous status
         )
         if before is None:
