@@ -151,6 +151,18 @@ def test_cluster_resumes_a_killed_nodes_run_from_its_checkpoint(tmp_path, daemon
         """
     )
     (tmp_path / "count.sh").write_text(script)
+    (tasks / "tick.yaml").write_text(
+        task_yaml("tick", every="1s", shell=f"echo $SCHEDULER_SCHEDULED_FOR $SCHEDULER_ATTEMPT $SCHEDULER_NODE_ID >> {ticks}")
+    )
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("leaseDuration: 1s\npollInterval: 100ms\nshutdownGrace: 1s\n")
+    store = f"sqlite:///{tmp_path / 'cluster.db'}"
+    nodes = [
+        daemons(state_dir=tmp_path / f"state-{i}", tasks_dir=tasks, node_id=f"node-{i}", store=store, config=config)
+        for i in range(3)
+    ]
+    # Only now: on a busy machine a node takes a second or two to start, and a run started
+    # by the first node could end before the last one is up to take it over.
     (tasks / "count.yaml").write_text(
         textwrap.dedent(
             f"""\
@@ -164,16 +176,6 @@ def test_cluster_resumes_a_killed_nodes_run_from_its_checkpoint(tmp_path, daemon
             """
         )
     )
-    (tasks / "tick.yaml").write_text(
-        task_yaml("tick", every="1s", shell=f"echo $SCHEDULER_SCHEDULED_FOR $SCHEDULER_ATTEMPT $SCHEDULER_NODE_ID >> {ticks}")
-    )
-    config = tmp_path / "scheduler.yaml"
-    config.write_text("leaseDuration: 1s\npollInterval: 100ms\nshutdownGrace: 1s\n")
-    store = f"sqlite:///{tmp_path / 'cluster.db'}"
-    nodes = [
-        daemons(state_dir=tmp_path / f"state-{i}", tasks_dir=tasks, node_id=f"node-{i}", store=store, config=config)
-        for i in range(3)
-    ]
 
     def lines(path: Path) -> list[list[str]]:
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
