@@ -99,7 +99,9 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path, source: str = "config")
             options[name] = doc[key]
     for key, name in (("tasksDir", "tasks_dir"), ("stateDir", "state_dir")):
         if key in doc:
-            options[name] = (base_dir / doc[key]).resolve()
+            # Absolute but not resolved: a tasks directory reached through a symlink follows the link
+            # when it is switched to another release (the reconciler resolves it at every reload).
+            options[name] = Path(os.path.abspath(base_dir / doc[key]))
     for key, name in (("leaseDuration", "lease_duration"), ("pollInterval", "poll_interval"), ("shutdownGrace", "shutdown_grace")):
         value = _duration(doc, key, f"/{key}")
         if value is not None:

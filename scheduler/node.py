@@ -171,8 +171,13 @@ class Node:
         if not config.tokens:
             log.info("node %s: admin token in %s", config.node_id, config.admin_token_path)
         if reconciler is not None:
-            await reconciler.reload()
-            self._watcher = asyncio.create_task(reconciler.watch(), name="watch tasks.d")
+            watch = reconciler.open_watch()  # before the first reload: a change made during it is seen
+            try:
+                await reconciler.reload()
+            except BaseException:
+                watch.close()
+                raise
+            self._watcher = asyncio.create_task(reconciler.watch(watch), name="watch tasks.d")
         await engine.start()
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
 

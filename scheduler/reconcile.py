@@ -32,8 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
 
-from watchfiles import Change, awatch
-
+from .dirwatch import DirectoryWatch
 from .loader import DirectoryResult, Problem, is_task_file, load_directory
 from .model import TaskQuery, UpsertResult
 from .schedule import first_slot
@@ -161,21 +160,25 @@ class Reconciler:
             self._on_change()
         return report
 
-    async def watch(self) -> None:
-        """Reload whenever a task file in the directory changes (runs until cancelled).
+    def open_watch(self) -> DirectoryWatch:
+        """The watch ``watch()`` consumes, set up now: open it before the first reload to miss nothing.
 
         The directory is watched, not the files: editors and Ansible replace
-        files by renaming a temporary file over them.
+        files by renaming a temporary file over them. The configured path is
+        followed, not what it led to at start (see ``dirwatch``).
         """
+        return DirectoryWatch(self.tasks_dir, is_task_file)
 
-        def relevant(change: Change, path: str) -> bool:
-            return is_task_file(Path(path).name)
-
-        async for _ in awatch(self.tasks_dir, watch_filter=relevant, debounce=50, step=10, recursive=False):
-            try:
-                await self.reload()
-            except Exception:
-                log.exception("reload of %s failed", self.tasks_dir)
+    async def watch(self, watch: DirectoryWatch) -> None:
+        """Reload whenever a task file in the directory changes, or the path leads elsewhere (until cancelled)."""
+        try:
+            async for _ in watch.changes():
+                try:
+                    await self.reload()
+                except Exception:
+                    log.exception("reload of %s failed", self.tasks_dir)
+        finally:
+            watch.close()
 
     async def _reload(self) -> ReloadReport:
         now = self.store.now()

@@ -1,6 +1,7 @@
 import hashlib
 import os
 import random
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -213,11 +214,40 @@ def test_directory_reads_task_files_only(tmp_path):
     write(tmp_path, "b.yml", BASE.replace("name: t", "name: b"))
     for ignored in (".ansible_tmpXYZ.yaml", "a.yaml~", "x.swp", "notes.txt", "c.yaml.dpkg-old"):
         write(tmp_path, ignored, "not: [valid")
-    (tmp_path / "sub.yaml").mkdir()  # directories are never read, even with a task-like name
-    write(tmp_path / "sub.yaml", "deep.yaml", "not: [valid")
+    (tmp_path / "sub").mkdir()  # subdirectories are not read
+    write(tmp_path / "sub", "deep.yaml", "not: [valid")
     result = load_directory(tmp_path)
     assert [os.path.basename(f.path) for f in result.files] == ["a.yaml", "b.yml"]
     assert result.ok and [s.name for s in result.specs] == ["t", "b"]
+
+
+def test_only_regular_files_are_read_and_each_odd_entry_is_its_own_problem(tmp_path):
+    write(tmp_path, "good.yaml", BASE)
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it for reading would wait for a writer forever
+    (tmp_path / "dir.yaml").mkdir()
+    (tmp_path / "device.yaml").symlink_to("/dev/null")
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    (tmp_path / "dangling.yaml").symlink_to("nowhere.yaml")
+    (tmp_path / "link.yaml").symlink_to("good.yaml")  # a link to a regular file is read
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "sock.yaml"))
+        result = load_directory(tmp_path, known_types=())
+
+    errors = {os.path.basename(f.path): f.io_error for f in result.files}
+    assert errors == {
+        "dangling.yaml": "dangling symbolic link to nowhere.yaml",
+        "device.yaml": "not a regular file: a character device",
+        "dir.yaml": "not a regular file: a directory",
+        "fifo.yaml": "not a regular file: a FIFO (named pipe)",
+        "good.yaml": None,
+        "link.yaml": None,
+        "loop.yaml": "symbolic link loop (too many levels of symbolic links)",
+        "sock.yaml": "not a regular file: a socket",
+    }
+    fifo = next(f for f in result.files if f.path.endswith("fifo.yaml"))
+    assert str(fifo.problems[0]) == f"{tmp_path / 'fifo.yaml'}: cannot read: not a regular file: a FIFO (named pipe)"
+    assert [s.name for s in result.specs] == ["t"]  # link.yaml repeats good.yaml's name: a duplicate
+    assert load_file(tmp_path / "fifo.yaml").io_error == "not a regular file: a FIFO (named pipe)"
 
 
 def test_duplicate_names_across_files_name_both_files(tmp_path):
@@ -263,7 +293,7 @@ def test_a_rescan_with_other_executor_types_parses_everything_again(tmp_path):
 def test_a_dangling_symlink_is_reported(tmp_path):
     (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     [result] = load_directory(tmp_path).files
-    assert result.io_error == "No such file or directory"
+    assert result.io_error == f"dangling symbolic link to {tmp_path / 'nowhere.yaml'}"
 
 
 def test_an_unlistable_directory_raises(tmp_path):

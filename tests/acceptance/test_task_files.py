@@ -1,0 +1,154 @@
+"""What operators put in and around tasks.d, through real ``scheduler run`` processes (issue #12).
+
+Odd entries (FIFOs, link loops, dangling links, directories named like task files)
+are problems of their own file and never stop the node; the configured path is
+followed at every reload, through a release switch or a re-created directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Daemon, cli
+from tests.support.taskfiles import task_yaml
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def start(wait_ready: bool = True, **options) -> Daemon:
+        daemon = Daemon(**options)
+        started.append(daemon)  # before it starts: a node that never gets ready is killed too
+        return daemon.start(wait_ready=wait_ready)
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def file_states(node: Daemon) -> dict[str, dict]:
+    return {os.path.basename(f["path"]): f for f in node.get("/cxs/config")["files"]}
+
+
+def description(node: Daemon, item_id: str) -> str | None:
+    return (node.task(item_id) or {}).get("description")
+
+
+def test_a_fifo_named_like_a_task_file_blocks_nothing(tmp_path, daemons):
+    """Finding 5: start, reloads, the reload endpoint and the stop go on beside FIFOs."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a"))
+    os.mkfifo(tasks / "x.yaml")
+
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)  # ready: the first reload finished
+
+    assert node.task("a") is not None
+    fifo = file_states(node)["x.yaml"]
+    assert fifo["status"] == "rejected" and fifo["tasks"] == []
+    assert fifo["errors"][0]["message"] == "cannot read: not a regular file: a FIFO (named pipe)"
+
+    os.mkfifo(tasks / "y.yaml")
+    (tasks / "b.yaml").write_text(task_yaml("b"))
+    status, report = node.request("POST", "/-/reload")  # answers (the client gives up after 10 s)
+    assert status == 200 and report["rejectedFiles"] == 2
+    assert node.task("b") is not None
+    (tasks / "c.yaml").write_text(task_yaml("c"))
+    wait_until(lambda: node.task("c"), what="a file added beside the FIFOs applied by the watcher")
+
+    assert node.stop(signal.SIGTERM) == 0
+
+
+def test_link_loops_dangling_links_and_odd_entries_are_problems_of_their_own(tmp_path, daemons):
+    """Finding 6: one bad entry never hides the others."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+
+    os.symlink("loop.yaml", tasks / "loop.yaml")
+    os.symlink("missing.yaml", tasks / "dangling.yaml")
+    (tasks / "dir.yaml").mkdir()
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tasks / "sock.yaml"))
+        (tasks / "b.yaml").write_text(task_yaml("b"))
+        wait_until(lambda: node.task("b"), what="a file added beside the odd entries applied")
+        states = wait_until(lambda: (s := file_states(node)) and "sock.yaml" in s and s, what="every entry checked")
+
+        (tasks / "a.yaml").write_text(task_yaml("a", description="edited"))
+        wait_until(lambda: description(node, "a") == "edited", what="an edit beside the odd entries applied")
+
+        messages = {name: [e["message"] for e in state["errors"]] for name, state in states.items()}
+        assert messages == {
+            "a.yaml": [],
+            "b.yaml": [],
+            "dangling.yaml": ["cannot read: dangling symbolic link to missing.yaml"],
+            "dir.yaml": ["cannot read: not a regular file: a directory"],
+            "loop.yaml": ["cannot read: symbolic link loop (too many levels of symbolic links)"],
+            "sock.yaml": ["cannot read: not a regular file: a socket"],
+        }
+        validate = cli("validate", str(tasks))
+    assert validate.returncode == 2, validate  # unreadable files: an I/O error, reported one by one
+    assert f"{tasks / 'loop.yaml'}: cannot read: symbolic link loop" in validate.stderr
+    assert "2 task(s)" in validate.stderr
+
+
+def switch_link(link: Path, target: str) -> None:
+    """A release switch as deploy tools do it: ``ln -sfn``."""
+    subprocess.run(["ln", "-sfn", target, str(link)], check=True)
+
+
+def test_a_release_switch_of_the_tasks_directory_link_is_followed(tmp_path, daemons):
+    """Finding 7: the configured path, not what it led to at start."""
+    releases = tmp_path / "releases"
+    for release, text in (("r1", "one"), ("r2", "two")):
+        (releases / release).mkdir(parents=True)
+        (releases / release / "a.yaml").write_text(task_yaml("a", description=text))
+    (releases / "r2" / "b.yaml").write_text(task_yaml("b"))
+    current = tmp_path / "current"
+    switch_link(current, "releases/r1")
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=current)
+    assert description(node, "a") == "one"
+
+    switch_link(current, "releases/r2")
+    wait_until(lambda: description(node, "a") == "two" and node.task("b"), what="the switch applied by the watcher")
+    assert node.get("/cxs/config")["tasksDir"] == str(current)
+    report = node.request("POST", "/-/reload")[1]
+    assert [f["path"] for f in report["files"]] == [str(current / "a.yaml"), str(current / "b.yaml")]
+
+    (releases / "r3").mkdir()
+    (releases / "r3" / "a.yaml").write_text(task_yaml("a", description="three"))
+    switch_link(current, "releases/r3")  # the watch followed the link, not r2
+    wait_until(lambda: description(node, "a") == "three" and node.task("b") is None, what="the next switch applied")
+
+    (releases / "r3" / "c.yaml").write_text(task_yaml("c"))
+    wait_until(lambda: node.task("c"), what="a change inside the release in force applied")
+
+
+def test_a_tasks_directory_removed_and_created_again_is_watched_again(tmp_path, daemons):
+    """Finding 7: no SIGHUP needed after the directory came back."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a", description="one"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+
+    shutil.rmtree(tasks)
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a", description="two"))
+    (tasks / "b.yaml").write_text(task_yaml("b"))
+    wait_until(lambda: description(node, "a") == "two" and node.task("b"), what="the new directory's files applied")
+
+    (tasks / "c.yaml").write_text(task_yaml("c"))
+    wait_until(lambda: node.task("c"), what="a change in the new directory applied")
+    assert node.stop() == 0
