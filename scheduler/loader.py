@@ -21,11 +21,11 @@ import hashlib
 import logging
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from . import schema, yamlsafe
 from .errors import SpecError
@@ -227,6 +227,7 @@ def load_directory(
     path: str | os.PathLike[str],
     known_types: Collection[str] | None = None,
     previous: DirectoryResult | None = None,
+    holders: Mapping[str, Source] | None = None,
 ) -> DirectoryResult:
     """Every task file of a directory (not its subdirectories), in name order.
 
@@ -234,6 +235,7 @@ def load_directory(
     the files whose bytes are still those it was made from (checked against the
     same executor types): a rescan after one file changed reads every file but
     parses one, where parsing them all takes about a millisecond per file.
+    ``holders``: see ``check_names``.
 
     Raises ``OSError`` when the directory itself cannot be listed.
     """
@@ -249,18 +251,7 @@ def load_directory(
     base = str(Path(path))  # joined as strings: a Path per file costs more than reading the file
     paths = [os.path.join(base, name) for name in names]
     files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
-    first: dict[str, TaskSpec] = {}
-    problems: list[Problem] = []
-    shadowed: set[tuple[str, str]] = set()
-    for result in files:
-        for spec in result.specs:
-            earlier = first.setdefault(spec.name, spec)
-            if earlier is not spec:
-                shadowed.add((result.path, spec.name))
-                line = spec.source.line if spec.source else 0
-                message = f"task name '{spec.name}' is already defined in {earlier.source}"
-                problems.append(Problem(result.path, line, 1, "/name", message))
-    directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed), known)
+    directory = check_names(DirectoryResult(str(path), files, known_types=known), holders or {})
     if log.isEnabledFor(logging.DEBUG):  # all_problems builds and sorts a list
         log.debug(
             "%s: %d task(s) in %d file(s), %d problem(s)",
@@ -270,6 +261,40 @@ def load_directory(
             len(directory.all_problems),
         )
     return directory
+
+
+def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> DirectoryResult:
+    """``directory`` with its problems between files: a task name declared by two files.
+
+    A name belongs to the file that holds it: ``holders`` maps names to the
+    declaration in force (a running node's last good versions). The holder keeps
+    its name while it is there and still declares it, or is itself rejected (its
+    last good version, which declares the name, stays in force); any other file
+    declaring the name is the duplicate, whatever the name order, and its error
+    names the holder. Names nobody holds go to the file that sorts first.
+    """
+    present = {f.path: f for f in directory.files}
+    keepers: dict[str, Source] = {}
+    for name, source in holders.items():
+        holder = present.get(source.path)
+        if holder is None:
+            continue  # the holder went: the name is free
+        declared = next((s.source for s in holder.specs if s.name == name and s.source is not None), None)
+        if declared is not None:
+            keepers[name] = declared
+        elif not holder.ok:
+            keepers[name] = source
+    problems: list[Problem] = []
+    shadowed: set[tuple[str, str]] = set()
+    for result in directory.files:
+        for spec in result.specs:
+            keeper = keepers.setdefault(spec.name, spec.source or Source(result.path, 0))
+            if keeper.path != result.path:
+                shadowed.add((result.path, spec.name))
+                line = spec.source.line if spec.source else 0
+                message = f"task name '{spec.name}' is already defined in {keeper}"
+                problems.append(Problem(result.path, line, 1, "/name", message))
+    return replace(directory, problems=tuple(problems), shadowed=frozenset(shadowed))
 
 
 def _load_text(

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .dirwatch import DirectoryWatch
-from .loader import DirectoryResult, Problem, is_task_file, load_directory
+from .errors import TaskNotFound
+from .loader import DirectoryResult, FileResult, Problem, check_names, is_task_file, load_directory
 from .model import TaskQuery, UpsertResult
 from .schedule import first_slot
-from .spec import TaskSpec, utc_iso
+from .spec import Source, TaskSpec, utc_iso
 from .store.base import Store
 
 log = logging.getLogger(__name__)
@@ -45,25 +46,47 @@ UPSERT_CHUNK = 256  # spec writes in flight at once during a reload (see _upsert
 
 
 @dataclass(frozen=True)
+class InForce:
+    """The version of a task the store holds when it is not this node's: which spec, from where, how new."""
+
+    item_id: str
+    spec_hash: str
+    source: str  # path:line of the declaration it came from (a path on the node that wrote it)
+    version: float  # its spec version (see upsert_spec)
+
+    def to_dict(self) -> dict:
+        return {"task": self.item_id, "specHash": self.spec_hash, "source": self.source, "version": self.version}
+
+
+@dataclass(frozen=True)
 class FileState:
-    """What the node made of one file at its last reload."""
+    """What the node made of one file at its last reload.
+
+    ``applied``: valid, and each of its tasks is in force as this file declares it.
+    ``rejected``: it has problems; its last good version (``tasks``) stays in force.
+    ``superseded``: valid, but the store holds another version of some of its tasks
+    (``superseded`` says which), so this file is not what runs.
+    """
 
     path: str
-    status: str  # "applied" or "rejected"
+    status: str  # "applied", "rejected" or "superseded"
     sha256: str
     checked_at: datetime
     tasks: tuple[str, ...]  # names in force from this file (the last good version when rejected)
     problems: tuple[Problem, ...] = ()
     applied_sha256: str | None = None  # the version in force, when rejected but a good one exists
+    superseded: tuple[InForce, ...] = ()  # the other versions in force instead of this file's
 
     def to_dict(self) -> dict:
+        applied = {"applied": self.sha256, "rejected": self.applied_sha256}.get(self.status)
         return {
             "path": self.path,
             "status": self.status,
             "sha256": self.sha256,
-            "appliedSha256": self.applied_sha256 if self.status == "rejected" else self.sha256,
+            "appliedSha256": applied,
             "checkedAt": utc_iso(self.checked_at),
             "tasks": list(self.tasks),
+            "superseded": [s.to_dict() for s in self.superseded],
             "errors": [
                 {
                     "location": f"{p.path}:{p.line}:{p.col}",
@@ -140,6 +163,7 @@ class Reconciler:
         self._good: dict[str, _GoodVersion] = {}
         self._scanned: DirectoryResult | None = None  # the last scan: unchanged files are not parsed again
         self._in_force: dict[str, tuple[Store, str]] = {}  # item id -> where this node put it
+        self._superseded: dict[str, InForce] = {}  # item id -> the other version the store holds
         self._lock = asyncio.Lock()
         self._first_done = False
         self.last_report: ReloadReport | None = None
@@ -184,18 +208,22 @@ class Reconciler:
         now = self.store.now()
         try:
             # In a thread: parsing thousands of files must not stall the API and the engine.
-            directory = await asyncio.to_thread(load_directory, self.tasks_dir, previous=self._scanned)
+            directory = await asyncio.to_thread(
+                load_directory, self.tasks_dir, previous=self._scanned, holders=self._holders()
+            )
         except OSError as exc:
             # Nothing can be known about the files: everything in force stays in force.
             problem = Problem(str(self.tasks_dir), 0, 0, "", f"cannot read the tasks directory: {exc.strerror or exc}")
             log.error("%s", problem)
             return ReloadReport(ok=False, at=now, files=self.last_report.files if self.last_report else (),
                                 problems=(problem,))
+        if not self._first_done and directory.shadowed:
+            directory = check_names(directory, await self._stored_holders(directory))
         self._scanned = directory
         between: dict[str, list[Problem]] = {}
         for problem in directory.problems:
             between.setdefault(problem.path, []).append(problem)
-        states: list[FileState] = []
+        rejected: dict[str, tuple[Problem, ...]] = {}
         seen_paths = set()
         for result in directory.files:
             seen_paths.add(result.path)
@@ -204,30 +232,10 @@ class Reconciler:
             if problems:
                 for problem in problems:
                     log.error("rejected %s", problem, extra={"file": result.path})
-                states.append(
-                    FileState(
-                        path=result.path,
-                        status="rejected",
-                        sha256=result.sha256,
-                        checked_at=now,
-                        tasks=tuple(s.name for s in good.specs) if good else (),
-                        problems=tuple(sorted(problems)),
-                        applied_sha256=good.sha256 if good else None,
-                    )
-                )
-                continue
-            if good is None or good.sha256 != result.sha256:
+                rejected[result.path] = tuple(sorted(problems))
+            elif good is None or good.sha256 != result.sha256:
                 self._good[result.path] = _GoodVersion(result.sha256, _mtime(result.path), tuple(result.specs))
                 log.info("applied %s (%d task(s))", result.path, len(result.specs), extra={"file": result.path})
-            states.append(
-                FileState(
-                    path=result.path,
-                    status="applied",
-                    sha256=result.sha256,
-                    checked_at=now,
-                    tasks=tuple(s.name for s in result.specs),
-                )
-            )
         for path in set(self._good) - seen_paths:
             log.info("file %s removed: its tasks go", path, extra={"file": path})
             del self._good[path]
@@ -244,7 +252,11 @@ class Reconciler:
         for write, result in zip(writes.values(), await _upsert_all(list(writes.values()), now)):
             counts[result] += 1
             if result is UpsertResult.SUPERSEDED:
-                log.warning("%s: the store holds a newer version; not overwritten", write.item_id)
+                self._superseded[write.item_id] = await self._describe_in_force(write)
+                log.warning("%s: the store holds a newer version (%s); not overwritten",
+                            write.item_id, self._superseded[write.item_id].source, extra={"task": write.item_id})
+            else:
+                self._superseded.pop(write.item_id, None)
         for good in self._good.values():
             good.written = True
 
@@ -254,13 +266,15 @@ class Reconciler:
             stale |= await self._gone_while_down(desired, counts[UpsertResult.SUPERSEDED])
         for item_id in sorted(stale):
             store = self._in_force.get(item_id, (self.store, item_id))[0]
+            self._superseded.pop(item_id, None)
             if await store.remove_spec(item_id):
                 removed += 1
                 log.info("removed task %s: no longer declared", item_id, extra={"task": item_id})
         self._in_force = desired
 
+        states = [self._file_state(result, rejected.get(result.path, ()), now) for result in directory.files]
         return ReloadReport(
-            ok=all(s.status == "applied" for s in states),
+            ok=not rejected,
             at=now,
             files=tuple(sorted(states, key=lambda s: s.path)),
             created=counts[UpsertResult.CREATED],
@@ -268,6 +282,60 @@ class Reconciler:
             removed=removed,
             superseded=counts[UpsertResult.SUPERSEDED],
         )
+
+    def _file_state(self, result: FileResult, problems: tuple[Problem, ...], now: datetime) -> FileState:
+        good = self._good.get(result.path)
+        names = tuple(s.name for s in good.specs) if good else ()
+        if problems:
+            return FileState(result.path, "rejected", result.sha256, now, names, problems,
+                             applied_sha256=good.sha256 if good else None)
+        others = tuple(
+            self._superseded[item_id]
+            for spec in result.specs
+            for _, item_id, _ in self._placements(spec)
+            if item_id in self._superseded
+        )
+        return FileState(result.path, "superseded" if others else "applied", result.sha256, now, names,
+                         superseded=others)
+
+    def _holders(self) -> dict[str, Source]:
+        """Each task name in force, and the declaration (file and line) that holds it."""
+        return {
+            spec.name: spec.source or Source(path, 0)
+            for path, good in self._good.items()
+            for spec in good.specs
+        }
+
+    async def _stored_holders(self, directory: DirectoryResult) -> dict[str, Source]:
+        """At start, for the names two files declare: the declaration the store holds, when it is one of them.
+
+        A node that restarts knows nothing of which file held a name, but the
+        stored task names its source: the file that held the name keeps it,
+        rather than the file that sorts first.
+        """
+        holders: dict[str, Source] = {}
+        for name in sorted({name for _, name in directory.shadowed}):
+            for result in directory.files:
+                spec = next((s for s in result.specs if s.name == name), None)
+                placement = next(iter(self._placements(spec)), None) if spec is not None else None
+                if placement is None:
+                    continue
+                store, item_id, _ = placement
+                try:
+                    stored = await store.get_task(item_id)
+                except TaskNotFound:
+                    continue
+                if stored.spec.source is not None and stored.spec.source.path == result.path:
+                    holders[name] = spec.source or Source(result.path, 0)
+                    break
+        return holders  # a name no stored task matches goes by the name order
+
+    async def _describe_in_force(self, write: _Upsert) -> InForce:
+        try:
+            task = await write.store.get_task(write.item_id)
+        except TaskNotFound:  # removed meanwhile: the next reload writes it again
+            return InForce(write.item_id, "", "", 0.0)
+        return InForce(write.item_id, task.spec_hash, str(task.spec.source or ""), task.spec_version)
 
     def _placements(self, spec: TaskSpec) -> Iterable[tuple[Store, str, str | None]]:
         """(store, item id, pinned node) for each copy of ``spec`` this node is responsible for."""

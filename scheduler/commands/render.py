@@ -271,6 +271,11 @@ def reload_text(report: dict[str, Any]) -> str:
     for state in report.get("files", []):
         if state.get("status") == "rejected" and state.get("tasks"):
             lines.append(f"{state['path']}: rejected; its last good version stays in force ({', '.join(state['tasks'])})")
+        for other in state.get("superseded", []):
+            lines.append(
+                f"{state['path']}: not in force: task {other['task']} runs the version of {other['source'] or '?'}"
+                f" (spec {other['specHash'][:12]})"
+            )
         lines.extend(f"{e['location']}: {e['message']}" for e in state.get("errors", []))
     lines.extend(report.get("errors", []))
     return "\n".join(lines)

@@ -152,3 +152,56 @@ def test_a_tasks_directory_removed_and_created_again_is_watched_again(tmp_path, 
     (tasks / "c.yaml").write_text(task_yaml("c"))
     wait_until(lambda: node.task("c"), what="a change in the new directory applied")
     assert node.stop() == 0
+
+
+def test_a_name_belongs_to_the_file_that_holds_it_whatever_the_name_order(tmp_path, daemons):
+    """Finding 3: a new file sorting first does not take a task over, not even across a restart."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "disk-usage.yaml").write_text(task_yaml("disk-usage", description="original"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+
+    (tasks / "aaa-dup.yaml").write_text(task_yaml("disk-usage", description="intruder"))
+    intruder = wait_until(lambda: file_states(node).get("aaa-dup.yaml"), what="the intruder checked")
+    assert intruder["status"] == "rejected" and intruder["tasks"] == []
+    assert intruder["errors"][0]["message"] == (
+        f"task name 'disk-usage' is already defined in {tasks / 'disk-usage.yaml'}:1"
+    )
+    assert file_states(node)["disk-usage.yaml"]["status"] == "applied"
+    assert description(node, "disk-usage") == "original"
+
+    (tasks / "aaa-dup.yaml").unlink()  # the intruder goes: nothing changes
+    wait_until(lambda: "aaa-dup.yaml" not in file_states(node), what="the intruder gone")
+    assert description(node, "disk-usage") == "original"
+    assert file_states(node)["disk-usage.yaml"]["status"] == "applied"
+
+    (tasks / "aaa-dup.yaml").write_text(task_yaml("disk-usage", description="intruder"))
+    wait_until(lambda: "aaa-dup.yaml" in file_states(node), what="the intruder back")
+    assert node.stop() == 0
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)  # a restart knows the holder from the store
+    assert file_states(node)["aaa-dup.yaml"]["status"] == "rejected"
+    assert description(node, "disk-usage") == "original"
+
+    (tasks / "disk-usage.yaml").unlink()  # the holder goes: the other declaration takes the name
+    wait_until(lambda: description(node, "disk-usage") == "intruder", what="the name taken over")
+    assert file_states(node)["aaa-dup.yaml"]["status"] == "applied"
+
+
+def test_a_file_is_never_reported_applied_while_another_version_is_in_force(tmp_path, daemons):
+    """Finding 4: a copy with an older modification time (cp -p, a restore) is reported, not hidden."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a", description="current"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+
+    backup = tmp_path / "backup.yaml"
+    backup.write_text(task_yaml("a", description="restored"))
+    os.utime(backup, (1_700_000_000, 1_700_000_000))
+    subprocess.run(["cp", "-p", str(backup), str(tasks / "a.yaml")], check=True)
+
+    state = wait_until(lambda: (s := file_states(node)["a.yaml"])["status"] != "applied" and s,
+                       what="the restored file reported")
+    assert state["status"] == "superseded" and state["appliedSha256"] is None
+    [other] = state["superseded"]
+    assert (other["task"], other["source"], len(other["specHash"])) == ("a", f"{tasks / 'a.yaml'}:1", 64)
+    assert description(node, "a") == "current"

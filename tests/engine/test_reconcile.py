@@ -133,6 +133,9 @@ async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path,
         await updated.reload()
 
     assert (await stores[0].get_task("a")).spec.description == "new"
+    [state] = report.files  # the lagging node says so, and which version runs instead
+    assert state.status == "superseded" and state.to_dict()["appliedSha256"] is None
+    assert [(s.item_id, s.source) for s in state.superseded] == [("a", f"{new_dir / 'a.yaml'}:1")]
 
 
 async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stores):
@@ -147,6 +150,35 @@ async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stor
     assert "already defined in" in report.files[1].problems[0].message
     assert (await stores[0].get_task("same")).spec.description == "first"
     assert await ids(stores[0]) == ["same"]
+
+
+async def test_a_name_belongs_to_the_file_that_holds_it_whatever_the_name_order(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "b.yaml", task_yaml("same", description="holder"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+
+    write(tasks / "a.yaml", task_yaml("same", description="intruder") + "---\n" + task_yaml("other"))
+    report = await rec.reload()
+    assert [f.status for f in report.files] == ["rejected", "applied"]
+    assert report.files[0].problems[0].message == f"task name 'same' is already defined in {tasks / 'b.yaml'}:1"
+    assert await ids(stores[0]) == ["same"]  # the intruder's file is rejected as a whole
+
+    restarted = reconciler(tasks, stores)  # the store tells a restarted node which file held the name
+    report = await restarted.reload()
+    assert [f.status for f in report.files] == ["rejected", "applied"] and report.removed == 0
+
+    (tasks / "a.yaml").unlink()  # the intruder goes: nothing changes
+    report = await restarted.reload()
+    assert (report.updated, report.removed) == (0, 0)
+    write(tasks / "a.yaml", task_yaml("same", description="intruder") + "---\n" + task_yaml("other"))
+    await restarted.reload()
+    (tasks / "b.yaml").unlink()  # the holder goes: the other declaration takes the name
+    report = await restarted.reload()
+    assert [f.status for f in report.files] == ["applied"]
+    assert (await stores[0].get_task("same")).spec.description == "intruder"
+    assert await ids(stores[0]) == ["other", "same"]
 
 
 async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_was_down(tmp_path, stores):

@@ -260,6 +260,23 @@ def test_duplicate_names_across_files_name_both_files(tmp_path):
     assert not result.ok and result.all_problems == result.problems
 
 
+def test_a_name_belongs_to_its_holder_whatever_the_name_order(tmp_path):
+    first = write(tmp_path, "10-first.yaml", BASE)
+    second = write(tmp_path, "20-second.yaml", "# the holder\n" + BASE)
+    held = {"t": Source(second, 2)}
+
+    result = load_directory(tmp_path, known_types=(), holders=held)
+    assert result.problems == (Problem(first, 1, 1, "/name", f"task name 't' is already defined in {second}:2"),)
+    assert [s.source.path for s in result.specs] == [second]
+
+    write(tmp_path, "20-second.yaml", "name: [")  # a rejected holder keeps its name (its last good version runs)
+    assert load_directory(tmp_path, known_types=(), holders=held).problems[0].path == first
+    write(tmp_path, "20-second.yaml", BASE.replace("name: t", "name: u"))  # a holder that let it go does not
+    assert load_directory(tmp_path, known_types=(), holders=held).ok
+    os.unlink(second)  # nor one that went
+    assert load_directory(tmp_path, known_types=(), holders=held).ok
+
+
 def test_a_bad_file_does_not_hide_the_good_ones(tmp_path):
     write(tmp_path, "bad.yaml", "name: [")
     write(tmp_path, "good.yaml", BASE)
