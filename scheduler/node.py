@@ -204,7 +204,7 @@ class Node:
     async def reload(self) -> ReloadReport | None:
         if self._parts is None or self._parts.reconciler is None:
             return None
-        return await self._parts.reconciler.reload()
+        return await self._parts.reconciler.reload(full=True)  # an operator's reload also restores what went missing
 
     async def reload_json(self) -> dict:
         report = await self.reload()

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 from .dirwatch import DirectoryWatch
 from .errors import TaskNotFound
 from .loader import DirectoryResult, FileResult, Problem, check_names, is_task_file, load_directory
-from .model import TaskQuery, UpsertResult
+from .model import Task, TaskQuery, UpsertResult
 from .schedule import first_slot
 from .spec import Source, TaskSpec, utc_iso
 from .store.base import Store
@@ -173,10 +173,15 @@ class Reconciler:
         """True once the first reconcile has completed."""
         return self._first_done
 
-    async def reload(self) -> ReloadReport:
-        """Rescan the directory and apply what changed. Serialised: one reload at a time."""
+    async def reload(self, *, full: bool = False) -> ReloadReport:
+        """Rescan the directory and apply what changed. Serialised: one reload at a time.
+
+        ``full`` (an operator's reload: SIGHUP, ``POST /-/reload``) writes every
+        task in force, not only those of the files that changed: a task deleted
+        from the store by other means comes back.
+        """
         async with self._lock:
-            report = await self._reload()
+            report = await self._reload(full)
         self.last_report = report
         self._first_done = True
         self._on_reload(report)
@@ -204,7 +209,7 @@ class Reconciler:
         finally:
             watch.close()
 
-    async def _reload(self) -> ReloadReport:
+    async def _reload(self, full: bool) -> ReloadReport:
         now = self.store.now()
         try:
             # In a thread: parsing thousands of files must not stall the API and the engine.
@@ -239,6 +244,8 @@ class Reconciler:
         for path in set(self._good) - seen_paths:
             log.info("file %s removed: its tasks go", path, extra={"file": path})
             del self._good[path]
+        if not self._first_done and set(rejected) - set(self._good):
+            await self._keep_stored_versions(set(rejected) - set(self._good))
 
         desired: dict[str, tuple[Store, str]] = {}
         writes: dict[str, _Upsert] = {}  # by item id: the last declaration wins, as in ``desired``
@@ -246,7 +253,7 @@ class Reconciler:
             for spec in good.specs:
                 for store, item_id, node in self._placements(spec):
                     desired[item_id] = (store, item_id)
-                    if not (good.written and self._in_force.get(item_id) == (store, item_id)):
+                    if full or not (good.written and self._in_force.get(item_id) == (store, item_id)):
                         writes[item_id] = _Upsert(store, spec, item_id, node, good.mtime)
         counts = {result: 0 for result in UpsertResult}
         for write, result in zip(writes.values(), await _upsert_all(list(writes.values()), now)):
@@ -344,6 +351,25 @@ class Reconciler:
         item_id, node = spec.placement(self.node_id)
         yield (self.store if spec.persistent else self.memory_store), item_id, node
 
+    async def _keep_stored_versions(self, paths: set[str]) -> None:
+        """At start, the version in force of files present but rejected: the one the store holds.
+
+        Only what the node could read and validate counts as its declaration; a
+        file it cannot read or that turned bad while the node was down must not
+        delete its tasks (with their counters, history, checkpoint and operator
+        overrides). Its last good version is the one in the store, written from
+        the same path.
+        """
+        found: dict[str, list[TaskSpec]] = {}
+        for task in await self._stored_file_tasks():
+            if task.spec.source is not None and task.spec.source.path in paths:
+                found.setdefault(task.spec.source.path, []).append(task.spec)
+        for path, specs in found.items():
+            specs.sort(key=lambda spec: spec.source.line if spec.source else 0)
+            self._good[path] = _GoodVersion("", 0.0, tuple(specs), written=True)
+            log.warning("%s is rejected: its tasks keep the version in force (%s)",
+                        path, ", ".join(spec.name for spec in specs), extra={"file": path})
+
     async def _gone_while_down(self, desired: dict[str, tuple[Store, str]], superseded: int) -> set[str]:
         """Stored file tasks of this node's that no file declares any more (first reload only).
 
@@ -357,21 +383,19 @@ class Reconciler:
             stored = await self.store.query_tasks(TaskQuery(origin_file=True, limit=0))
             if stored.total == declared:
                 return set()
-        return await self._stored_file_tasks() - set(desired)
+        return {task.item_id for task in await self._stored_file_tasks()} - set(desired)
 
-    async def _stored_file_tasks(self) -> set[str]:
-        """Ids of the file-declared tasks this node is responsible for, as stored now (first reload only)."""
-        ids: set[str] = set()
+    async def _stored_file_tasks(self) -> list[Task]:
+        """The file-declared tasks this node is responsible for, as stored now (first reload only)."""
+        tasks: list[Task] = []
         page_size = 1000
         offset = 0
         while True:
             page = await self.store.query_tasks(TaskQuery(origin_file=True, offset=offset, limit=page_size))
-            for task in page.items:
-                if task.node is None or task.node == self.node_id:
-                    ids.add(task.item_id)
+            tasks.extend(task for task in page.items if task.node is None or task.node == self.node_id)
             offset += page_size
             if offset >= page.total:
-                return ids
+                return tasks
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,53 @@ def test_a_file_is_never_reported_applied_while_another_version_is_in_force(tmp_
     [other] = state["superseded"]
     assert (other["task"], other["source"], len(other["specHash"])) == ("a", f"{tasks / 'a.yaml'}:1", 64)
     assert description(node, "a") == "current"
+
+
+def test_a_restart_with_a_broken_or_unreadable_file_keeps_its_tasks(tmp_path, daemons):
+    """Finding 2: counters, history and operator overrides survive a restart beside a bad file."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a", description="good"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+    wait_until(lambda: (node.task("a") or {}).get("successCount") == 1, what="a ran once")  # its first slot is now
+    assert node.request("PUT", "/cxs/tasks/a/config?maxRetries=7")[0] == 200
+
+    for breakage in ("invalid", "fifo"):
+        assert node.stop() == 0
+        (tasks / "a.yaml").unlink()
+        if breakage == "invalid":
+            (tasks / "a.yaml").write_text(task_yaml("a", schedul="typo"))
+        else:
+            os.mkfifo(tasks / "a.yaml")
+        node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+        task = node.task("a")
+        assert task is not None, f"{breakage}: the task was deleted"
+        assert (task["description"], task["successCount"], task["maxRetries"]) == ("good", 1, 7)
+        state = file_states(node)["a.yaml"]
+        assert (state["status"], state["tasks"]) == ("rejected", ["a"]), breakage
+
+    (tasks / "a.yaml").unlink()
+    (tasks / "a.yaml").write_text(task_yaml("a", description="fixed"))
+    fixed = wait_until(lambda: description(node, "a") == "fixed" and node.task("a"), what="the fixed file applied")
+    assert (fixed["successCount"], fixed["maxRetries"], len(fixed["history"])) == (1, 7, 1)
+
+
+def test_an_operators_reload_brings_back_a_task_its_file_still_declares(tmp_path, daemons):
+    """Finding 2: a task missing from the store is written again by POST /-/reload or SIGHUP."""
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "a.yaml").write_text(task_yaml("a"))
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+
+    def purge() -> None:  # an operator's purge deletes a cancelled task, even one a file declares
+        assert node.request("DELETE", "/cxs/tasks/a")[0] == 204  # cancel
+        assert cli("task-purge", "--days", "0", "--force", "--url", node.url, "--token", node.token).returncode == 0
+        assert node.task("a") is None
+
+    purge()
+    status, report = node.request("POST", "/-/reload")
+    assert (status, report["created"]) == (200, 1) and node.task("a") is not None
+
+    purge()
+    node.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: node.task("a"), what="the task written again after SIGHUP")

@@ -181,6 +181,28 @@ async def test_a_name_belongs_to_the_file_that_holds_it_whatever_the_name_order(
     assert await ids(stores[0]) == ["other", "same"]
 
 
+async def test_a_restart_beside_a_broken_file_keeps_the_version_in_force(tmp_path, stores):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a", description="good") + "---\n" + task_yaml("b"))
+    write(tasks / "c.yaml", task_yaml("c"))
+    await reconciler(tasks, stores).reload()
+    await stores[0].update_config("a", max_retries=9)
+    write(tasks / "a.yaml", task_yaml("a", schedul="typo"))
+    (tasks / "c.yaml").unlink()
+
+    restarted = reconciler(tasks, stores)
+    report = await restarted.reload()
+
+    assert (report.removed, report.updated) == (1, 0)  # c's file went; a's is only broken
+    assert (report.files[0].status, report.files[0].tasks) == ("rejected", ("a", "b"))
+    assert await ids(stores[0]) == ["a", "b"] and (await stores[0].get_task("a")).max_retries == 9
+    write(tasks / "a.yaml", task_yaml("a", description="fixed"))
+    report = await restarted.reload()
+    assert (report.updated, report.removed) == (1, 1)  # b is no longer declared
+    assert (await stores[0].get_task("a")).spec.description == "fixed"
+
+
 async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_was_down(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
