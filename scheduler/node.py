@@ -31,7 +31,9 @@ from .errors import SchedulerError, StoreError
 from .executors import Executor
 from .reconcile import Reconciler, ReloadReport
 from .store import open_store
+from .model import NodeInfo
 from .store.base import Store
+from . import __version__
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class Node:
         if config.tasks_dir is not None:
             reconciler = Reconciler(
                 config.tasks_dir, store, memory_store,
-                node_id=config.node_id, executor_node=config.executor_node,
+                node_id=config.node_id, executor_node=config.executor_node, node_timeout=config.node_timeout,
                 on_change=engine.wake, on_reload=lambda report: metrics.reload_finished(
                     report.ok, report.rejected, report.at
                 ),
@@ -153,6 +155,7 @@ class Node:
             config_status=self.config_status,
             ready=ready,
             metrics=metrics,
+            node_timeout=config.node_timeout,
         )
         runner = web.AppRunner(create_app(services), access_log=None)
         await runner.setup()
@@ -173,6 +176,7 @@ class Node:
         if reconciler is not None:
             watch = reconciler.open_watch()  # before the first reload: a change made during it is seen
             try:
+                await self._announce(store)  # live before it declares anything (see Store.withdraw_specs)
                 await reconciler.reload()
             except BaseException:
                 watch.close()
@@ -180,6 +184,14 @@ class Node:
             self._watcher = asyncio.create_task(reconciler.watch(watch), name="watch tasks.d")
         await engine.start()
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
+
+    async def _announce(self, store: Store) -> None:
+        """A first heartbeat, before the engine's: the node's declarations count from its first reload."""
+        now = store.now()
+        await store.heartbeat(NodeInfo(
+            node_id=self.config.node_id, executor=self.config.executor_node, heartbeat=now, started_at=now,
+            version=__version__, listen=self.config.listen,
+        ))
 
     async def stop(self) -> None:
         parts, self._parts = self._parts, None
@@ -210,13 +222,15 @@ class Node:
         report = await self.reload()
         return report.to_dict() if report else {}
 
-    def config_status(self) -> dict:
+    async def config_status(self) -> dict:
         reconciler = self._parts.reconciler if self._parts else None
         report = reconciler.last_report if reconciler else None
+        files, divergence = await reconciler.current_files() if reconciler else ((), [])
         return {
             "tasksDir": str(self.config.tasks_dir) if self.config.tasks_dir else None,
             "lastReload": report.to_dict() if report else None,
-            "files": [f.to_dict() for f in report.files] if report else [],
+            "files": [f.to_dict() for f in files],  # checked against the store now
+            "divergence": divergence,
         }
 
     async def serve(self) -> None:

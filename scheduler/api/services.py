@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 from ..store.base import Store
@@ -32,6 +33,7 @@ class ApiServices:
     metrics_public: bool = True
     wake: Callable[[], None] = _nothing  # engine.wake: act at once after a state change
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
-    config_status: Callable[[], dict[str, Any]] | None = None
+    config_status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None
     ready: Callable[[], Awaitable[bool]] = _always_ready
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    node_timeout: timedelta = timedelta(seconds=60)  # nodes with an older heartbeat do not count (declarations)

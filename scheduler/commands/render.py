@@ -177,8 +177,10 @@ def task_table(tasks: list[dict[str, Any]], *, total: int | None = None, width: 
     return "\n".join(lines)
 
 
-def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | None = None) -> str:
-    """``task-show``: every field of the task, then its recent runs and the newest run's output."""
+def task_view(
+    task: dict[str, Any], runs: list[dict[str, Any]], width: int | None = None, declared: dict[str, Any] | None = None
+) -> str:
+    """``task-show``: every field of the task, the nodes declaring it, its recent runs and the newest run's output."""
     source = task.get("source") or {}
     location = f"{source.get('path')}:{source.get('line')}" if source.get("line") else source.get("path")
     overrides = task.get("overrides") or {}
@@ -212,6 +214,7 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
             ("Last Error", task.get("lastError")),
             ("Parameters", task.get("parameters")),
             ("Checkpoint", task.get("checkpointData")),
+            ("Declared By", declarations_text(declared)),
         ]
     )
     if not runs:
@@ -235,6 +238,22 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
         tail = "\n".join("  " + line for line in newest["output"].rstrip("\n").splitlines()[-10:])
         text += f"\n\nOutput of the newest run ({newest.get('runId')}), last lines:\n{tail}"
     return text
+
+
+def declarations_text(declared: dict[str, Any] | None) -> list[str] | None:
+    """One line per node declaring the task: the spec it holds (hash prefix), in force or not, since when."""
+    if not declared or not declared.get("declarations"):
+        return None
+    lines = []
+    for d in declared["declarations"]:
+        source = d.get("source") or {}
+        where = f"{source.get('path')}:{source.get('line')}" if source else "?"
+        state = "in force" if d.get("inForce") else "NOT in force"
+        live = "" if d.get("live", True) else ", node not live"
+        lines.append(f"{d['node']}: spec {d['specHash'][:12]} ({state}{live}) since {short_date(d.get('since'))}, {where}")
+    if declared.get("diverged"):
+        lines.append("the live nodes disagree: the version in force is the newest (see README, Reload rules)")
+    return lines
 
 
 def _yes_no(value: Any) -> str | None:

@@ -3,6 +3,8 @@
 Times are INTEGER epoch milliseconds (exact, and the precision of BSON dates).
 JSON-shaped fields (spec, labels, nodes, history, details, checkpoint) are TEXT
 holding JSON. The ``meta`` table carries ``schema_version`` for later migrations.
+``declarations`` (what each node declares in its files, see ``Store.declare_spec``)
+came later without a version change: older nodes never read it.
 """
 
 from __future__ import annotations
@@ -129,6 +131,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     version TEXT NOT NULL,
     listen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS declarations (
+    item_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    declared_at INTEGER NOT NULL,
+    source_path TEXT,
+    source_line INTEGER,
+    pinned TEXT,
+    PRIMARY KEY (item_id, node_id)
+);
+CREATE INDEX IF NOT EXISTS declarations_by_node ON declarations (node_id, item_id);
 """
 
 

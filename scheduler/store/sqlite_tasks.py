@@ -52,14 +52,18 @@ FINAL_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in 
 
 def upsert(
     conn: sqlite3.Connection, now: datetime, spec: TaskSpec, item_id: str, node: str | None,
-    first_due: datetime | None, spec_version: float,
+    first_due: datetime | None, spec_version: float, *, document: dict[str, Any] | None = None,
+    spec_json: str | None = None, spec_hash: str | None = None, force: bool = False,
 ) -> UpsertResult:
+    """``Store.upsert_spec``. ``document``, ``spec_json`` and ``spec_hash``: the caller built them already.
+    ``force``: replace the spec whatever its version (a declaration put in force when another is withdrawn)."""
     now_ms = epoch_ms(now)
     due = ms_or_none(first_due)
-    document = spec.to_dict()
+    if document is None:
+        document = spec.to_dict()
     declared = {
-        "spec": to_json(document),
-        "spec_hash": document_hash(document),
+        "spec": spec_json or to_json(document),
+        "spec_hash": spec_hash or document_hash(document),
         "spec_version": spec_version,
         "source_path": None if spec.source is None else spec.source.path,
         "source_line": None if spec.source is None else spec.source.line,
@@ -85,7 +89,7 @@ def upsert(
         return UpsertResult.CREATED
     if row["spec_hash"] == declared["spec_hash"]:
         return UpsertResult.UNCHANGED
-    if row["spec_version"] > spec_version:
+    if row["spec_version"] > spec_version and not force:
         return UpsertResult.SUPERSEDED
     updates = dict(declared)
     schedule_changed = json.loads(row["spec"])["schedule"] != document["schedule"]

@@ -135,6 +135,9 @@ def test_a_release_switch_of_the_tasks_directory_link_is_followed(tmp_path, daem
     (releases / "r3" / "c.yaml").write_text(task_yaml("c"))
     wait_until(lambda: node.task("c"), what="a change inside the release in force applied")
 
+    switch_link(current, "releases/r1")  # a roll-back: older files, but new content for the node
+    wait_until(lambda: description(node, "a") == "one" and node.task("c") is None, what="the roll-back applied")
+
 
 def test_a_tasks_directory_removed_and_created_again_is_watched_again(tmp_path, daemons):
     """Finding 7: no SIGHUP needed after the directory came back."""
@@ -187,8 +190,8 @@ def test_a_name_belongs_to_the_file_that_holds_it_whatever_the_name_order(tmp_pa
     assert file_states(node)["aaa-dup.yaml"]["status"] == "applied"
 
 
-def test_a_file_is_never_reported_applied_while_another_version_is_in_force(tmp_path, daemons):
-    """Finding 4: a copy with an older modification time (cp -p, a restore) is reported, not hidden."""
+def test_a_restored_copy_with_an_older_modification_time_is_applied(tmp_path, daemons):
+    """Finding 4: cp -p of a backup is new content for the node, whatever its mtime; never silently ignored."""
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
     (tasks / "a.yaml").write_text(task_yaml("a", description="current"))
@@ -199,12 +202,9 @@ def test_a_file_is_never_reported_applied_while_another_version_is_in_force(tmp_
     os.utime(backup, (1_700_000_000, 1_700_000_000))
     subprocess.run(["cp", "-p", str(backup), str(tasks / "a.yaml")], check=True)
 
-    state = wait_until(lambda: (s := file_states(node)["a.yaml"])["status"] != "applied" and s,
-                       what="the restored file reported")
-    assert state["status"] == "superseded" and state["appliedSha256"] is None
-    [other] = state["superseded"]
-    assert (other["task"], other["source"], len(other["specHash"])) == ("a", f"{tasks / 'a.yaml'}:1", 64)
-    assert description(node, "a") == "current"
+    wait_until(lambda: description(node, "a") == "restored", what="the restored file applied")
+    state = file_states(node)["a.yaml"]
+    assert (state["status"], state["superseded"]) == ("applied", [])
 
 
 def test_a_restart_with_a_broken_or_unreadable_file_keeps_its_tasks(tmp_path, daemons):
@@ -255,3 +255,122 @@ def test_an_operators_reload_brings_back_a_task_its_file_still_declares(tmp_path
     purge()
     node.process.send_signal(signal.SIGHUP)
     wait_until(lambda: node.task("a"), what="the task written again after SIGHUP")
+
+
+# -- a cluster: nodes on one store, each with its own tasks.d ---------------------------------------------
+
+
+def declaring(node: Daemon, item_id: str) -> set[str]:
+    """The nodes declaring ``item_id``, as ``node`` sees them (none while the task does not exist)."""
+    status, body = node.request("GET", f"/cxs/tasks/{item_id}/declarations")
+    return {d["node"] for d in body["declarations"]} if status == 200 else set()
+
+
+def cluster_config(tmp_path: Path) -> Path:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("leaseDuration: 1s\npollInterval: 100ms\nnodeTimeout: 2s\nshutdownGrace: 1s\n")
+    return config
+
+
+def cluster_node(tmp_path: Path, daemons, node_id: str, **options) -> Daemon:
+    tasks = tmp_path / f"tasks-{node_id}"
+    tasks.mkdir(exist_ok=True)
+    return daemons(state_dir=tmp_path / f"state-{node_id}", tasks_dir=tasks, node_id=node_id,
+                   store=f"sqlite:///{tmp_path / 'cluster.db'}", config=cluster_config(tmp_path), **options)
+
+
+def test_a_node_with_an_empty_tasks_directory_removes_nothing_others_declare(tmp_path, daemons):
+    """Finding 1: adding a node before its task files are deployed wipes nothing."""
+    a = cluster_node(tmp_path, daemons, "a")
+    for name in ("heartbeat", "backup"):
+        (a.tasks_dir / f"{name}.yaml").write_text(task_yaml(name))
+    wait_until(lambda: a.task("heartbeat") and a.task("backup"), what="a's tasks")
+
+    b = cluster_node(tmp_path, daemons, "b")  # empty tasks.d
+    assert b.task("heartbeat") is not None and b.task("backup") is not None
+    assert "removed task" not in b.log()
+    status, report = a.request("POST", "/-/reload")
+    assert (status, report["created"], report["removed"]) == (200, 0, 0)
+
+    (b.tasks_dir / "heartbeat.yaml").write_text(task_yaml("heartbeat"))  # b gets the files, then loses one
+    wait_until(lambda: "b" in declaring(b, "heartbeat"), what="b declaring heartbeat")
+    (b.tasks_dir / "heartbeat.yaml").unlink()
+    wait_until(lambda: "no longer declared here" in b.log(), what="b withdrawing heartbeat")
+    assert a.task("heartbeat") is not None  # a still declares it
+    (a.tasks_dir / "backup.yaml").unlink()  # the only copy: the task goes at once
+    wait_until(lambda: a.task("backup") is None, what="backup removed with its only file")
+
+
+def test_a_node_restarting_with_a_broken_copy_keeps_the_task_others_declare(tmp_path, daemons):
+    """Finding 2, in a cluster: b's broken copy deletes nothing, and a's good copy stays in force."""
+    a = cluster_node(tmp_path, daemons, "a")
+    b = cluster_node(tmp_path, daemons, "b")
+    for node in (a, b):
+        (node.tasks_dir / "a.yaml").write_text(task_yaml("a", description="good"))
+    wait_until(lambda: declaring(a, "a") == {"a", "b"}, what="both declaring a")
+    wait_until(lambda: (a.task("a") or {}).get("successCount", 0) >= 1, what="a ran")
+    before = a.task("a")
+
+    assert b.stop() == 0
+    (b.tasks_dir / "a.yaml").write_text("name: [")
+    b = cluster_node(tmp_path, daemons, "b")
+    assert b.task("a")["successCount"] >= before["successCount"] and b.task("a")["description"] == "good"
+    assert file_states(b)["a.yaml"]["status"] == "rejected" and file_states(b)["a.yaml"]["tasks"] == ["a"]
+    assert declaring(b, "a") == {"a", "b"}  # b's last good declaration stays recorded
+
+
+def runs_of(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_rollout_converges_on_the_new_version_and_the_divergence_shows_meanwhile(tmp_path, daemons):
+    """Done when: a gets v2 while b still has v1, then b gets v2: v2 wins, and never runs v1 again."""
+    runs = tmp_path / "runs"
+    version = lambda v: task_yaml("rollout", every="1s", shell=f"echo {v} >> {runs}", description=v)  # noqa: E731
+    a = cluster_node(tmp_path, daemons, "a")
+    b = cluster_node(tmp_path, daemons, "b")
+    for node in (a, b):
+        (node.tasks_dir / "rollout.yaml").write_text(version("v1"))
+    wait_until(lambda: "v1" in runs_of(runs), what="v1 running")
+
+    (a.tasks_dir / "rollout.yaml").write_text(version("v2"))
+    wait_until(lambda: description(b, "rollout") == "v2", what="v2 in force")
+    config = b.get("/cxs/config")
+    [state] = config["files"]
+    assert state["status"] == "superseded" and state["superseded"][0]["nodes"] == ["a"]
+    [diverged] = config["divergence"]
+    held = {d["node"]: d["specHash"] for d in diverged["declarations"]}
+    assert diverged["task"] == "rollout" and held["a"] == diverged["inForce"] != held["b"]
+    assert a.get("/cxs/config")["divergence"] == [diverged]
+    shown = cli("task-show", "rollout", "--url", b.url, "--token", b.token).stdout
+    assert f"b: spec {held['b'][:12]} (NOT in force)" in shown and f"a: spec {held['a'][:12]} (in force)" in shown
+    metrics = b.request("GET", "/metrics", auth=False)[1]
+    assert "scheduler_tasks_diverged 1.0" in metrics
+    assert f'scheduler_task_declaration{{in_force="0",node="b",spec="{held["b"][:12]}",task="rollout"}} 1.0' in metrics
+
+    assert b.stop() == 0  # b restarts, still on v1: it does not take the task back
+    b = cluster_node(tmp_path, daemons, "b")
+    assert description(b, "rollout") == "v2" and file_states(b)["rollout.yaml"]["status"] == "superseded"
+
+    (b.tasks_dir / "rollout.yaml").write_text(version("v2"))
+    wait_until(lambda: b.get("/cxs/config")["divergence"] == [], what="b on v2: no divergence")
+    assert file_states(b)["rollout.yaml"]["status"] == "applied" and file_states(a)["rollout.yaml"]["status"] == "applied"
+    converged = len(runs_of(runs))
+    wait_until(lambda: len(runs_of(runs)) >= converged + 3, what="more runs after the convergence")
+    assert set(runs_of(runs)[converged:]) == {"v2"}
+    assert description(a, "rollout") == "v2"
+
+
+def test_a_task_only_a_node_that_left_the_cluster_declared_goes(tmp_path, daemons):
+    """A node that missed its heartbeats for nodeTimeout stops counting."""
+    a = cluster_node(tmp_path, daemons, "a")
+    b = cluster_node(tmp_path, daemons, "b")
+    (a.tasks_dir / "shared.yaml").write_text(task_yaml("shared"))
+    (b.tasks_dir / "shared.yaml").write_text(task_yaml("shared"))
+    (b.tasks_dir / "only-b.yaml").write_text(task_yaml("only-b"))
+    wait_until(lambda: a.task("only-b") and declaring(a, "shared") == {"a", "b"}, what="b's declarations")
+
+    b.kill()  # no goodbye: its heartbeat just stops
+    wait_until(lambda: a.task("only-b") is None, timeout=30, what="only-b removed once b stopped counting")
+    assert a.task("shared") is not None
+    assert declaring(a, "shared") == {"a"}
