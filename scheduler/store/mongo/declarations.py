@@ -81,7 +81,8 @@ def withdraw(db: Database, node_id: str, item_ids: Sequence[str], live_after: da
                     break
                 continue  # declared meanwhile: look again
             if task is None or all(doc["specHash"] != task["specHash"] for doc in left):
-                _put_in_force(db, item_id, max(live, key=lambda doc: (aware(doc["since"]), doc["specHash"])), now)
+                newest = max(live, key=lambda doc: (aware(doc["since"]), doc["specHash"]))
+                _put_in_force(db, item_id, newest, None if task is None else task["specHash"], now)
             break
         else:
             raise _busy(item_id, "its declarations were being withdrawn")
@@ -165,11 +166,13 @@ def _delete_task(db: Database, item_id: str, rev: int | None, now: datetime) -> 
     return True
 
 
-def _put_in_force(db: Database, item_id: str, doc: Mapping[str, Any], now: datetime) -> None:
-    """The declaration ``doc`` in force, whatever the version the task held (its declarer withdrew)."""
+def _put_in_force(db: Database, item_id: str, doc: Mapping[str, Any], withdrawn: str | None, now: datetime) -> None:
+    """The declaration ``doc`` in force in place of the spec ``withdrawn`` (whose declarer withdrew),
+    whatever the version: unless another node put a newer declaration in force meanwhile."""
     source = None if doc.get("source") is None else Source(**doc["source"])
     spec = TaskSpec.from_dict(doc["spec"], source=source)
     since = aware(doc["since"])
-    upsert_spec(db, spec, item_id, doc.get("pinned"), first_slot(spec.schedule, now), declaration_version(since),
-                now, force=True)
-    log.info("task %s: the version declared by %s is in force", item_id, doc["node"])
+    result = upsert_spec(db, spec, item_id, doc.get("pinned"), first_slot(spec.schedule, now),
+                         declaration_version(since), now, force=True, replacing=withdrawn)
+    if result is not UpsertResult.SUPERSEDED:
+        log.info("task %s: the version declared by %s is in force", item_id, doc["node"])

@@ -58,10 +58,12 @@ def upsert_spec(
     *,
     force: bool = False,
     declared: bool = False,
+    replacing: str | None = None,
 ) -> UpsertResult:
     """``Store.upsert_spec``. ``force``: replace the spec whatever its version (a declaration put in force
-    when another is withdrawn). ``declared``: a new declaration of the task; its ``declRev`` moves on even
-    when the spec is unchanged (see ``declarations``)."""
+    when another is withdrawn), only while the task holds the spec hash ``replacing`` (else SUPERSEDED:
+    a newer declaration came meanwhile). ``declared``: a new declaration of the task; its ``declRev``
+    moves on even when the spec is unchanged (see ``declarations``)."""
     tasks = db["tasks"]
     fields = spec_fields(spec, node, spec_version)
     for _ in range(_ROUNDS):
@@ -72,6 +74,8 @@ def upsert_spec(
             except DuplicateKeyError:
                 continue  # another node created it meanwhile: compare with what it wrote
             return UpsertResult.CREATED
+        if replacing is not None and current["specHash"] not in (replacing, fields["specHash"]):
+            return UpsertResult.SUPERSEDED
         if current["specHash"] == fields["specHash"]:
             if declared:
                 tasks.update_one({"_id": item_id}, {"$inc": {"declRev": 1}})
