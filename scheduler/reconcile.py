@@ -247,9 +247,11 @@ class Reconciler:
                 log.info("removed task %s: no live node declares it any more", item_id, extra={"task": item_id})
             if removed:
                 self._on_change()
+        if self._lock.locked():
+            return  # a reload is writing the declarations: look next time
         mine = {item_id for item_id, (store, _) in self._in_force.items() if store is self.store}
         recorded = {d.item_id for d in await self.store.list_declarations(node_id=self.node_id)}
-        if mine - recorded:
+        if mine - recorded and not self._lock.locked():
             log.warning("%d declaration(s) of %s went missing from the store (%s): declaring again",
                         len(mine - recorded), self.node_id, ", ".join(sorted(mine - recorded)[:5]))
             await self.reload(full=True)
