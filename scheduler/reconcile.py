@@ -269,9 +269,7 @@ class Reconciler:
             log.error("%s", problem)
             return ReloadReport(ok=False, at=now, files=self.last_report.files if self.last_report else (),
                                 problems=(problem,))
-        own = None if self._first_done else await self.store.list_declarations(
-            node_id=self.node_id, with_documents=True
-        )
+        own = None if self._first_done else await self.store.list_declarations(node_id=self.node_id)
         if own is not None:
             self._started = now
             if directory.shadowed:
@@ -297,7 +295,7 @@ class Reconciler:
             log.info("file %s removed: its tasks go", path, extra={"file": path})
             del self._good[path]
         if own is not None:
-            self._carry_over(set(rejected) - set(self._good), own)
+            await self._carry_over(set(rejected) - set(self._good), own)
 
         desired: dict[str, tuple[Store, str]] = {}
         writes: dict[str, _Write] = {}  # by item id: the last declaration wins, as in ``desired``
@@ -362,7 +360,7 @@ class Reconciler:
                          extra={"task": item_id})
         return removed + len(gone)
 
-    def _carry_over(self, paths: set[str], own: list[Declaration]) -> None:
+    async def _carry_over(self, paths: set[str], own: list[Declaration]) -> None:
         """At start, the declarations this node had recorded for files that are present but rejected.
 
         Only what the node can read and validate counts as its declaration; a
@@ -370,10 +368,14 @@ class Reconciler:
         what the node declared from it before, so its tasks keep the version in
         force with their counters, history, checkpoint and operator overrides.
         """
+        kept = [d.item_id for d in own if d.source is not None and d.source.path in paths]
+        if not kept:
+            return
         found: dict[str, list[TaskSpec]] = {}
-        for declaration in own:
-            if declaration.source is not None and declaration.source.path in paths:
-                found.setdefault(declaration.source.path, []).append(declaration.spec())
+        for declaration in await self.store.list_declarations(
+            node_id=self.node_id, item_ids=kept, with_documents=True
+        ):
+            found.setdefault(declaration.source.path, []).append(declaration.spec())
         for path, specs in found.items():
             specs.sort(key=lambda spec: spec.source.line if spec.source else 0)
             self._good[path] = _GoodVersion("", tuple(specs), written=True)

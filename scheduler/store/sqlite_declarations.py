@@ -1,5 +1,9 @@
 """Declarations on SQLite: what each node declares in its files, and the version put in force.
 
+A declaration keeps its spec only when the task does not hold it: ``spec`` is NULL
+while its hash is the task's, and every change or deletion of a task's spec first
+copies the old one into such declarations (``sqlite_tasks.keep_declared_specs``).
+
 Each function runs inside one transaction opened by ``SQLiteStore`` (``BEGIN
 IMMEDIATE`` for writes), so reading the declarations of a task, deciding, and
 writing the task are one atomic step: a node withdrawing a task and another
@@ -16,10 +20,10 @@ from typing import Any, Sequence
 
 from ..model import Declaration, UpsertResult, declaration_version
 from ..schedule import first_slot
-from ..spec import Source, TaskSpec, document_hash
+from ..spec import Source, TaskSpec
 from .common import epoch_ms, from_epoch_ms
 from .sqlite_schema import ms_or_none, to_json
-from .sqlite_tasks import remove, upsert
+from .sqlite_tasks import _CURRENT_SPEC, json_hash, remove, upsert
 
 logger = logging.getLogger(__name__)
 
@@ -33,40 +37,45 @@ def declare(
 ) -> UpsertResult:
     document = spec.to_dict()
     spec_json = to_json(document)
-    spec_hash = document_hash(document)
+    spec_hash = json_hash(spec_json)
     source = spec.source
-    row = conn.execute(
-        "SELECT spec_hash, since, source_path, source_line, pinned FROM declarations WHERE item_id = ? AND node_id = ?",
-        (item_id, node_id),
-    ).fetchone()
     values = {
-        "item_id": item_id, "node_id": node_id, "spec": spec_json, "spec_hash": spec_hash,
-        "declared_at": epoch_ms(now), "source_path": None if source is None else source.path,
+        "item_id": item_id, "node_id": node_id, "spec_hash": spec_hash, "declared_at": epoch_ms(now),
+        "source_path": None if source is None else source.path,
         "source_line": None if source is None else source.line, "pinned": pinned,
     }
-    if row is not None and row["spec_hash"] == spec_hash:
-        since = row["since"]
-        if (row["source_path"], row["source_line"], row["pinned"]) != (
+    # The task's declarations are few (one per node): one read gives this node's and the others'.
+    others = conn.execute(
+        "SELECT node_id, spec_hash, since, source_path, source_line, pinned FROM declarations WHERE item_id = ?",
+        (item_id,),
+    ).fetchall()
+    mine = next((row for row in others if row["node_id"] == node_id), None)
+    if mine is not None and mine["spec_hash"] == spec_hash:
+        since = mine["since"]
+        changed = (mine["source_path"], mine["source_line"], mine["pinned"]) != (
             values["source_path"], values["source_line"], pinned
-        ):
-            _write(conn, {**values, "since": since})
+        )
     else:
-        earlier = conn.execute(
-            "SELECT MIN(since) FROM declarations WHERE item_id = ? AND spec_hash = ? AND node_id != ?",
-            (item_id, spec_hash, node_id),
-        ).fetchone()[0]
-        since = epoch_ms(now) if earlier is None else earlier
-        _write(conn, {**values, "since": since})
+        same = [row["since"] for row in others if row["spec_hash"] == spec_hash and row["node_id"] != node_id]
+        since = min(same) if same else epoch_ms(now)
+        changed = True
     version = declaration_version(from_epoch_ms(since))
-    task = conn.execute("SELECT spec_hash, spec_version FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
-    if task is not None and task["spec_hash"] != spec_hash and (task["spec_version"], task["spec_hash"]) > (
-        version, spec_hash
-    ):
-        return UpsertResult.SUPERSEDED
-    return upsert(
-        conn, now, spec, item_id, pinned, first_slot(spec.schedule, now), version,
-        document=document, spec_json=spec_json, spec_hash=spec_hash,
-    )
+    task = conn.execute(_CURRENT_SPEC, (item_id,)).fetchone()
+    if task is not None and task["spec_hash"] == spec_hash:
+        result = UpsertResult.UNCHANGED
+    elif task is not None and (task["spec_version"], task["spec_hash"]) > (version, spec_hash):
+        result = UpsertResult.SUPERSEDED
+    else:
+        result = upsert(
+            conn, now, spec, item_id, pinned, first_slot(spec.schedule, now), version,
+            document=document, spec_json=spec_json, spec_hash=spec_hash, current=task,
+        )
+    if changed:
+        # The spec only when the task does not hold it: most declarations are the one in force, and a
+        # second copy of every spec made a cold start on 10,000 files slower.
+        in_force = result is not UpsertResult.SUPERSEDED
+        _write(conn, {**values, "since": since, "spec": None if in_force else spec_json})
+    return result
 
 
 def _write(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
@@ -89,8 +98,10 @@ def withdraw(
                 removed.append(item_id)
             continue
         task = conn.execute("SELECT spec_hash FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
-        if task is None or all(row["spec_hash"] != task["spec_hash"] for row in left):
-            _put_in_force(conn, now, item_id, max(live, key=lambda row: (row["since"], row["spec_hash"])))
+        # Those left hold their spec: only a declaration of the spec in force leaves it to the task.
+        candidates = [row for row in live if row["spec"] is not None]
+        if candidates and (task is None or all(row["spec_hash"] != task["spec_hash"] for row in left)):
+            _put_in_force(conn, now, item_id, max(candidates, key=lambda row: (row["since"], row["spec_hash"])))
     return removed
 
 
@@ -158,7 +169,7 @@ def list_declarations(
             " HAVING COUNT(DISTINCT d2.spec_hash) > 1 OR SUM(t2.spec_hash IS NULL OR t2.spec_hash != d2.spec_hash) > 0)"
         )
     where = " AND ".join(conditions) or "1"
-    spec = ", d.spec" if with_documents else ""
+    spec = ", COALESCE(d.spec, t.spec) AS spec" if with_documents else ""
     rows = conn.execute(
         f"SELECT d.item_id, d.node_id, d.spec_hash, d.since, d.declared_at, d.source_path, d.source_line,"
         f" d.pinned, t.spec_hash AS in_force, {_LIVE} AS live{spec}"

@@ -134,7 +134,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS declarations (
     item_id TEXT NOT NULL,
     node_id TEXT NOT NULL,
-    spec TEXT NOT NULL,
+    spec TEXT, -- NULL while it is the spec the task holds, which the task row has (sqlite_declarations)
     spec_hash TEXT NOT NULL,
     since INTEGER NOT NULL,
     declared_at INTEGER NOT NULL,
