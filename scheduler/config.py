@@ -46,6 +46,7 @@ class NodeConfig:
     poll_interval: timedelta = timedelta(seconds=1)
     max_concurrent_runs: int = 64
     shutdown_grace: timedelta = timedelta(seconds=10)
+    node_timeout: timedelta = timedelta(seconds=60)  # a node whose heartbeat is older stops counting
     listen: str = DEFAULT_LISTEN
     tokens: tuple[Mapping[str, Any], ...] = ()
     cors_origins: tuple[str, ...] = ()
@@ -89,8 +90,14 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path, source: str = "config")
             options[name] = doc[key]
     for key, name in (("tasksDir", "tasks_dir"), ("stateDir", "state_dir")):
         if key in doc:
-            options[name] = (base_dir / doc[key]).resolve()
-    for key, name in (("leaseDuration", "lease_duration"), ("pollInterval", "poll_interval"), ("shutdownGrace", "shutdown_grace")):
+            # Absolute but not resolved: a tasks directory reached through a symlink follows the link
+            # when it is switched to another release (the reconciler resolves it at every reload).
+            options[name] = Path(os.path.abspath(base_dir / doc[key]))
+    durations = (
+        ("leaseDuration", "lease_duration"), ("pollInterval", "poll_interval"), ("shutdownGrace", "shutdown_grace"),
+        ("nodeTimeout", "node_timeout"),
+    )
+    for key, name in durations:
         value = _duration(doc, key, f"/{key}")
         if value is not None:
             options[name] = value
@@ -109,6 +116,9 @@ def parse_config(doc: Mapping[str, Any], base_dir: Path, source: str = "config")
     config = NodeConfig(**options)
     if config.lease_duration < timedelta(seconds=1):
         raise ConfigError(f"{source}: /leaseDuration must be at least 1s")
+    if config.node_timeout < config.lease_duration:
+        # A heartbeat comes every leaseDuration / 3: a shorter timeout would let a live node stop counting.
+        raise ConfigError(f"{source}: /nodeTimeout must be at least leaseDuration (three heartbeats)")
     return config
 
 

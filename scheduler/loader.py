@@ -16,14 +16,16 @@ of a task whose file turned bad, so it needs each file's verdict on its own.
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, BinaryIO, Collection
+from typing import Any, Collection, Mapping
 
 from . import schema, yamlsafe
 from .errors import SpecError
@@ -36,6 +38,9 @@ TASK_SUFFIXES = (".yaml", ".yml")
 IGNORED_NAMES = (".*", "*~", "*.swp", "*.tmp", "*.dpkg-*")
 EXECUTOR_GROUP = "scheduler.executors"
 READ_CHUNK = 64 * 1024
+# Opening never waits: a FIFO with no writer would block the open (and the node) forever.
+# O_NOCTTY: a terminal device named like a task file never becomes the node's terminal.
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, order=True)
@@ -146,37 +151,83 @@ def _load_file(
     """``load_file``, or ``earlier`` as it is when the file still holds the bytes it was made from."""
     name = str(path)
     try:
-        with open(path, "rb") as stream:
-            data = _read_at_most(stream, yamlsafe.MAX_FILE_BYTES + 1)  # one byte over tells "too large"
+        data = read_regular_file(name, yamlsafe.MAX_FILE_BYTES + 1)  # one byte over tells "too large"
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = _unreadable(name, exc)
         return FileResult(name, "", problems=(Problem(name, 0, 0, "", f"cannot read: {reason}"),), io_error=reason)
     if earlier is not None and earlier.sha256 == hashlib.sha256(data).hexdigest():
         return earlier
     return load_bytes(data, name, known_types)
 
 
-def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
-    """The first ``limit`` bytes of ``stream`` (all of it when shorter).
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a socket, a device or a directory: never read as a task file."""
 
-    In chunks: one ``read(limit)`` allocates ``limit`` bytes (1 MiB) for every
-    file, which took longer than reading 10,000 small files.
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of the regular file at ``path``; ``OSError`` for anything else.
+
+    The open cannot block (``O_NONBLOCK``: a FIFO opens at once) and the type is
+    checked on the open descriptor, so a file swapped for a FIFO between a listing
+    and the open is refused too. Read in chunks: one ``read(limit)`` allocates
+    ``limit`` bytes (1 MiB) for every file, which took longer than reading 10,000
+    small files.
     """
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = stream.read(min(READ_CHUNK, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file: {_file_kind(mode)}")
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(READ_CHUNK, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "an unknown kind of file"
+
+
+def _unreadable(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be read, in words an operator can act on."""
+    if isinstance(exc, NotRegularFile):
+        return exc.strerror
+    if exc.errno == errno.ENXIO:  # opening a socket
+        try:
+            return f"not a regular file: {_file_kind(os.stat(path).st_mode)}"
+        except OSError:
+            pass
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            return f"dangling symbolic link to {os.readlink(path)}"
+        except OSError:
+            pass
+    return exc.strerror or str(exc)
 
 
 def load_directory(
     path: str | os.PathLike[str],
     known_types: Collection[str] | None = None,
     previous: DirectoryResult | None = None,
+    holders: Mapping[str, Source] | None = None,
 ) -> DirectoryResult:
     """Every task file of a directory (not its subdirectories), in name order.
 
@@ -184,6 +235,7 @@ def load_directory(
     the files whose bytes are still those it was made from (checked against the
     same executor types): a rescan after one file changed reads every file but
     parses one, where parsing them all takes about a millisecond per file.
+    ``holders``: see ``check_names``.
 
     Raises ``OSError`` when the directory itself cannot be listed.
     """
@@ -191,24 +243,15 @@ def load_directory(
     earlier: dict[str, FileResult] = {}
     if previous is not None and previous.known_types == known:
         earlier = {f.path: f for f in previous.files}  # an unreadable file's empty digest never matches
-    # Not only regular files: a dangling symlink is reported as unreadable rather than skipped.
+    # By name alone, without looking at what the entries are: a FIFO, a directory, a dangling
+    # link or a link loop named like a task file is that file's problem, found when it is read,
+    # and never hides the other files.
     with os.scandir(path) as entries:
-        names = sorted(e.name for e in entries if is_task_file(e.name) and not e.is_dir())
+        names = sorted(e.name for e in entries if is_task_file(e.name))
     base = str(Path(path))  # joined as strings: a Path per file costs more than reading the file
     paths = [os.path.join(base, name) for name in names]
     files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
-    first: dict[str, TaskSpec] = {}
-    problems: list[Problem] = []
-    shadowed: set[tuple[str, str]] = set()
-    for result in files:
-        for spec in result.specs:
-            earlier = first.setdefault(spec.name, spec)
-            if earlier is not spec:
-                shadowed.add((result.path, spec.name))
-                line = spec.source.line if spec.source else 0
-                message = f"task name '{spec.name}' is already defined in {earlier.source}"
-                problems.append(Problem(result.path, line, 1, "/name", message))
-    directory = DirectoryResult(str(path), files, tuple(problems), frozenset(shadowed), known)
+    directory = check_names(DirectoryResult(str(path), files, known_types=known), holders or {})
     if log.isEnabledFor(logging.DEBUG):  # all_problems builds and sorts a list
         log.debug(
             "%s: %d task(s) in %d file(s), %d problem(s)",
@@ -218,6 +261,40 @@ def load_directory(
             len(directory.all_problems),
         )
     return directory
+
+
+def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> DirectoryResult:
+    """``directory`` with its problems between files: a task name declared by two files.
+
+    A name belongs to the file that holds it: ``holders`` maps names to the
+    declaration in force (a running node's last good versions). The holder keeps
+    its name while it is there and still declares it, or is itself rejected (its
+    last good version, which declares the name, stays in force); any other file
+    declaring the name is the duplicate, whatever the name order, and its error
+    names the holder. Names nobody holds go to the file that sorts first.
+    """
+    present = {f.path: f for f in directory.files}
+    keepers: dict[str, Source] = {}
+    for name, source in holders.items():
+        holder = present.get(source.path)
+        if holder is None:
+            continue  # the holder went: the name is free
+        declared = next((s.source for s in holder.specs if s.name == name and s.source is not None), None)
+        if declared is not None:
+            keepers[name] = declared
+        elif not holder.ok:
+            keepers[name] = source
+    problems: list[Problem] = []
+    shadowed: set[tuple[str, str]] = set()
+    for result in directory.files:
+        for spec in result.specs:
+            keeper = keepers.setdefault(spec.name, spec.source or Source(result.path, 0))
+            if keeper.path != result.path:
+                shadowed.add((result.path, spec.name))
+                line = spec.source.line if spec.source else 0
+                message = f"task name '{spec.name}' is already defined in {keeper}"
+                problems.append(Problem(result.path, line, 1, "/name", message))
+    return replace(directory, problems=tuple(problems), shadowed=frozenset(shadowed))
 
 
 def _load_text(

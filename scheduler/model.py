@@ -252,6 +252,37 @@ class Requirement:
         return any(node.is_live(now, timeout) and self.met_by(node) for node in nodes)
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """A node declaring a task in one of its files: what the store keeps of it (see ``Store.declare_spec``)."""
+
+    item_id: str
+    node_id: str
+    spec_hash: str
+    since: datetime  # when this content first appeared among the task's declarations
+    declared_at: datetime  # when the node last wrote this declaration
+    source: Source | None
+    pinned: str | None = None  # the task's node (``runOn: all`` copies)
+    in_force: str | None = None  # the spec hash the task holds now; None when there is no task
+    live: bool = True  # the node counts (see ``Store.list_declarations``)
+    document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # the spec, when asked for
+
+    def spec(self) -> TaskSpec:
+        """The declared spec (only when listed ``with_documents``)."""
+        if self.document is None:
+            raise ValueError(f"the declaration of {self.item_id} by {self.node_id} was listed without its spec")
+        return TaskSpec.from_dict(self.document, source=self.source)
+
+    @property
+    def version(self) -> float:
+        """The spec version this declaration puts in force: its ``since``, in epoch seconds."""
+        return declaration_version(self.since)
+
+
+def declaration_version(since: datetime) -> float:
+    return (since - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(seconds=1)
+
+
 class UpsertResult(StrEnum):
     CREATED = "created"
     UPDATED = "updated"

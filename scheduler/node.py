@@ -33,7 +33,9 @@ from .readiness import Readiness, ReadinessLimits
 from .reconcile import Reconciler, ReloadReport
 from .redact import redact_url
 from .store import open_store
+from .model import NodeInfo
 from .store.base import Store
+from . import __version__
 from .watchdog import node_watchdog
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ class Node:
         if config.tasks_dir is not None:
             reconciler = Reconciler(
                 config.tasks_dir, store, memory_store,
-                node_id=config.node_id, executor_node=config.executor_node,
+                node_id=config.node_id, executor_node=config.executor_node, node_timeout=config.node_timeout,
                 on_change=tasks_changed, on_reload=lambda report: metrics.reload_finished(
                     report.ok, report.rejected, report.at
                 ),
@@ -162,7 +164,7 @@ class Node:
             config_status=self.config_status,
             readiness=readiness.problems,
             metrics=metrics,
-            node_timeout=config.lease_duration,
+            node_timeout=config.node_timeout,
         )
         runner = web.AppRunner(create_app(services), access_log=None)
         await runner.setup()
@@ -181,14 +183,28 @@ class Node:
         if not config.tokens:
             log.info("node %s: admin token in %s", config.node_id, config.admin_token_path)
         if reconciler is not None:
-            await reconciler.reload()
-            self._watcher = asyncio.create_task(reconciler.watch(), name="watch tasks.d")
+            watch = reconciler.open_watch()  # before the first reload: a change made during it is seen
+            try:
+                await self._announce(store)  # live before it declares anything (see Store.withdraw_specs)
+                await reconciler.reload()
+            except BaseException:
+                watch.close()
+                raise
+            self._watcher = asyncio.create_task(reconciler.watch(watch), name="watch tasks.d")
         if watchdog is not None and not await watchdog.until_running(timeout=10):
             log.error("node %s: the watchdog did not start within 10s; the node is not ready until it does",
                       config.node_id)
         await engine.start()
         log.info("node %s ready (%s)", config.node_id, "executor" if config.executor_node else "no executor")
         self._readiness_watch = asyncio.create_task(readiness.watch(config.poll_interval), name="readiness")
+
+    async def _announce(self, store: Store) -> None:
+        """A first heartbeat, before the engine's: the node's declarations count from its first reload."""
+        now = store.now()
+        await store.heartbeat(NodeInfo(
+            node_id=self.config.node_id, executor=self.config.executor_node, heartbeat=now, started_at=now,
+            version=__version__, listen=self.config.listen,
+        ))
 
     async def stop(self) -> None:
         parts = self._parts
@@ -219,19 +235,21 @@ class Node:
     async def reload(self) -> ReloadReport | None:
         if self._parts is None or self._parts.reconciler is None:
             return None
-        return await self._parts.reconciler.reload()
+        return await self._parts.reconciler.reload(full=True)  # an operator's reload also restores what went missing
 
     async def reload_json(self) -> dict:
         report = await self.reload()
         return report.to_dict() if report else {}
 
-    def config_status(self) -> dict:
+    async def config_status(self) -> dict:
         reconciler = self._parts.reconciler if self._parts else None
         report = reconciler.last_report if reconciler else None
+        files, divergence = await reconciler.current_files() if reconciler else ((), [])
         return {
             "tasksDir": str(self.config.tasks_dir) if self.config.tasks_dir else None,
             "lastReload": report.to_dict() if report else None,
-            "files": [f.to_dict() for f in report.files] if report else [],
+            "files": [f.to_dict() for f in files],  # checked against the store now
+            "divergence": divergence,
         }
 
     async def serve(self) -> None:

@@ -1,21 +1,27 @@
-"""The reconciler: make the stores hold what ``tasks.d`` declares, file by file.
+"""The reconciler: make the stores hold what ``tasks.d`` declares, file by file, in a cluster.
 
-Rules (DESIGN.md "Reload rules"):
+Rules (README "Reload rules"):
 
 - Each file is validated on its own. A file that turns bad is *rejected* and the
-  last good version of its tasks stays in force; its errors are reported.
-- A task whose file disappears is removed (a run in progress is stopped at its
-  next lease renewal).
+  last good version of its tasks stays in force; its errors are reported. Only
+  what the node could read and validate counts as its declaration, across
+  restarts too: at start, a rejected file keeps the declarations the node had
+  recorded for it.
+- What each node declares is kept in the store (``Store.declare_spec``): a file
+  task lives while a live node declares it. A task whose file disappears is
+  withdrawn; it is removed (a run in progress is stopped at its next lease
+  renewal) only when no live node declares it any more, so a node with an empty
+  or missing directory removes nothing others declare.
 - A spec change keeps runtime state; the next run is recomputed only when the
   schedule changed (the store's ``upsert_spec`` rule).
 - Writes are idempotent: an unchanged spec writes nothing, so every node of a
   cluster can reconcile the same files.
-- Rollouts converge: each spec is written with its file's modification time as
-  ``spec_version`` and the store never replaces a newer version with an older
-  one, so nodes holding different versions of a file during a rollout end up on
-  the newest one instead of flip-flopping. A node only writes the files whose
-  content changed since it last looked (everything on its first reconcile), so
-  an unchanged old file on a lagging node does not fight the new version.
+- Rollouts converge: the version in force is the declaration whose content
+  appeared most recently (the store's rule, from when a node first declared that
+  content), so nodes holding different versions during a rollout end up on the
+  newest one and never flip back. A node only writes the files whose content
+  changed since it last looked (everything on its first reconcile and on an
+  operator's reload).
 
 Where a task goes: ``persistent: false`` tasks live in the node's in-memory store,
 pinned to the node; ``runOn: all`` tasks get one copy per executor node, named
@@ -26,46 +32,71 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from watchfiles import Change, awatch
-
-from .loader import DirectoryResult, Problem, is_task_file, load_directory
-from .model import TaskQuery, UpsertResult
+from .dirwatch import DirectoryWatch
+from .loader import DirectoryResult, FileResult, Problem, check_names, is_task_file, load_directory
+from .model import Declaration, UpsertResult
 from .schedule import first_slot
-from .spec import TaskSpec, utc_iso
+from .spec import Source, TaskSpec, utc_iso
 from .store.base import Store
 
 log = logging.getLogger(__name__)
 
-UPSERT_CHUNK = 256  # spec writes in flight at once during a reload (see _upsert_all)
+UPSERT_CHUNK = 256  # spec writes in flight at once during a reload (see _write_all)
+DEFAULT_NODE_TIMEOUT = timedelta(seconds=60)  # the config's nodeTimeout
+
+
+@dataclass(frozen=True)
+class InForce:
+    """The version of a task in force when it is not this node's: which spec, declared by whom, from where."""
+
+    item_id: str
+    spec_hash: str
+    nodes: tuple[str, ...]  # the nodes declaring it (none: no node declares it any more)
+    source: str  # path:line of its declaration (a path on the node that declared it)
+    version: float  # its spec version (see Store.declare_spec)
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.item_id, "specHash": self.spec_hash, "nodes": list(self.nodes), "source": self.source,
+            "version": self.version,
+        }
 
 
 @dataclass(frozen=True)
 class FileState:
-    """What the node made of one file at its last reload."""
+    """What the node made of one file at its last reload.
+
+    ``applied``: valid, and each of its tasks is in force as this file declares it.
+    ``rejected``: it has problems; its last good version (``tasks``) stays in force.
+    ``superseded``: valid, but the store holds another version of some of its tasks
+    (``superseded`` says which), so this file is not what runs.
+    """
 
     path: str
-    status: str  # "applied" or "rejected"
+    status: str  # "applied", "rejected" or "superseded"
     sha256: str
     checked_at: datetime
     tasks: tuple[str, ...]  # names in force from this file (the last good version when rejected)
     problems: tuple[Problem, ...] = ()
     applied_sha256: str | None = None  # the version in force, when rejected but a good one exists
+    superseded: tuple[InForce, ...] = ()  # the other versions in force instead of this file's
 
     def to_dict(self) -> dict:
+        applied = {"applied": self.sha256, "rejected": self.applied_sha256}.get(self.status)
         return {
             "path": self.path,
             "status": self.status,
             "sha256": self.sha256,
-            "appliedSha256": self.applied_sha256 if self.status == "rejected" else self.sha256,
+            "appliedSha256": applied,
             "checkedAt": utc_iso(self.checked_at),
             "tasks": list(self.tasks),
+            "superseded": [s.to_dict() for s in self.superseded],
             "errors": [
                 {
                     "location": f"{p.path}:{p.line}:{p.col}",
@@ -112,8 +143,7 @@ class ReloadReport:
 class _GoodVersion:
     """The last version of a file that validated: what stays in force if it turns bad."""
 
-    sha256: str
-    mtime: float
+    sha256: str  # "" for a version carried over from the store at start
     specs: tuple[TaskSpec, ...]
     written: bool = field(default=False)
 
@@ -129,10 +159,12 @@ class Reconciler:
         *,
         node_id: str,
         executor_node: bool = True,
+        node_timeout: timedelta = DEFAULT_NODE_TIMEOUT,
         on_change: Callable[[], None] = lambda: None,
         on_reload: Callable[[ReloadReport], None] = lambda report: None,
     ) -> None:
         self.tasks_dir = tasks_dir
+        self.node_timeout = node_timeout  # a node whose heartbeat is older stops counting
         self.store = store
         self.memory_store = memory_store
         self.node_id = node_id
@@ -142,9 +174,11 @@ class Reconciler:
         self._good: dict[str, _GoodVersion] = {}
         self._scanned: DirectoryResult | None = None  # the last scan: unchanged files are not parsed again
         self._in_force: dict[str, tuple[Store, str]] = {}  # item id -> where this node put it
+        self._superseded: dict[str, InForce] = {}  # item id -> the other version the store holds
         self._lock = asyncio.Lock()
         self._first_done = False
         self._reloading_since: tuple[float, datetime] | None = None  # (time.monotonic(), UTC) of the reload running
+        self._started: datetime | None = None  # the first reload
         self.last_report: ReloadReport | None = None
 
     @property
@@ -168,12 +202,17 @@ class Reconciler:
             )
         return problems
 
-    async def reload(self) -> ReloadReport:
-        """Rescan the directory and apply what changed. Serialised: one reload at a time."""
+    async def reload(self, *, full: bool = False) -> ReloadReport:
+        """Rescan the directory and apply what changed. Serialised: one reload at a time.
+
+        ``full`` (an operator's reload: SIGHUP, ``POST /-/reload``) writes every
+        task in force, not only those of the files that changed: a task deleted
+        from the store by other means comes back.
+        """
         async with self._lock:
             self._reloading_since = (time.monotonic(), datetime.now(timezone.utc).replace(microsecond=0))
             try:
-                report = await self._reload()
+                report = await self._reload(full)
             finally:
                 self._reloading_since = None
         self.last_report = report
@@ -183,38 +222,85 @@ class Reconciler:
             self._on_change()
         return report
 
-    async def watch(self) -> None:
-        """Reload whenever a task file in the directory changes (runs until cancelled).
+    def open_watch(self) -> DirectoryWatch:
+        """The watch ``watch()`` consumes, set up now: open it before the first reload to miss nothing.
 
         The directory is watched, not the files: editors and Ansible replace
-        files by renaming a temporary file over them.
+        files by renaming a temporary file over them. The configured path is
+        followed, not what it led to at start (see ``dirwatch``).
         """
+        return DirectoryWatch(self.tasks_dir, is_task_file)
 
-        def relevant(change: Change, path: str) -> bool:
-            return is_task_file(Path(path).name)
+    async def watch(self, watch: DirectoryWatch) -> None:
+        """Reload whenever a task file in the directory changes, or the path leads elsewhere, and look after
+        the declarations every ``node_timeout / 2`` (see ``maintain``). Runs until cancelled."""
+        try:
+            await asyncio.gather(self._reload_on_changes(watch), self._maintain_periodically())
+        finally:
+            watch.close()
 
-        async for _ in awatch(self.tasks_dir, watch_filter=relevant, debounce=50, step=10, recursive=False):
+    async def _reload_on_changes(self, watch: DirectoryWatch) -> None:
+        async for _ in watch.changes():
             try:
                 await self.reload()
             except Exception:
                 log.exception("reload of %s failed", self.tasks_dir)
 
-    async def _reload(self) -> ReloadReport:
+    async def _maintain_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.node_timeout.total_seconds() / 2)
+            try:
+                await self.maintain()
+            except Exception:
+                log.exception("looking after the declarations of %s failed", self.node_id)
+
+    async def maintain(self) -> None:
+        """Forget the declarations of nodes that stopped counting, and declare again what went missing.
+
+        A task only nodes without heartbeat declared goes (their file is gone for
+        the cluster). Not before this node has been up for ``node_timeout``
+        itself: after a restart of the whole cluster, the others get the time
+        to come back first.
+        """
+        now = self.store.now()
+        if self._started is not None and now - self._started >= self.node_timeout:
+            removed = await self.store.drop_stale_declarations(self.node_id, live_after=now - self.node_timeout)
+            for item_id in removed:
+                log.info("removed task %s: no live node declares it any more", item_id, extra={"task": item_id})
+            if removed:
+                self._on_change()
+        if self._lock.locked():
+            return  # a reload is writing the declarations: look next time
+        mine = {item_id for item_id, (store, _) in self._in_force.items() if store is self.store}
+        recorded = {d.item_id for d in await self.store.list_declarations(node_id=self.node_id)}
+        if mine - recorded and not self._lock.locked():
+            log.warning("%d declaration(s) of %s went missing from the store (%s): declaring again",
+                        len(mine - recorded), self.node_id, ", ".join(sorted(mine - recorded)[:5]))
+            await self.reload(full=True)
+
+    async def _reload(self, full: bool) -> ReloadReport:
         now = self.store.now()
         try:
             # In a thread: parsing thousands of files must not stall the API and the engine.
-            directory = await asyncio.to_thread(load_directory, self.tasks_dir, previous=self._scanned)
+            directory = await asyncio.to_thread(
+                load_directory, self.tasks_dir, previous=self._scanned, holders=self._holders()
+            )
         except OSError as exc:
             # Nothing can be known about the files: everything in force stays in force.
             problem = Problem(str(self.tasks_dir), 0, 0, "", f"cannot read the tasks directory: {exc.strerror or exc}")
             log.error("%s", problem)
             return ReloadReport(ok=False, at=now, files=self.last_report.files if self.last_report else (),
                                 problems=(problem,))
+        own = None if self._first_done else await self.store.list_declarations(node_id=self.node_id)
+        if own is not None:
+            self._started = now
+            if directory.shadowed:
+                directory = check_names(directory, _recorded_holders(directory, own))
         self._scanned = directory
         between: dict[str, list[Problem]] = {}
         for problem in directory.problems:
             between.setdefault(problem.path, []).append(problem)
-        states: list[FileState] = []
+        rejected: dict[str, tuple[Problem, ...]] = {}
         seen_paths = set()
         for result in directory.files:
             seen_paths.add(result.path)
@@ -223,63 +309,50 @@ class Reconciler:
             if problems:
                 for problem in problems:
                     log.error("rejected %s", problem, extra={"file": result.path})
-                states.append(
-                    FileState(
-                        path=result.path,
-                        status="rejected",
-                        sha256=result.sha256,
-                        checked_at=now,
-                        tasks=tuple(s.name for s in good.specs) if good else (),
-                        problems=tuple(sorted(problems)),
-                        applied_sha256=good.sha256 if good else None,
-                    )
-                )
-                continue
-            if good is None or good.sha256 != result.sha256:
-                self._good[result.path] = _GoodVersion(result.sha256, _mtime(result.path), tuple(result.specs))
+                rejected[result.path] = tuple(sorted(problems))
+            elif good is None or good.sha256 != result.sha256:
+                self._good[result.path] = _GoodVersion(result.sha256, tuple(result.specs))
                 log.info("applied %s (%d task(s))", result.path, len(result.specs), extra={"file": result.path})
-            states.append(
-                FileState(
-                    path=result.path,
-                    status="applied",
-                    sha256=result.sha256,
-                    checked_at=now,
-                    tasks=tuple(s.name for s in result.specs),
-                )
-            )
         for path in set(self._good) - seen_paths:
             log.info("file %s removed: its tasks go", path, extra={"file": path})
             del self._good[path]
+        if own is not None:
+            await self._carry_over(set(rejected) - set(self._good), own)
 
         desired: dict[str, tuple[Store, str]] = {}
-        writes: dict[str, _Upsert] = {}  # by item id: the last declaration wins, as in ``desired``
+        writes: dict[str, _Write] = {}  # by item id: the last declaration wins, as in ``desired``
         for good in self._good.values():
             for spec in good.specs:
                 for store, item_id, node in self._placements(spec):
                     desired[item_id] = (store, item_id)
-                    if not (good.written and self._in_force.get(item_id) == (store, item_id)):
-                        writes[item_id] = _Upsert(store, spec, item_id, node, good.mtime)
+                    if full or not (good.written and self._in_force.get(item_id) == (store, item_id)):
+                        writes[item_id] = _Write(store, spec, item_id, node)
         counts = {result: 0 for result in UpsertResult}
-        for write, result in zip(writes.values(), await _upsert_all(list(writes.values()), now)):
+        results = await _write_all(list(writes.values()), self.store, self.node_id, now)
+        superseded = []
+        for write, result in zip(writes.values(), results):
             counts[result] += 1
             if result is UpsertResult.SUPERSEDED:
-                log.warning("%s: the store holds a newer version; not overwritten", write.item_id)
+                superseded.append(write.item_id)
+            else:
+                self._superseded.pop(write.item_id, None)
         for good in self._good.values():
             good.written = True
 
-        removed = 0
+        # Withdrawn after the writes: a task moving from one file to another keeps its runtime state.
         stale = set(self._in_force) - set(desired)
-        if not self._first_done:
-            stale |= await self._gone_while_down(desired, counts[UpsertResult.SUPERSEDED])
-        for item_id in sorted(stale):
-            store = self._in_force.get(item_id, (self.store, item_id))[0]
-            if await store.remove_spec(item_id):
-                removed += 1
-                log.info("removed task %s: no longer declared", item_id, extra={"task": item_id})
+        if own is not None:
+            stale |= {d.item_id for d in own} - set(desired)
+        removed = await self._withdraw(sorted(stale), now)
         self._in_force = desired
+        for in_force in await self._describe_in_force(superseded, now):  # a withdrawal may have changed it
+            self._superseded[in_force.item_id] = in_force
+            log.warning("%s: the version in force is %s's (%s); this node's is not", in_force.item_id,
+                        ", ".join(in_force.nodes) or "no live node", in_force.source, extra={"task": in_force.item_id})
 
+        states = [self._file_state(result, rejected.get(result.path, ()), now) for result in directory.files]
         return ReloadReport(
-            ok=all(s.status == "applied" for s in states),
+            ok=not rejected,
             at=now,
             files=tuple(sorted(states, key=lambda s: s.path)),
             created=counts[UpsertResult.CREATED],
@@ -288,6 +361,114 @@ class Reconciler:
             superseded=counts[UpsertResult.SUPERSEDED],
         )
 
+    async def _withdraw(self, item_ids: list[str], now: datetime) -> int:
+        """This node no longer declares ``item_ids``: the tasks go unless another live node declares them."""
+        removed = 0
+        shared = []
+        for item_id in item_ids:
+            self._superseded.pop(item_id, None)
+            store = self._in_force.get(item_id, (self.store, item_id))[0]
+            if store is self.store:
+                shared.append(item_id)
+            elif await store.remove_spec(item_id):
+                removed += 1
+                log.info("removed task %s: no longer declared", item_id, extra={"task": item_id})
+        gone = set(await self.store.withdraw_specs(self.node_id, shared, live_after=now - self.node_timeout))
+        for item_id in shared:
+            if item_id in gone:
+                log.info("removed task %s: no longer declared", item_id, extra={"task": item_id})
+            else:
+                log.info("task %s: no longer declared here, other nodes still declare it", item_id,
+                         extra={"task": item_id})
+        return removed + len(gone)
+
+    async def _carry_over(self, paths: set[str], own: list[Declaration]) -> None:
+        """At start, the declarations this node had recorded for files that are present but rejected.
+
+        Only what the node can read and validate counts as its declaration; a
+        file it cannot read or that turned bad while the node was down keeps
+        what the node declared from it before, so its tasks keep the version in
+        force with their counters, history, checkpoint and operator overrides.
+        """
+        kept = [d.item_id for d in own if d.source is not None and d.source.path in paths]
+        if not kept:
+            return
+        found: dict[str, list[TaskSpec]] = {}
+        for declaration in await self.store.list_declarations(
+            node_id=self.node_id, item_ids=kept, with_documents=True
+        ):
+            found.setdefault(declaration.source.path, []).append(declaration.spec())
+        for path, specs in found.items():
+            specs.sort(key=lambda spec: spec.source.line if spec.source else 0)
+            self._good[path] = _GoodVersion("", tuple(specs), written=True)
+            log.warning("%s is rejected: its tasks stay as this node declared them (%s)",
+                        path, ", ".join(spec.name for spec in specs), extra={"file": path})
+
+    def _file_state(self, result: FileResult, problems: tuple[Problem, ...], now: datetime) -> FileState:
+        good = self._good.get(result.path)
+        names = tuple(s.name for s in good.specs) if good else ()
+        if problems:
+            return FileState(result.path, "rejected", result.sha256, now, names, problems,
+                             applied_sha256=good.sha256 if good else None)
+        others = tuple(
+            self._superseded[item_id]
+            for spec in result.specs
+            for _, item_id, _ in self._placements(spec)
+            if item_id in self._superseded
+        )
+        return FileState(result.path, "superseded" if others else "applied", result.sha256, now, names,
+                         superseded=others)
+
+    def _holders(self) -> dict[str, Source]:
+        """Each task name in force, and the declaration (file and line) that holds it."""
+        return {
+            spec.name: spec.source or Source(path, 0)
+            for path, good in self._good.items()
+            for spec in good.specs
+        }
+
+    async def _describe_in_force(self, item_ids: list[str], now: datetime) -> list[InForce]:
+        """For tasks whose version in force is not this node's: which one it is, and who declares it."""
+        if not item_ids:
+            return []
+        declarations: dict[str, list[Declaration]] = {}
+        for declaration in await self.store.list_declarations(item_ids=item_ids, live_after=now - self.node_timeout):
+            declarations.setdefault(declaration.item_id, []).append(declaration)
+        return [
+            _in_force(item_id, found)
+            for item_id, found in ((item_id, declarations.get(item_id, [])) for item_id in item_ids)
+            if any(d.node_id == self.node_id and d.spec_hash != d.in_force for d in found)
+        ]
+
+    async def current_files(self) -> tuple[tuple[FileState, ...], list[dict]]:
+        """The files of the last reload, their versions in force checked against the store now, and the
+        tasks of this node's on which live nodes disagree (for ``GET /cxs/config``)."""
+        report = self.last_report
+        if report is None:
+            return (), []
+        now = self.store.now()
+        mine = sorted(item_id for item_id, (store, _) in self._in_force.items() if store is self.store)
+        by_item: dict[str, list[Declaration]] = {}
+        if mine:
+            for declaration in await self.store.list_declarations(item_ids=mine, live_after=now - self.node_timeout):
+                by_item.setdefault(declaration.item_id, []).append(declaration)
+        self._superseded = {
+            item_id: _in_force(item_id, declarations)
+            for item_id, declarations in by_item.items()
+            if any(d.node_id == self.node_id and d.spec_hash != d.in_force for d in declarations)
+        }
+        files = []
+        for state in report.files:
+            if state.status != "rejected":
+                others = tuple(self._superseded[i] for i in self._items_of(state.path) if i in self._superseded)
+                state = replace(state, status="superseded" if others else "applied", superseded=others)
+            files.append(state)
+        divergence = [
+            _divergence(item_id, declarations) for item_id, declarations in by_item.items()
+            if _diverged(declarations)
+        ]
+        return tuple(files), divergence
+
     def _placements(self, spec: TaskSpec) -> Iterable[tuple[Store, str, str | None]]:
         """(store, item id, pinned node) for each copy of ``spec`` this node is responsible for."""
         if spec.node_local and not self.executor_node:
@@ -295,48 +476,71 @@ class Reconciler:
         item_id, node = spec.placement(self.node_id)
         yield (self.store if spec.persistent else self.memory_store), item_id, node
 
-    async def _gone_while_down(self, desired: dict[str, tuple[Store, str]], superseded: int) -> set[str]:
-        """Stored file tasks of this node's that no file declares any more (first reload only).
+    def _items_of(self, path: str) -> list[str]:
+        good = self._good.get(path)
+        return [item_id for spec in (good.specs if good else ()) for _, item_id, _ in self._placements(spec)]
 
-        Every task just written is in the store, as a file task unless a newer
-        version superseded it. So when nothing was superseded and the store counts
-        exactly as many file tasks as were written to it, nothing else is there:
-        one count instead of reading back every task (seconds for 10,000).
-        """
-        declared = sum(1 for store, _ in desired.values() if store is self.store)
-        if not superseded:
-            stored = await self.store.query_tasks(TaskQuery(origin_file=True, limit=0))
-            if stored.total == declared:
-                return set()
-        return await self._stored_file_tasks() - set(desired)
 
-    async def _stored_file_tasks(self) -> set[str]:
-        """Ids of the file-declared tasks this node is responsible for, as stored now (first reload only)."""
-        ids: set[str] = set()
-        page_size = 1000
-        offset = 0
-        while True:
-            page = await self.store.query_tasks(TaskQuery(origin_file=True, offset=offset, limit=page_size))
-            for task in page.items:
-                if task.node is None or task.node == self.node_id:
-                    ids.add(task.item_id)
-            offset += page_size
-            if offset >= page.total:
-                return ids
+def _recorded_holders(directory: DirectoryResult, own: list[Declaration]) -> dict[str, Source]:
+    """At start, for the names two files declare: the file this node had recorded as declaring it.
+
+    A node that restarts knows nothing of which file held a name, but its
+    recorded declarations do: the file that held the name keeps it, rather
+    than the file that sorts first.
+    """
+    contested = {name for _, name in directory.shadowed}
+    recorded = {d.source.path for d in own if d.source is not None}
+    holders: dict[str, Source] = {}
+    for result in directory.files:
+        if result.path in recorded:
+            for spec in result.specs:
+                if spec.name in contested and any(
+                    d.source is not None and d.source.path == result.path and d.item_id.split("@")[0] == spec.name
+                    for d in own
+                ):
+                    holders[spec.name] = spec.source or Source(result.path, 0)
+    return holders
+
+
+def _in_force(item_id: str, declarations: list[Declaration]) -> InForce:
+    """The version ``item_id`` holds, described by the declarations of it."""
+    in_force = next((d.in_force for d in declarations if d.in_force), "")
+    holding = [d for d in declarations if d.spec_hash == in_force]
+    newest = max(holding, key=lambda d: d.since, default=None)
+    return InForce(
+        item_id, in_force, tuple(d.node_id for d in holding), str(newest.source or "") if newest else "",
+        newest.version if newest else 0.0,
+    )
+
+
+def _diverged(declarations: list[Declaration]) -> bool:
+    live = [d for d in declarations if d.live]
+    return len({d.spec_hash for d in live} | {d.in_force for d in live}) > 1
+
+
+def _divergence(item_id: str, declarations: list[Declaration]) -> dict:
+    return {
+        "task": item_id,
+        "inForce": next((d.in_force for d in declarations if d.in_force), None),
+        "declarations": [
+            {"node": d.node_id, "specHash": d.spec_hash, "since": utc_iso(d.since), "live": d.live,
+             "source": str(d.source or "")}
+            for d in declarations
+        ],
+    }
 
 
 @dataclass(frozen=True)
-class _Upsert:
-    """One spec copy to write: ``store.upsert_spec`` with these arguments."""
+class _Write:
+    """One spec copy to write: declared in the shared store, or upserted in the node's memory store."""
 
     store: Store
     spec: TaskSpec
     item_id: str
     node: str | None
-    spec_version: float
 
 
-async def _upsert_all(writes: list[_Upsert], now: datetime) -> list[UpsertResult]:
+async def _write_all(writes: list[_Write], shared: Store, node_id: str, now: datetime) -> list[UpsertResult]:
     """The writes' results, in order; the first error is raised once every write of its chunk is done.
 
     Writes go out ``UPSERT_CHUNK`` at a time, concurrently: the SQLite store
@@ -346,17 +550,17 @@ async def _upsert_all(writes: list[_Upsert], now: datetime) -> list[UpsertResult
     enough that the engine's own writes (claims, finishes) get the store between
     chunks. The items of one reload are distinct, so their order does not matter.
     """
+
+    def write(w: _Write):
+        if w.store is shared:
+            return shared.declare_spec(node_id, w.spec, item_id=w.item_id, node=w.node)
+        return w.store.upsert_spec(w.spec, item_id=w.item_id, node=w.node, first_due=first_slot(w.spec.schedule, now))
+
     results: list[UpsertResult] = []
     for start in range(0, len(writes), UPSERT_CHUNK):
         chunk = writes[start:start + UPSERT_CHUNK]
         outcomes = await asyncio.gather(
-            *(
-                w.store.upsert_spec(
-                    w.spec, item_id=w.item_id, node=w.node, first_due=first_slot(w.spec.schedule, now),
-                    spec_version=w.spec_version,
-                )
-                for w in chunk
-            ),
+            *(write(w) for w in chunk),
             return_exceptions=True,  # no write left running unobserved when another fails
         )
         for outcome in outcomes:
@@ -364,11 +568,3 @@ async def _upsert_all(writes: list[_Upsert], now: datetime) -> list[UpsertResult
                 raise outcome
         results.extend(outcomes)
     return results
-
-
-def _mtime(path: str) -> float:
-    """The file's modification time: the version of its specs (see the rollout rule above)."""
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

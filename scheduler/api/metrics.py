@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..listener import EngineListener
-from ..model import Claim, RunResult, Task
+from ..model import Claim, Declaration, RunResult, Task
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,28 @@ class _TaskTimes(Collector):
                 last_run.add_metric([task.item_id], task.last_execution_date.timestamp())
         yield next_run
         yield last_run
+
+
+class _Divergence(Collector):
+    """Yields the declarations of the tasks on which live nodes disagree, from the last snapshot."""
+
+    def __init__(self) -> None:
+        self.declarations: list[Declaration] = []
+
+    def collect(self) -> Iterator[Metric]:
+        declared = GaugeMetricFamily(
+            "scheduler_task_declaration",
+            "1 for each live node declaring a task on which live nodes disagree: the spec (hash prefix) it "
+            "holds, and in_force 1 when that spec is the one in force.",
+            labels=["task", "node", "spec", "in_force"],
+        )
+        for d in self.declarations:
+            declared.add_metric([d.item_id, d.node_id, d.spec_hash[:12], str(int(d.spec_hash == d.in_force))], 1)
+        yield declared
+        yield GaugeMetricFamily(
+            "scheduler_tasks_diverged", "Tasks declared in files on which live nodes disagree.",
+            value=len({d.item_id for d in self.declarations}),
+        )
 
 
 class Metrics(EngineListener):
@@ -102,6 +124,8 @@ class Metrics(EngineListener):
         )
         self._task_times = _TaskTimes()
         self.registry.register(self._task_times)
+        self._divergence = _Divergence()
+        self.registry.register(self._divergence)
 
     # -- EngineListener --------------------------------------------------------
 
@@ -137,6 +161,10 @@ class Metrics(EngineListener):
         """Replace the snapshot rendered by ``render``: per-task timestamps of ``tasks``, out of ``total`` tasks."""
         self._task_times.tasks = list(tasks)
         self._task_times.total = total
+
+    def set_divergence(self, declarations: Iterable[Declaration]) -> None:
+        """Replace the snapshot of the live declarations of tasks on which live nodes disagree."""
+        self._divergence.declarations = list(declarations)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,10 +35,10 @@ class ApiServices:
     wake: Callable[[], None] = _nothing  # engine.wake: act at once after a state change
     check_leases: Callable[[], None] = _nothing  # engine.check_leases: stop a cancelled run here at once
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None
-    config_status: Callable[[], dict[str, Any]] | None = None
+    config_status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]] | None = None
     # Why the node cannot do its job now, one sentence each; empty when it is ready (GET /readyz).
     readiness: Callable[[], Awaitable[list[str]]] = _no_problems
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # A node whose last heartbeat is older is not counted as able to run anything:
-    # the lease duration, after which its leases too count as expired.
-    node_timeout: timedelta = timedelta(seconds=30)
+    # A node whose last heartbeat is older does not count: it runs nothing (a task no live node can
+    # run is shown so) and declares nothing (a task only it declared goes). At least the lease duration.
+    node_timeout: timedelta = timedelta(seconds=60)

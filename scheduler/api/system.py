@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from aiohttp import web
@@ -30,7 +31,10 @@ async def show_config(request: web.Request) -> web.Response:
     config_status = request.app[SERVICES].config_status
     if config_status is None:
         raise ApiError(503, "This node has no task directory configuration to show")
-    return web.json_response(config_status())
+    status = config_status()
+    if inspect.isawaitable(status):  # a node checks its files' versions against the store
+        status = await status
+    return web.json_response(status)
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -69,6 +73,15 @@ async def metrics(request: web.Request) -> web.Response:
                 unrunnable += count
     services.metrics.set_task_times(tasks, total)
     services.metrics.unrunnable.set(unrunnable)
+    live_after = services.store.now() - services.node_timeout
+    diverged = await services.store.list_declarations(diverged=True, live_after=live_after)
+    by_task: dict[str, list] = {}
+    for declaration in diverged:
+        by_task.setdefault(declaration.item_id, []).append(declaration)
+    services.metrics.set_divergence(
+        d for task in sorted(by_task)[:METRICS_TASK_LIMIT] for d in by_task[task]
+        if d.live and len({x.spec_hash for x in by_task[task] if x.live} | {d.in_force}) > 1
+    )
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -52,6 +52,14 @@ async def show_task(request: web.Request) -> web.Response:
     return web.json_response(await _detail(request, located.task))
 
 
+async def list_declarations(request: web.Request) -> web.Response:
+    """Which nodes declare the task in their files, with which spec, and which is in force."""
+    located = await _locate(request)
+    live_after = located.store.now() - request.app[SERVICES].node_timeout
+    found = await located.store.list_declarations(item_ids=[located.task.item_id], live_after=live_after)
+    return web.json_response(views.declarations(located.task, found))
+
+
 async def list_runs(request: web.Request) -> web.Response:
     offset, limit = params.paging(request)
     located = await _locate(request)

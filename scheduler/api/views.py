@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from ..model import NodeInfo, Page, RunRecord, Task
+from ..model import Declaration, NodeInfo, Page, RunRecord, Task
 from ..redact import redact_optional, redact_text
 from ..spec import utc_iso
 
@@ -144,3 +144,25 @@ def page(items: list[dict[str, Any]], offset: int, page_size: int, total: int) -
 
 def runs_page(runs: Page, page_size: int) -> dict[str, Any]:
     return page([run_record(r) for r in runs.items], runs.offset, page_size, runs.total)
+
+
+def declarations(task: Task, found: list[Declaration]) -> dict[str, Any]:
+    """``GET /cxs/tasks/{id}/declarations``: the nodes declaring a file task, and whether they agree."""
+    live = [d for d in found if d.live]
+    return {
+        "itemId": task.item_id,
+        "inForce": task.spec_hash,
+        "diverged": len({d.spec_hash for d in live} | {task.spec_hash}) > 1 if live else False,
+        "declarations": [
+            {
+                "node": d.node_id,
+                "specHash": d.spec_hash,
+                "inForce": d.spec_hash == task.spec_hash,
+                "since": iso(d.since),
+                "declaredAt": iso(d.declared_at),
+                "source": None if d.source is None else {"path": d.source.path, "line": d.source.line},
+                "live": d.live,
+            }
+            for d in found
+        ],
+    }

@@ -83,7 +83,11 @@ async def task_list(client: ApiClient, args: argparse.Namespace) -> int:
 async def task_show(client: ApiClient, args: argparse.Namespace) -> int:
     task = await _task(client, args.id)
     runs = (await client.call("GET", task_path(args.id, "runs"), {"limit": RECENT_RUNS})).body["list"]
-    _print({**task, "runs": runs}, args, lambda: render.task_view(task, runs, width=render.terminal_width()))
+    declared = (await client.call("GET", task_path(args.id, "declarations"))).body
+    _print(
+        {**task, "runs": runs, "declarations": declared}, args,
+        lambda: render.task_view(task, runs, width=render.terminal_width(), declared=declared),
+    )
     return EXIT_OK
 
 

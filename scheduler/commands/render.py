@@ -177,8 +177,10 @@ def task_table(tasks: list[dict[str, Any]], *, total: int | None = None, width: 
     return "\n".join(lines)
 
 
-def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | None = None) -> str:
-    """``task-show``: every field of the task, then its recent runs and the newest run's output."""
+def task_view(
+    task: dict[str, Any], runs: list[dict[str, Any]], width: int | None = None, declared: dict[str, Any] | None = None
+) -> str:
+    """``task-show``: every field of the task, the nodes declaring it, its recent runs and the newest run's output."""
     source = task.get("source") or {}
     location = f"{source.get('path')}:{source.get('line')}" if source.get("line") else source.get("path")
     overrides = task.get("overrides") or {}
@@ -214,6 +216,7 @@ def task_view(task: dict[str, Any], runs: list[dict[str, Any]], width: int | Non
             ("Last Error", task.get("lastError")),
             ("Parameters", task.get("parameters")),
             ("Checkpoint", task.get("checkpointData")),
+            ("Declared By", declarations_text(declared)),
         ]
     )
     if not runs:
@@ -248,6 +251,22 @@ def runnable_text(task: dict[str, Any]) -> str | None:
     if task.get("executorType"):
         return f"no: no live node has an executor for type {task['executorType']} (the task waits for one)"
     return "no: none of the nodes it may run on is live (the task waits for one)"
+
+
+def declarations_text(declared: dict[str, Any] | None) -> list[str] | None:
+    """One line per node declaring the task: the spec it holds (hash prefix), in force or not, since when."""
+    if not declared or not declared.get("declarations"):
+        return None
+    lines = []
+    for d in declared["declarations"]:
+        source = d.get("source") or {}
+        where = f"{source.get('path')}:{source.get('line')}" if source else "?"
+        state = "in force" if d.get("inForce") else "NOT in force"
+        live = "" if d.get("live", True) else ", node not live"
+        lines.append(f"{d['node']}: spec {d['specHash'][:12]} ({state}{live}) since {short_date(d.get('since'))}, {where}")
+    if declared.get("diverged"):
+        lines.append("the live nodes disagree: the version in force is the newest (see README, Reload rules)")
+    return lines
 
 
 def _yes_no(value: Any) -> str | None:
@@ -285,6 +304,11 @@ def reload_text(report: dict[str, Any]) -> str:
     for state in report.get("files", []):
         if state.get("status") == "rejected" and state.get("tasks"):
             lines.append(f"{state['path']}: rejected; its last good version stays in force ({', '.join(state['tasks'])})")
+        for other in state.get("superseded", []):
+            lines.append(
+                f"{state['path']}: not in force: task {other['task']} runs the version of {other['source'] or '?'}"
+                f" (spec {other['specHash'][:12]})"
+            )
         lines.extend(f"{e['location']}: {e['message']}" for e in state.get("errors", []))
     lines.extend(report.get("errors", []))
     return "\n".join(lines)

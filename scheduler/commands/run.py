@@ -41,7 +41,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     config = load_config(args.config)
     overrides: dict[str, Any] = {}
     if args.tasks_dir is not None:
-        overrides["tasks_dir"] = args.tasks_dir.resolve()
+        overrides["tasks_dir"] = Path(os.path.abspath(args.tasks_dir))  # symlinks followed at each reload
     if args.state_dir is not None:
         overrides["state_dir"] = args.state_dir.resolve()
     for flag, field in (("store", "store"), ("node_id", "node_id"), ("listen", "listen")):

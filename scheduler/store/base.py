@@ -40,9 +40,8 @@ from datetime import datetime, timedelta
 from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
-    SORT_FIELDS, Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Status, Task,
-    TaskQuery, Transition,
-    UpsertResult, system_clock, truncate_ms,
+    SORT_FIELDS, Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Status,
+    Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -124,6 +123,71 @@ class Store(abc.ABC):
         notices at its next renewal and is stopped; its open run record is closed
         as ``cancelled`` now, since its node will write nothing. False if there
         was no task."""
+
+    # -- declarations: the tasks the nodes declare in their files ------------
+
+    @abc.abstractmethod
+    async def declare_spec(
+        self, node_id: str, spec: TaskSpec, *, item_id: str | None = None, node: str | None = None
+    ) -> UpsertResult:
+        """Record that ``node_id`` declares ``spec`` (from one of its files), and
+        put the newest declaration of the task in force. Atomic for the task.
+
+        The declaration ``(item_id, node_id)`` keeps the spec document, its hash,
+        the source and ``node`` (the pin of ``runOn: all`` copies), and ``since``:
+        kept while the node declares the same spec hash; for a new hash, the
+        ``since`` of another node's declaration of that same hash (the content
+        first appeared there), else now. ``declared_at`` is now whenever the
+        declaration is written (an unchanged one writes nothing).
+
+        The version in force is the declaration with the greatest ``since``, then
+        the greatest spec hash: deterministic, and it only moves forward, so
+        nodes holding different versions during a rollout converge and never
+        flip back. ``spec`` goes in force through ``upsert_spec`` (same rules for
+        runtime state; ``first_due`` from the spec's schedule and now) with
+        ``since`` in epoch seconds as its version, and the result is
+        ``upsert_spec``'s, or SUPERSEDED when the task holds a version of a greater
+        (version, hash): another declaration's, or one written before.
+        """
+
+    @abc.abstractmethod
+    async def withdraw_specs(self, node_id: str, item_ids: Sequence[str], *, live_after: datetime) -> list[str]:
+        """``node_id`` no longer declares these tasks: delete its declarations.
+
+        A task no live node declares any more is deleted as ``remove_spec`` does
+        (with every declaration left of it); the ids of those are returned. A
+        node is live while its heartbeat, or its declaration of the task, is not
+        older than ``live_after``. A task other live nodes still declare stays;
+        if none of the declarations left holds the version in force, the newest
+        live one (greatest ``since``, then hash) is put in force. A task that had
+        no declaration at all (stored before declarations existed) is deleted.
+        Atomic per task: a node declaring the task meanwhile keeps it.
+        """
+
+    @abc.abstractmethod
+    async def drop_stale_declarations(self, node_id: str, *, live_after: datetime) -> list[str]:
+        """Forget the declarations of nodes that are not live (see
+        ``withdraw_specs``; ``node_id``'s own always count), and delete the tasks
+        left with no declaration, returning their ids. A task some live node
+        still declares keeps the version it holds: a node that stopped counting
+        never makes the version in force go back. Tasks that never had a
+        declaration are not touched."""
+
+    @abc.abstractmethod
+    async def list_declarations(
+        self,
+        *,
+        node_id: str | None = None,
+        item_ids: Sequence[str] | None = None,
+        diverged: bool = False,
+        live_after: datetime | None = None,
+        with_documents: bool = False,
+    ) -> list[Declaration]:
+        """Declarations by task id, then node id, with the hash the task holds
+        (``in_force``). Filters: one node's, some tasks', and ``diverged``: those of
+        tasks whose declarations hold different hashes, or one that the task does
+        not hold. ``live`` is computed against ``live_after`` (True when None);
+        ``with_documents`` adds each declared spec document."""
 
     # -- reads -------------------------------------------------------------
 

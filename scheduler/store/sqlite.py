@@ -28,15 +28,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ..errors import StoreError
 from ..spec import TaskSpec
 from ..model import (
-    Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery, Transition,
-    UpsertResult, system_clock,
+    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
+    Transition, UpsertResult, system_clock,
 )
 from . import sqlite_claims as claims_sql
+from . import sqlite_declarations as declarations_sql
 from . import sqlite_tasks as tasks_sql
 from .base import Store
 from .sqlite_schema import connect, to_json
@@ -226,6 +227,32 @@ class SQLiteStore(Store):
 
     async def remove_spec(self, item_id: str) -> bool:
         return await self._write(tasks_sql.remove, item_id)
+
+    async def declare_spec(
+        self, node_id: str, spec: TaskSpec, *, item_id: str | None = None, node: str | None = None
+    ) -> UpsertResult:
+        return await self._write(declarations_sql.declare, node_id, spec, item_id or spec.name, node)
+
+    async def withdraw_specs(self, node_id: str, item_ids: Sequence[str], *, live_after: datetime) -> list[str]:
+        if not item_ids:
+            return []
+        return await self._write(declarations_sql.withdraw, node_id, list(item_ids), live_after)
+
+    async def drop_stale_declarations(self, node_id: str, *, live_after: datetime) -> list[str]:
+        return await self._write(declarations_sql.drop_stale, node_id, live_after)
+
+    async def list_declarations(
+        self,
+        *,
+        node_id: str | None = None,
+        item_ids: Sequence[str] | None = None,
+        diverged: bool = False,
+        live_after: datetime | None = None,
+        with_documents: bool = False,
+    ) -> list[Declaration]:
+        return await self._read(
+            declarations_sql.list_declarations, node_id, item_ids, diverged, live_after, with_documents
+        )
 
     async def get_task(self, item_id: str) -> Task:
         return await self._read(tasks_sql.get, item_id)

@@ -4,7 +4,9 @@ Times are INTEGER epoch milliseconds (exact, and the precision of BSON dates).
 JSON-shaped fields (spec, labels, nodes, history, details, checkpoint, task
 types) are TEXT holding JSON. The ``meta`` table carries ``schema_version``;
 opening an older file migrates it (``MIGRATIONS``), in the transaction that
-checks the version, so concurrent openers migrate it once.
+checks the version, so concurrent openers migrate it once. ``declarations``
+(what each node declares in its files, see ``Store.declare_spec``) came later
+without a version change: older nodes never read it.
 """
 
 from __future__ import annotations
@@ -144,6 +146,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     listen TEXT NOT NULL,
     task_types TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS declarations (
+    item_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    spec TEXT, -- NULL while it is the spec the task holds, which the task row has (sqlite_declarations)
+    spec_hash TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    declared_at INTEGER NOT NULL,
+    source_path TEXT,
+    source_line INTEGER,
+    pinned TEXT,
+    PRIMARY KEY (item_id, node_id)
+);
+CREATE INDEX IF NOT EXISTS declarations_by_node ON declarations (node_id, item_id);
 """
 
 # Version n -> n + 1, run in order before ``DDL`` (which then creates what is new).

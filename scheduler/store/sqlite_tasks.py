@@ -7,6 +7,7 @@ Like ``sqlite_claims``, each function runs inside a transaction opened by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -18,7 +19,7 @@ from ..model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
     UpsertResult, is_file_source,
 )
-from ..spec import TaskSpec, document_hash
+from ..spec import TaskSpec
 from .common import epoch_ms
 from .sqlite_claims import read_row, transition
 from .sqlite_schema import (
@@ -43,16 +44,35 @@ FINAL_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in 
 # -- specs -------------------------------------------------------------------------
 
 
+_CURRENT_SPEC = "SELECT spec, spec_hash, spec_version, status FROM tasks WHERE item_id = ?"
+_READ = object()  # upsert's ``current`` when the caller has not read the row
+
+
 def upsert(
     conn: sqlite3.Connection, now: datetime, spec: TaskSpec, item_id: str, node: str | None,
-    first_due: datetime | None, spec_version: float,
+    first_due: datetime | None, spec_version: float, *, document: dict[str, Any] | None = None,
+    spec_json: str | None = None, spec_hash: str | None = None, force: bool = False,
+    current: sqlite3.Row | None | object = _READ,
 ) -> UpsertResult:
+    """``Store.upsert_spec``. ``document``, ``spec_json``, ``spec_hash`` and ``current`` (the task's
+    ``_CURRENT_SPEC`` row, None when absent): what the caller built or read already.
+    ``force``: replace the spec whatever its version (a declaration put in force when another is withdrawn)."""
+    if document is None:
+        document = spec.to_dict()
+    if spec_json is None:
+        spec_json = to_json(document)
+    if spec_hash is None:
+        spec_hash = json_hash(spec_json)
+    row = conn.execute(_CURRENT_SPEC, (item_id,)).fetchone() if current is _READ else current
+    if row is not None and row["spec_hash"] == spec_hash:
+        return UpsertResult.UNCHANGED  # before building anything: the common case of every reload
+    if row is not None and row["spec_version"] > spec_version and not force:
+        return UpsertResult.SUPERSEDED
     now_ms = epoch_ms(now)
     due = ms_or_none(first_due)
-    document = spec.to_dict()
     declared = {
-        "spec": to_json(document),
-        "spec_hash": document_hash(document),
+        "spec": spec_json,
+        "spec_hash": spec_hash,
         "spec_version": spec_version,
         "source_path": None if spec.source is None else spec.source.path,
         "source_line": None if spec.source is None else spec.source.line,
@@ -67,7 +87,6 @@ def upsert(
         "node": node,
         "last_modified": now_ms,
     }
-    row = conn.execute("SELECT spec, spec_hash, spec_version, status FROM tasks WHERE item_id = ?", (item_id,)).fetchone()
     if row is None:
         values = {
             **declared, "item_id": item_id, "status": Status.SCHEDULED.value, "next_at": due,
@@ -77,10 +96,7 @@ def upsert(
         placeholders = ", ".join(f":{column}" for column in values)
         conn.execute(f"INSERT INTO tasks ({', '.join(values)}) VALUES ({placeholders})", values)
         return UpsertResult.CREATED
-    if row["spec_hash"] == declared["spec_hash"]:
-        return UpsertResult.UNCHANGED
-    if row["spec_version"] > spec_version:
-        return UpsertResult.SUPERSEDED
+    keep_declared_specs(conn, item_id, row["spec"])
     updates = dict(declared)
     schedule_changed = json.loads(row["spec"])["schedule"] != document["schedule"]
     if schedule_changed and row["status"] != Status.RUNNING:
@@ -91,10 +107,23 @@ def upsert(
     return UpsertResult.UPDATED
 
 
+def json_hash(spec_json: str) -> str:
+    """``document_hash`` of the document ``spec_json`` (``to_json``) was made from: both are the same
+    canonical JSON (sorted keys, no spaces), so one encoding serves the column and the hash."""
+    return hashlib.sha256(spec_json.encode()).hexdigest()
+
+
+def keep_declared_specs(conn: sqlite3.Connection, item_id: str, spec_json: str) -> None:
+    """The task's spec ``spec_json`` is about to change or go: the declarations that left theirs to the
+    task (NULL: it is the one the task holds) keep a copy of it."""
+    conn.execute("UPDATE declarations SET spec = ? WHERE item_id = ? AND spec IS NULL", (spec_json, item_id))
+
+
 def remove(conn: sqlite3.Connection, now: datetime, item_id: str) -> bool:
-    deleted = conn.execute("DELETE FROM tasks WHERE item_id = ? RETURNING status", (item_id,)).fetchone()
+    deleted = conn.execute("DELETE FROM tasks WHERE item_id = ? RETURNING status, spec", (item_id,)).fetchone()
     if deleted is None:
         return False
+    keep_declared_specs(conn, item_id, deleted["spec"])
     if deleted["status"] == Status.RUNNING:
         conn.execute(
             "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE task_id = ? AND finished_at IS NULL",

@@ -177,11 +177,13 @@ def test_task_show_gives_every_field_the_runs_and_the_output(node):
     assert text.rstrip().endswith("  report for disk-report")
 
 
-def test_task_show_json_is_the_task_and_its_runs(node):
+def test_task_show_json_is_the_task_its_runs_and_declarations(node):
     shown = json.loads(ok(admin(node, "task-show", "flaky-import", "-o", "json")))
     runs = shown.pop("runs")
+    declarations = shown.pop("declarations")
     assert shown == node.get("/cxs/tasks/flaky-import")
     assert runs == node.get("/cxs/tasks/flaky-import/runs")["list"]
+    assert declarations == node.get("/cxs/tasks/flaky-import/declarations")
     assert runs[0]["output"] == "boom\n" and runs[0]["exitCode"] == 3
 
 

@@ -150,7 +150,7 @@ def test_a_missing_path_exits_2_even_beside_valid_files(tmp_path):
 def test_an_unreadable_file_in_a_directory_exits_2(tmp_path):
     (tmp_path / "dangling.yaml").symlink_to(tmp_path / "gone.yaml")
     code, _, stderr = validate(tmp_path)
-    assert code == USAGE and "dangling.yaml: cannot read: No such file or directory" in stderr
+    assert code == USAGE and f"dangling.yaml: cannot read: dangling symbolic link to {tmp_path / 'gone.yaml'}" in stderr
 
 
 MEASURE = textwrap.dedent(

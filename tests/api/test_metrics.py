@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.api.metrics import Metrics
+from scheduler.api.services import ApiServices
 from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
 from scheduler.model import NodeInfo, Outcome
@@ -63,6 +64,9 @@ async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store)
     assert samples[("scheduler_tasks", ())] == 2
 
 
+NODE_TIMEOUT = ApiServices.__dataclass_fields__["node_timeout"].default  # a node silent for longer is gone
+
+
 async def test_tasks_no_live_node_can_run(client, seed, store, memory_store, clock):
     await seed.task("shell-job", run={"shell": "true"})
     await seed.task("app-1", type="appJob")
@@ -76,7 +80,7 @@ async def test_tasks_no_live_node_can_run(client, seed, store, memory_store, clo
     await store.heartbeat(NodeInfo("app", True, clock(), task_types=("appJob",)))
     assert (await scrape(client))[("scheduler_tasks_unrunnable", ())] == 1  # local-app: node-1 has no appJob executor
 
-    clock.advance(LEASE + timedelta(milliseconds=1))  # no heartbeat since: no live node at all
+    clock.advance(NODE_TIMEOUT + timedelta(milliseconds=1))  # no heartbeat since: no live node at all
     assert (await scrape(client))[("scheduler_tasks_unrunnable", ())] == 4
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from scheduler.api.services import ApiServices
 from scheduler.model import NodeInfo, Outcome, Status
 from scheduler.schedule import first_slot
 from scheduler.spec import Source, TaskSpec
@@ -294,8 +295,10 @@ async def test_show_tells_whether_a_live_node_can_run_the_task(client, seed, sto
     await seed.task("local-app", type="appJob", persistent=False, store=memory_store)  # pinned to node-1
     await store.heartbeat(NodeInfo("node-1", True, clock(), task_types=("report",)))
     await store.heartbeat(NodeInfo("api-only", False, clock(), task_types=("appJob",)))  # runs nothing
-    # Its last heartbeat is older than a lease: gone.
-    await store.heartbeat(NodeInfo("node-3", True, clock() - timedelta(seconds=31), task_types=("appJob",)))
+    # Its last heartbeat is older than the node timeout: gone.
+    node_timeout = ApiServices.__dataclass_fields__["node_timeout"].default
+    await store.heartbeat(NodeInfo("node-3", True, clock() - node_timeout - timedelta(seconds=1),
+                                   task_types=("appJob",)))
 
     async def shown() -> dict[str, tuple]:
         names = ("shell-job", "app-job", "on-node-3", "local-app")

@@ -120,23 +120,81 @@ async def test_placement_of_non_persistent_and_run_on_all_tasks(tmp_path, stores
     assert (await shared.get_task("everywhere@n2")).node == "n2"
 
 
-async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path, stores):
+async def test_nodes_holding_different_versions_converge_on_the_newest(tmp_path, stores, clock):
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old_dir.mkdir()
     new_dir.mkdir()
-    write(old_dir / "a.yaml", task_yaml("a", description="old"), mtime=1_700_000_000)
-    write(new_dir / "a.yaml", task_yaml("a", description="new"), mtime=1_700_000_600)
+    write(old_dir / "a.yaml", task_yaml("a", description="old"))
+    write(new_dir / "a.yaml", task_yaml("a", description="new"), mtime=1_600_000_000)  # mtimes do not matter
     lagging, updated = reconciler(old_dir, stores, "n1"), reconciler(new_dir, stores, "n2")
 
     await lagging.reload()
+    clock.advance(timedelta(seconds=1))
     await updated.reload()
-    for _ in range(3):  # nodes keep reconciling: nobody flips the spec back
+    for _ in range(3):  # nodes keep reconciling and restarting: nobody flips the spec back
+        clock.advance(timedelta(seconds=1))
         restarted = reconciler(old_dir, stores, "n1")
         report = await restarted.reload()
         assert report.superseded == 1 and report.updated == 0
-        await updated.reload()
+        await updated.reload(full=True)
 
     assert (await stores[0].get_task("a")).spec.description == "new"
+    [state] = report.files  # the lagging node says so, and which version runs instead
+    assert state.status == "superseded" and state.to_dict()["appliedSha256"] is None
+    assert [(s.item_id, s.nodes, s.source) for s in state.superseded] == [("a", ("n2",), f"{new_dir / 'a.yaml'}:1")]
+    files, divergence = await restarted.current_files()
+    assert files[0].status == "superseded" and [d["task"] for d in divergence] == ["a"]
+
+    write(old_dir / "a.yaml", task_yaml("a", description="new"))  # the lagging node catches up
+    report = await restarted.reload()
+    assert report.files[0].status == "applied" and report.superseded == 0
+    assert (await restarted.current_files())[1] == []
+
+
+async def test_an_empty_directory_removes_nothing_another_node_declares(tmp_path, stores, clock):
+    full, empty = tmp_path / "full", tmp_path / "empty"
+    full.mkdir()
+    empty.mkdir()
+    write(full / "a.yaml", task_yaml("a"))
+    await reconciler(full, stores, "n1").reload()
+
+    report = await reconciler(empty, stores, "n2").reload()
+
+    assert report.removed == 0 and await ids(stores[0]) == ["a"]
+
+
+async def test_a_task_only_nodes_without_heartbeat_declared_goes(tmp_path, stores, clock):
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.mkdir()
+    theirs.mkdir()
+    write(mine / "a.yaml", task_yaml("a"))
+    write(theirs / "a.yaml", task_yaml("a"))
+    write(theirs / "b.yaml", task_yaml("b"))
+    timeout = timedelta(seconds=30)
+    me = reconciler(mine, stores, "n1", node_timeout=timeout)
+    await reconciler(theirs, stores, "n2", node_timeout=timeout).reload()
+    await me.reload()
+
+    await me.maintain()  # n2 is live, and n1 has not been up long enough anyway
+    assert await ids(stores[0]) == ["a", "b"]
+    clock.advance(timeout * 2)  # n2 wrote no heartbeat since
+    await me.maintain()
+    assert await ids(stores[0]) == ["a"]
+    assert [d.node_id for d in await stores[0].list_declarations()] == ["n1"]
+
+
+async def test_a_declaration_gone_from_the_store_is_made_again(tmp_path, stores, clock):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+    await stores[0].withdraw_specs("node-1", ["a"], live_after=clock())  # as a confused peer could
+
+    await rec.maintain()
+
+    assert await ids(stores[0]) == ["a"]
+    assert [d.node_id for d in await stores[0].list_declarations()] == ["node-1"]
 
 
 async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stores):
@@ -153,6 +211,59 @@ async def test_duplicate_names_across_files_reject_the_later_file(tmp_path, stor
     assert await ids(stores[0]) == ["same"]
 
 
+async def test_a_name_belongs_to_the_file_that_holds_it_whatever_the_name_order(tmp_path, stores, clock):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "b.yaml", task_yaml("same", description="holder"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+
+    write(tasks / "a.yaml", task_yaml("same", description="intruder") + "---\n" + task_yaml("other"))
+    report = await rec.reload()
+    assert [f.status for f in report.files] == ["rejected", "applied"]
+    assert report.files[0].problems[0].message == f"task name 'same' is already defined in {tasks / 'b.yaml'}:1"
+    assert await ids(stores[0]) == ["same"]  # the intruder's file is rejected as a whole
+
+    restarted = reconciler(tasks, stores)  # the store tells a restarted node which file held the name
+    report = await restarted.reload()
+    assert [f.status for f in report.files] == ["rejected", "applied"] and report.removed == 0
+
+    (tasks / "a.yaml").unlink()  # the intruder goes: nothing changes
+    report = await restarted.reload()
+    assert (report.updated, report.removed) == (0, 0)
+    write(tasks / "a.yaml", task_yaml("same", description="intruder") + "---\n" + task_yaml("other"))
+    await restarted.reload()
+    (tasks / "b.yaml").unlink()  # the holder goes: the other declaration takes the name
+    clock.advance(timedelta(seconds=1))
+    report = await restarted.reload()
+    assert [f.status for f in report.files] == ["applied"]
+    assert (await stores[0].get_task("same")).spec.description == "intruder"
+    assert await ids(stores[0]) == ["other", "same"]
+
+
+async def test_a_restart_beside_a_broken_file_keeps_the_version_in_force(tmp_path, stores, clock):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a", description="good") + "---\n" + task_yaml("b"))
+    write(tasks / "c.yaml", task_yaml("c"))
+    await reconciler(tasks, stores).reload()
+    await stores[0].update_config("a", max_retries=9)
+    write(tasks / "a.yaml", task_yaml("a", schedul="typo"))
+    (tasks / "c.yaml").unlink()
+
+    restarted = reconciler(tasks, stores)
+    report = await restarted.reload()
+
+    assert (report.removed, report.updated) == (1, 0)  # c's file went; a's is only broken
+    assert (report.files[0].status, report.files[0].tasks) == ("rejected", ("a", "b"))
+    assert await ids(stores[0]) == ["a", "b"] and (await stores[0].get_task("a")).max_retries == 9
+    write(tasks / "a.yaml", task_yaml("a", description="fixed"))
+    clock.advance(timedelta(seconds=1))
+    report = await restarted.reload()
+    assert (report.updated, report.removed) == (1, 1)  # b is no longer declared
+    assert (await stores[0].get_task("a")).spec.description == "fixed"
+
+
 async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_was_down(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
@@ -167,7 +278,7 @@ async def test_first_reload_removes_file_tasks_whose_files_went_while_the_node_w
     assert await ids(stores[0]) == ["a"]
 
 
-async def test_first_reload_removes_only_this_nodes_tasks_beside_other_nodes_copies(tmp_path, stores):
+async def test_a_file_gone_while_down_goes_with_the_last_node_declaring_it(tmp_path, stores):
     tasks = tmp_path / "tasks.d"
     tasks.mkdir()
     write(tasks / "a.yaml", task_yaml("a"))
@@ -179,6 +290,9 @@ async def test_first_reload_removes_only_this_nodes_tasks_beside_other_nodes_cop
 
     report = await reconciler(tasks, stores, "n1").reload()
 
+    assert (report.created, report.updated, report.removed) == (0, 0, 0)  # n2 still declares b
+    assert await ids(stores[0]) == ["a", "b", "everywhere@n1", "everywhere@n2"]
+    report = await reconciler(tasks, stores, "n2").reload()
     assert (report.created, report.updated, report.removed) == (0, 0, 1)
     assert await ids(stores[0]) == ["a", "everywhere@n1", "everywhere@n2"]
 
@@ -192,11 +306,11 @@ class FailingOnce:
     def __getattr__(self, name):
         return getattr(self.store, name)
 
-    async def upsert_spec(self, spec, **options):
+    async def declare_spec(self, node_id, spec, **options):
         if options.get("item_id") == self.item_id and not self.failed:
             self.failed = True
             raise StoreError("connection lost")
-        return await self.store.upsert_spec(spec, **options)
+        return await self.store.declare_spec(node_id, spec, **options)
 
 
 async def test_writes_go_out_in_chunks_and_a_failed_write_is_retried_by_the_next_reload(tmp_path, stores, monkeypatch):

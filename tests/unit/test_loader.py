@@ -1,6 +1,7 @@
 import hashlib
 import os
 import random
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -213,11 +214,40 @@ def test_directory_reads_task_files_only(tmp_path):
     write(tmp_path, "b.yml", BASE.replace("name: t", "name: b"))
     for ignored in (".ansible_tmpXYZ.yaml", "a.yaml~", "x.swp", "notes.txt", "c.yaml.dpkg-old"):
         write(tmp_path, ignored, "not: [valid")
-    (tmp_path / "sub.yaml").mkdir()  # directories are never read, even with a task-like name
-    write(tmp_path / "sub.yaml", "deep.yaml", "not: [valid")
+    (tmp_path / "sub").mkdir()  # subdirectories are not read
+    write(tmp_path / "sub", "deep.yaml", "not: [valid")
     result = load_directory(tmp_path)
     assert [os.path.basename(f.path) for f in result.files] == ["a.yaml", "b.yml"]
     assert result.ok and [s.name for s in result.specs] == ["t", "b"]
+
+
+def test_only_regular_files_are_read_and_each_odd_entry_is_its_own_problem(tmp_path):
+    write(tmp_path, "good.yaml", BASE)
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it for reading would wait for a writer forever
+    (tmp_path / "dir.yaml").mkdir()
+    (tmp_path / "device.yaml").symlink_to("/dev/null")
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    (tmp_path / "dangling.yaml").symlink_to("nowhere.yaml")
+    (tmp_path / "link.yaml").symlink_to("good.yaml")  # a link to a regular file is read
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "sock.yaml"))
+        result = load_directory(tmp_path, known_types=())
+
+    errors = {os.path.basename(f.path): f.io_error for f in result.files}
+    assert errors == {
+        "dangling.yaml": "dangling symbolic link to nowhere.yaml",
+        "device.yaml": "not a regular file: a character device",
+        "dir.yaml": "not a regular file: a directory",
+        "fifo.yaml": "not a regular file: a FIFO (named pipe)",
+        "good.yaml": None,
+        "link.yaml": None,
+        "loop.yaml": "symbolic link loop (too many levels of symbolic links)",
+        "sock.yaml": "not a regular file: a socket",
+    }
+    fifo = next(f for f in result.files if f.path.endswith("fifo.yaml"))
+    assert str(fifo.problems[0]) == f"{tmp_path / 'fifo.yaml'}: cannot read: not a regular file: a FIFO (named pipe)"
+    assert [s.name for s in result.specs] == ["t"]  # link.yaml repeats good.yaml's name: a duplicate
+    assert load_file(tmp_path / "fifo.yaml").io_error == "not a regular file: a FIFO (named pipe)"
 
 
 def test_duplicate_names_across_files_name_both_files(tmp_path):
@@ -228,6 +258,23 @@ def test_duplicate_names_across_files_name_both_files(tmp_path):
     assert [s.source.path for s in result.specs] == [first]  # the file that sorts first keeps the task
     assert all(f.ok and len(f.specs) == 1 for f in result.files)  # each file alone is fine
     assert not result.ok and result.all_problems == result.problems
+
+
+def test_a_name_belongs_to_its_holder_whatever_the_name_order(tmp_path):
+    first = write(tmp_path, "10-first.yaml", BASE)
+    second = write(tmp_path, "20-second.yaml", "# the holder\n" + BASE)
+    held = {"t": Source(second, 2)}
+
+    result = load_directory(tmp_path, known_types=(), holders=held)
+    assert result.problems == (Problem(first, 1, 1, "/name", f"task name 't' is already defined in {second}:2"),)
+    assert [s.source.path for s in result.specs] == [second]
+
+    write(tmp_path, "20-second.yaml", "name: [")  # a rejected holder keeps its name (its last good version runs)
+    assert load_directory(tmp_path, known_types=(), holders=held).problems[0].path == first
+    write(tmp_path, "20-second.yaml", BASE.replace("name: t", "name: u"))  # a holder that let it go does not
+    assert load_directory(tmp_path, known_types=(), holders=held).ok
+    os.unlink(second)  # nor one that went
+    assert load_directory(tmp_path, known_types=(), holders=held).ok
 
 
 def test_a_bad_file_does_not_hide_the_good_ones(tmp_path):
@@ -263,7 +310,7 @@ def test_a_rescan_with_other_executor_types_parses_everything_again(tmp_path):
 def test_a_dangling_symlink_is_reported(tmp_path):
     (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     [result] = load_directory(tmp_path).files
-    assert result.io_error == "No such file or directory"
+    assert result.io_error == f"dangling symbolic link to {tmp_path / 'nowhere.yaml'}"
 
 
 def test_an_unlistable_directory_raises(tmp_path):

@@ -18,6 +18,7 @@ import yaml
 
 from scheduler import cli
 from scheduler.config import NodeConfig, load_config, parse_config
+from scheduler.errors import ConfigError
 from scheduler.engine import EngineConfig
 from scheduler.executors.command import CommandExecutor
 from scheduler.spec import parse_duration
@@ -149,3 +150,9 @@ def test_stop_gives_runs_their_grace_then_kills_the_rest():
     # SIGTERM to the daemon alone: tasks must not get it before the engine's grace.
     assert (only("KillMode"), only("KillSignal")) == ("mixed", "SIGTERM")
     assert only("Restart") == "on-failure"
+
+
+def test_node_timeout_is_at_least_the_lease(tmp_path):
+    assert parse_config({"leaseDuration": "20s", "nodeTimeout": "2m"}, tmp_path).node_timeout == timedelta(minutes=2)
+    with pytest.raises(ConfigError, match="nodeTimeout must be at least leaseDuration"):
+        parse_config({"leaseDuration": "90s", "nodeTimeout": "60s"}, tmp_path)

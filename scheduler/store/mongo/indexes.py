@@ -33,6 +33,13 @@ Collection ``runs`` (``_id`` is ``<taskId>:<scheduledFor ms>:<attempt>``):
 - ``expireAt_ttl`` ``(expireAt)``, ``expireAfterSeconds: 0``: finished run
   records are deleted by the TTL monitor when their retention has passed.
 
+Collection ``declarations`` (what each node declares in its files, see ``declarations``):
+
+- ``task_node`` ``(task, node)``, unique: one declaration per node and task; a
+  task's declarations are read together.
+- ``node_task`` ``(node, task)``: a node's own declarations, and those of nodes
+  that stopped counting.
+
 The TTL monitor runs about once a minute (mongomock only hides expired
 documents from reads), so ``purge()`` deletes expired documents itself as well.
 Only tasks in a final status carry ``expireAt``: every action that schedules a
@@ -97,6 +104,13 @@ def run_indexes() -> list[IndexModel]:
 RETIRED_TASK_INDEXES = ("claim",)
 
 
+def declaration_indexes() -> list[IndexModel]:
+    return [
+        IndexModel([("task", ASCENDING), ("node", ASCENDING)], name="task_node", unique=True),
+        IndexModel([("node", ASCENDING), ("task", ASCENDING)], name="node_task"),
+    ]
+
+
 def create_indexes(database: Any) -> None:
     """Create every index and drop retired ones (blocking; idempotent)."""
     database["tasks"].create_indexes(task_indexes())
@@ -109,3 +123,4 @@ def create_indexes(database: Any) -> None:
             except OperationFailure as exc:
                 if exc.code != _INDEX_NOT_FOUND:  # another node starting dropped it first
                     raise
+    database["declarations"].create_indexes(declaration_indexes())

@@ -21,7 +21,7 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -32,12 +32,12 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...redact import redact_url
 from ...model import (
-    Claim, Clock, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery, Transition,
-    UpsertResult, system_clock, truncate_ms,
+    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
+    Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ...spec import TaskSpec
 from ..base import Store
-from . import protocol, tasks
+from . import declarations, protocol, tasks
 from .clock import ServerClock
 from .documents import SCHEMA_VERSION
 from .indexes import create_indexes
@@ -207,6 +207,40 @@ class MongoStore(Store):
 
     async def remove_spec(self, item_id: str) -> bool:
         return await self._with_db_now(f"remove task {item_id}", tasks.remove_spec, item_id)
+
+    # -- declarations --------------------------------------------------------
+
+    async def declare_spec(
+        self, node_id: str, spec: TaskSpec, *, item_id: str | None = None, node: str | None = None
+    ) -> UpsertResult:
+        item_id = spec.name if item_id is None else item_id
+        return await self._with_db_now(
+            f"record node {node_id}'s declaration of task {item_id}", declarations.declare, node_id, spec, item_id, node
+        )
+
+    async def withdraw_specs(self, node_id: str, item_ids: Sequence[str], *, live_after: datetime) -> list[str]:
+        if not item_ids:
+            return []
+        return await self._with_db_now(
+            f"withdraw node {node_id}'s declarations", declarations.withdraw, node_id, list(item_ids), live_after
+        )
+
+    async def drop_stale_declarations(self, node_id: str, *, live_after: datetime) -> list[str]:
+        return await self._with_db_now("drop stale declarations", declarations.drop_stale, node_id, live_after)
+
+    async def list_declarations(
+        self,
+        *,
+        node_id: str | None = None,
+        item_ids: Sequence[str] | None = None,
+        diverged: bool = False,
+        live_after: datetime | None = None,
+        with_documents: bool = False,
+    ) -> list[Declaration]:
+        return await self._with_db(
+            "list declarations", declarations.list_declarations, node_id, item_ids, diverged, live_after,
+            with_documents,
+        )
 
     # -- reads ---------------------------------------------------------------
 

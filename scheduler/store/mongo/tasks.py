@@ -58,7 +58,15 @@ def upsert_spec(
     first_due: datetime | None,
     spec_version: float,
     now: datetime,
+    *,
+    force: bool = False,
+    declared: bool = False,
+    replacing: str | None = None,
 ) -> UpsertResult:
+    """``Store.upsert_spec``. ``force``: replace the spec whatever its version (a declaration put in force
+    when another is withdrawn), only while the task holds the spec hash ``replacing`` (else SUPERSEDED:
+    a newer declaration came meanwhile). ``declared``: a new declaration of the task; its ``declRev``
+    moves on even when the spec is unchanged (see ``declarations``)."""
     tasks = db["tasks"]
     fields = spec_fields(spec, node, spec_version)
     for _ in range(_ROUNDS):
@@ -69,9 +77,15 @@ def upsert_spec(
             except DuplicateKeyError:
                 continue  # another node created it meanwhile: compare with what it wrote
             return UpsertResult.CREATED
+        if replacing is not None and current["specHash"] not in (replacing, fields["specHash"]):
+            return UpsertResult.SUPERSEDED
         if current["specHash"] == fields["specHash"]:
+            if declared:
+                tasks.update_one({"_id": item_id}, {"$inc": {"declRev": 1}})
             return UpsertResult.UNCHANGED
-        if current.get("specVersion", 0.0) > spec_version:
+        if current.get("specVersion", 0.0) > spec_version and not force:
+            if declared:
+                tasks.update_one({"_id": item_id}, {"$inc": {"declRev": 1}})
             return UpsertResult.SUPERSEDED
         changes = {**fields, "lastModified": now}
         if current["spec"]["schedule"] != fields["spec"]["schedule"] and current["status"] != Status.RUNNING:
@@ -86,7 +100,10 @@ def upsert_spec(
             "specVersion": current.get("specVersion"),
             "status": current["status"],
         }
-        if tasks.update_one(condition, {"$set": changes}).matched_count:
+        update: dict[str, Any] = {"$set": changes}
+        if declared:
+            update["$inc"] = {"declRev": 1}
+        if tasks.update_one(condition, update).matched_count:
             return UpsertResult.UPDATED
     raise _busy(item_id, "its spec was being updated")
 
@@ -95,13 +112,18 @@ def remove_spec(db: Database, item_id: str, now: datetime) -> bool:
     removed = db["tasks"].find_one_and_delete({"_id": item_id}, projection=["status"])
     if removed is None:
         return False
-    if removed["status"] == Status.RUNNING:
+    close_open_runs(db, item_id, removed["status"], now)
+    return True
+
+
+def close_open_runs(db: Database, item_id: str, status: str, now: datetime) -> None:
+    """After a task was deleted: close its open run record, if it was RUNNING."""
+    if status == Status.RUNNING:
         # Its node learns of the removal at its next renewal and writes nothing.
         db["runs"].update_many(
             {"taskId": item_id, "finishedAt": None},
             {"$set": {"finishedAt": now, "outcome": Outcome.CANCELLED.value, "error": policy.REMOVED_ERROR}},
         )
-    return True
 
 
 # -- reads -------------------------------------------------------------------
