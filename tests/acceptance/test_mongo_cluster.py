@@ -9,7 +9,6 @@ through a surviving node's API, as an operator would.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path

@@ -17,7 +17,6 @@ from pymongo.errors import ConnectionFailure
 from scheduler.errors import StoreError
 from scheduler.model import Claim, Outcome, Status, system_clock
 from scheduler.store.mongo import MongoStore, protocol
-from tests.support import mongo as mongo_server
 from tests.support.wait import wait_for
 
 from .helpers import LEASE, MS, add_task, claim_one, final
