@@ -1,13 +1,19 @@
-"""Claim+finish cycles per second of the SQLite store, with 1 and 4 processes on one file.
+"""Claim+finish cycles per second of a store, with 1 and 4 processes sharing it.
 
-Each process loops ``claim_due(limit)`` then ``finish_run`` for every claim
-until nothing is due. ``concurrent`` finishes the batch's runs as independent
-coroutines, as the engine's runs end (the store group-commits them);
-``sequential`` awaits each finish before the next (one transaction each).
-The rate is tasks / (last process end - first process start), measured after a
-common start signal, so process start-up is not counted.
+Each process opens its own store from the URL (as a node does) and loops
+``claim_due(limit)`` then ``finish_run`` for every claim until nothing is due.
+``concurrent`` finishes the batch's runs as independent coroutines, as the
+engine's runs end (SQLite group-commits them); ``sequential`` awaits each finish
+before the next (one transaction each). The rate is tasks / (last process end -
+first process start), measured after a common start signal, so process start-up
+and task creation are not counted. Every measurement starts from a fresh store
+holding ``--tasks`` due one-shots: a new SQLite file, or a new MongoDB database
+named after the URL's (``<database>_bench_<random>``), dropped afterwards.
 
-    python bench/store_claims.py [--tasks 10000] [--processes 1 4] [--limit 32]
+    python bench/store_claims.py [--store URL] [--tasks 10000] [--processes 1 4] [--limit 32]
+
+Without ``--store``: a SQLite file in a temporary directory. The first line says
+which server was measured; a stand-in's timings say nothing about MongoDB's.
 """
 
 from __future__ import annotations
@@ -17,25 +23,33 @@ import asyncio
 import multiprocessing
 import os
 import platform
-import shutil
+import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 # Runnable from a checkout without installing: the repository root holds the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.model import Claim, Outcome, RunResult, Status, Transition  # noqa: E402
+from scheduler.redact import redact_url  # noqa: E402
 from scheduler.spec import TaskSpec  # noqa: E402
-from scheduler.store.sqlite import SQLiteStore  # noqa: E402
+from scheduler.store import open_store  # noqa: E402
+from scheduler.store.base import Store  # noqa: E402
 
 LEASE = timedelta(seconds=60)
 
 
-async def create_tasks(path: Path, count: int) -> None:
-    async with SQLiteStore(path) as store:
+def is_mongodb(url: str) -> bool:
+    return url.startswith(("mongodb://", "mongodb+srv://"))
+
+
+async def create_tasks(url: str, count: int) -> None:
+    async with open_store(url) as store:
         due = store.now() - timedelta(seconds=1)
         specs = [
             TaskSpec.from_dict({"name": f"task-{i:06d}", "type": "noop", "schedule": {"at": "2030-01-01T00:00:00Z"}})
@@ -45,7 +59,7 @@ async def create_tasks(path: Path, count: int) -> None:
             await asyncio.gather(*(store.upsert_spec(spec, first_due=due) for spec in specs[first:first + 100]))
 
 
-async def finish(store: SQLiteStore, claim: Claim) -> None:
+async def finish(store: Store, claim: Claim) -> None:
     transition = Transition(
         status=Status.COMPLETED, next_scheduled_execution=None, scheduled_for=None,
         attempt=claim.attempt, failure_count=0, success_count=1, last_error=None,
@@ -54,8 +68,8 @@ async def finish(store: SQLiteStore, claim: Claim) -> None:
         raise RuntimeError(f"{claim.node_id} was fenced out of {claim.run_id}")
 
 
-async def claim_and_finish(path: str, node_id: str, limit: int, mode: str, ready, start, results) -> None:
-    async with SQLiteStore(path) as store:
+async def claim_and_finish(url: str, node_id: str, limit: int, mode: str, ready, start, results) -> None:
+    async with open_store(url) as store:
         ready.put(node_id)
         start.wait()
         began = time.time()
@@ -71,23 +85,21 @@ async def claim_and_finish(path: str, node_id: str, limit: int, mode: str, ready
         results.put((node_id, began, time.time(), done))
 
 
-def worker(path: str, node_id: str, limit: int, mode: str, ready, start, results) -> None:
-    asyncio.run(claim_and_finish(path, node_id, limit, mode, ready, start, results))
+def worker(url: str, node_id: str, limit: int, mode: str, ready, start, results) -> None:
+    asyncio.run(claim_and_finish(url, node_id, limit, mode, ready, start, results))
 
 
-def run(template: Path, workdir: Path, tasks: int, processes: int, limit: int, mode: str) -> tuple[float, float]:
-    path = workdir / f"bench-{processes}-{mode}.db"
-    shutil.copyfile(template, path)
+def run(url: str, tasks: int, processes: int, limit: int, mode: str) -> tuple[float, float]:
     context = multiprocessing.get_context("spawn")
     ready, start, results = context.Queue(), context.Event(), context.Queue()
-    procs = [context.Process(target=worker, args=(str(path), f"node-{i}", limit, mode, ready, start, results))
+    procs = [context.Process(target=worker, args=(url, f"node-{i}", limit, mode, ready, start, results))
              for i in range(processes)]
     for proc in procs:
         proc.start()
     for _ in procs:  # every process has opened the store: start them together
         ready.get(timeout=120)
     start.set()
-    reports = [results.get(timeout=600) for _ in procs]
+    reports = [results.get(timeout=3600) for _ in procs]
     for proc in procs:
         proc.join(60)
         if proc.exitcode != 0:
@@ -99,6 +111,32 @@ def run(template: Path, workdir: Path, tasks: int, processes: int, limit: int, m
     return elapsed, tasks / elapsed
 
 
+class FreshStores:
+    """A new store URL per measurement: a SQLite file in ``workdir``, or a database on the server."""
+
+    def __init__(self, base: str | None, workdir: Path) -> None:
+        self.base, self.workdir = base, workdir
+        self.databases: list[str] = []
+
+    def new(self, name: str) -> str:
+        if self.base is None:
+            return f"sqlite://{self.workdir / (name + '.db')}"
+        if not is_mongodb(self.base):
+            raise SystemExit("--store: a mongodb:// URL (a SQLite file is created in a temporary directory)")
+        parts = urlsplit(self.base)
+        database = f"{parts.path.strip('/') or 'scheduler'}_bench_{uuid.uuid4().hex[:8]}"
+        self.databases.append(database)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+    def drop(self) -> None:
+        if self.databases:
+            import pymongo
+
+            with pymongo.MongoClient(self.base) as client:
+                for database in self.databases:
+                    client.drop_database(database)
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -108,11 +146,29 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
+    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}{load}"
+
+
+def server(base: str | None) -> str:
+    """Which server is measured: a stand-in says so, since its timings say nothing about MongoDB."""
+    if base is None:
+        return f"SQLite {sqlite3.sqlite_version}, a file in a temporary directory"
+    import pymongo
+
+    with pymongo.MongoClient(base, serverSelectionTimeoutMS=10_000) as client:
+        build = client.admin.command("buildInfo")
+        hello = client.admin.command("hello")
+    topology = f"replica set {hello['setName']}" if "setName" in hello else "standalone"
+    text = f"MongoDB {build.get('version', '?')} at {redact_url(base)} ({topology})"
+    if "secantusVersion" in build:
+        text += f": a secantusdb {build['secantusVersion']} stand-in, not MongoDB; its timings say nothing about MongoDB's"
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", help="mongodb://... URL (default: a SQLite file in a temporary directory)")
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--limit", type=int, default=32, help="claim batch size")
@@ -120,17 +176,19 @@ def main() -> None:
                         choices=["concurrent", "sequential"])
     args = parser.parse_args()
     print(machine())
+    print(f"store: {server(args.store)}")
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        template = workdir / "template.db"
-        began = time.perf_counter()
-        asyncio.run(create_tasks(template, args.tasks))
-        print(f"created {args.tasks} due tasks in {time.perf_counter() - began:.1f} s")
-        print(f"{'processes':>9}  {'finish':>10}  {'tasks':>7}  {'seconds':>7}  {'cycles/s':>9}")
-        for mode in args.finish:
-            for processes in args.processes:
-                elapsed, rate = run(template, workdir, args.tasks, processes, args.limit, mode)
-                print(f"{processes:>9}  {mode:>10}  {args.tasks:>7}  {elapsed:>7.2f}  {rate:>9.0f}")
+        stores = FreshStores(args.store, Path(tmp))
+        try:
+            print(f"{'processes':>9}  {'finish':>10}  {'tasks':>7}  {'seconds':>7}  {'cycles/s':>9}")
+            for mode in args.finish:
+                for processes in args.processes:
+                    url = stores.new(f"bench-{processes}-{mode}")
+                    asyncio.run(create_tasks(url, args.tasks))
+                    elapsed, rate = run(url, args.tasks, processes, args.limit, mode)
+                    print(f"{processes:>9}  {mode:>10}  {args.tasks:>7}  {elapsed:>7.2f}  {rate:>9.0f}")
+        finally:
+            stores.drop()
 
 
 if __name__ == "__main__":

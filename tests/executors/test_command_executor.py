@@ -61,6 +61,10 @@ async def test_a_file_that_is_not_executable_is_a_failed_run(make_ctx, executor,
 
 
 async def test_environment_and_working_directory(make_ctx, executor, tmp_path, monkeypatch):
+    # The node's environment passes through: drop the SCHEDULER_* variables this test run may hold
+    # (SCHEDULER_TEST_MONGO_URI under scripts/with-mongo), so that only the run's own are seen.
+    for name in [name for name in os.environ if name.startswith("SCHEDULER_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("FROM_NODE", "node-value")
     script = (
         "import json, os; print(json.dumps({'cwd': os.getcwd(), "

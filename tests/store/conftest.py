@@ -11,20 +11,17 @@ two node ids.
 from __future__ import annotations
 
 import importlib
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from scheduler.store.base import Store
 from scheduler.store.sqlite import SQLiteStore
+from tests.support import mongo as mongo_server
 from tests.support.clock import ManualClock
-
-MONGO_URI_ENV = "SCHEDULER_TEST_MONGO_URI"
 
 
 @dataclass
@@ -72,21 +69,12 @@ def _mongomock(tmp_path: Path) -> Backend:
 
 
 def _mongodb(tmp_path: Path) -> Backend:
-    base = os.environ.get(MONGO_URI_ENV)
-    if not base:
-        pytest.skip(f"no MongoDB server: set {MONGO_URI_ENV}=mongodb://host:port to run the contract against one")
+    base = mongo_server.server_uri("to run the contract against one")
     mongo = _mongo_module()
-    parts = urlsplit(base)
-    database = f"scheduler_test_{uuid.uuid4().hex}"
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
-
-    def drop_database() -> None:
-        import pymongo
-
-        with pymongo.MongoClient(base) as client:
-            client.drop_database(database)
-
-    return Backend(lambda clock: mongo.MongoStore(url, clock=clock), cleanup=drop_database)
+    database = mongo_server.new_database_name("scheduler_test")
+    url = mongo_server.database_url(base, database)
+    return Backend(lambda clock: mongo.MongoStore(url, clock=clock),
+                   cleanup=lambda: mongo_server.drop_database(base, database))
 
 
 BACKENDS = [

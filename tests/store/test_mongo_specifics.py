@@ -1,17 +1,14 @@
 """What only the MongoDB store has: indexes, TTL fields, the server clock, error
-wrapping, literal query values. The contract itself is tested by the suite
-parametrized over every backend (``conftest.py``)."""
+wrapping, literal query values, on mongomock. The contract itself is tested by the
+suite parametrized over every backend (``conftest.py``); mutual exclusion between
+processes on a real server by ``test_mongo_processes.py``."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import mongomock
-import pymongo
 import pytest
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -22,8 +19,6 @@ from scheduler.store.mongo.clock import RESYNC_INTERVAL, ServerClock
 from scheduler.store.mongo.store import database_from_url, hosts_of
 
 from .helpers import LEASE, add_task, claim_one, final, make_spec
-
-MONGO_URI_ENV = "SCHEDULER_TEST_MONGO_URI"
 
 
 class ServerWithClock:
@@ -380,40 +375,3 @@ async def test_a_checkpoint_bson_cannot_hold_is_a_value_error_and_writes_nothing
     with pytest.raises(ValueError, match="cannot save progress of run .*: a value cannot be stored in MongoDB"):
         await mongo.save_progress(claim, checkpoint=checkpoint)
     assert (await mongo.get_task("t")).checkpoint_data == {"rows": 1}
-
-
-# -- mutual exclusion, on a real server only -----------------------------------
-
-
-@pytest.fixture
-def real_mongo_url() -> str:
-    base = os.environ.get(MONGO_URI_ENV)
-    if not base:
-        pytest.skip(f"needs a real MongoDB server: set {MONGO_URI_ENV}=mongodb://host:port (mongomock is not atomic)")
-    return base
-
-
-@pytest.mark.mongodb
-async def test_nodes_racing_on_a_real_server_claim_each_due_task_once(real_mongo_url, clock):
-    database = f"scheduler_race_{uuid.uuid4().hex}"
-    nodes = [MongoStore(real_mongo_url, clock=clock, database=database) for _ in range(4)]
-    try:
-        for node in nodes:
-            await node.start()
-        for index in range(500):
-            await add_task(nodes[0], clock() - timedelta(seconds=1), f"t{index:03d}")
-
-        async def drain(node_id: str, store: MongoStore) -> list[str]:
-            claimed = []
-            while batch := await store.claim_due(node_id, 7, LEASE):
-                claimed.extend(claim.item_id for claim in batch)
-            return claimed
-
-        results = await asyncio.gather(*(drain(f"n{i}", store) for i, store in enumerate(nodes)))
-        claimed = [item for result in results for item in result]
-        assert sorted(claimed) == [f"t{index:03d}" for index in range(500)]
-    finally:
-        for node in nodes:
-            await node.close()
-        with pymongo.MongoClient(real_mongo_url) as client:
-            client.drop_database(database)

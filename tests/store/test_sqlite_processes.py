@@ -54,7 +54,7 @@ async def test_racing_processes_claim_every_task_exactly_once(tmp_path):
     start = SPAWN.Event()
     accounts = [tmp_path / f"node-{index}.json" for index in range(PROCESSES)]
     workers = [
-        SPAWN.Process(target=store_worker.claim_until_idle, args=(str(path), f"node-{index}", str(account), start),
+        SPAWN.Process(target=store_worker.claim_until_idle, args=(f"sqlite://{path}", f"node-{index}", str(account), start),
                       name=f"node-{index}")
         for index, account in enumerate(accounts)
     ]
@@ -86,7 +86,7 @@ async def test_tasks_of_a_killed_process_are_recovered_by_another(tmp_path):
     names = await _create_due_tasks(path, 40)
     ready = SPAWN.Event()
     victim_account = tmp_path / "victim.json"
-    victim = SPAWN.Process(target=store_worker.hold_leases, args=(str(path), "victim", 25, str(victim_account), ready),
+    victim = SPAWN.Process(target=store_worker.hold_leases, args=(f"sqlite://{path}", "victim", 25, str(victim_account), ready),
                            name="victim")
     victim.start()
     assert await asyncio.to_thread(ready.wait, JOIN_TIMEOUT), "the victim never claimed its tasks"
@@ -103,7 +103,7 @@ async def test_tasks_of_a_killed_process_are_recovered_by_another(tmp_path):
 
     rescuer_account = tmp_path / "rescuer.json"
     # The victim's leases last 30 s: the rescuer's clock runs 31 s ahead instead of the test waiting.
-    rescuer = SPAWN.Process(target=store_worker.recover_and_finish, args=(str(path), "rescuer", 31.0, str(rescuer_account)),
+    rescuer = SPAWN.Process(target=store_worker.recover_and_finish, args=(f"sqlite://{path}", "rescuer", 31.0, str(rescuer_account)),
                             name="rescuer")
     rescuer.start()
     await _join(rescuer)

@@ -1,4 +1,6 @@
-"""Entry points of the processes that race on one SQLite file (``multiprocessing`` spawn targets).
+"""Entry points of the processes that race on one store (``multiprocessing`` spawn targets).
+
+Each opens its own store from a URL (a SQLite file, a MongoDB database), as a node does.
 
 Each writes its own account as JSON so the parent can check it against the
 store: what it claimed, what it finished, what it recovered.
@@ -15,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.model import Claim, Outcome, RunResult, Status, Transition, system_clock
-from scheduler.store.sqlite import SQLiteStore
+from scheduler.store import open_store
+from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def completed(claim: Claim, finished_at: datetime) -> tuple[RunResult, Transitio
     return RunResult(Outcome.SUCCESS, finished_at), transition
 
 
-async def _claim_and_finish(store: SQLiteStore, node_id: str, limit: int, lease: timedelta) -> dict[str, Any]:
+async def _claim_and_finish(store: Store, node_id: str, limit: int, lease: timedelta) -> dict[str, Any]:
     """Claim and finish until nothing is due; the account of what this node did."""
     claimed: list[str] = []
     finished: list[str] = []
@@ -43,12 +46,14 @@ async def _claim_and_finish(store: SQLiteStore, node_id: str, limit: int, lease:
     return {"node": node_id, "claimed": claimed, "finished": finished}
 
 
-def claim_until_idle(path: str, node_id: str, account: str, start: Any, limit: int = 16) -> None:
-    """Wait for ``start`` (an Event), then claim and finish until nothing is due."""
+def claim_until_idle(url: str, node_id: str, account: str, start: Any, limit: int = 16) -> None:
+    """Wait for ``start``, then claim and finish until nothing is due. ``start`` is an Event the
+    parent sets, or a Barrier of the workers: they then start once all of them are connected."""
 
     async def main() -> None:
-        async with SQLiteStore(path) as store:
-            if not start.wait(START_TIMEOUT):
+        async with open_store(url) as store:
+            # Event.wait returns False on timeout; Barrier.wait raises BrokenBarrierError.
+            if start.wait(START_TIMEOUT) is False:
                 raise TimeoutError(f"{node_id}: no start signal within {START_TIMEOUT} s")
             result = await _claim_and_finish(store, node_id, limit, timedelta(seconds=60))
         Path(account).write_text(json.dumps(result))
@@ -56,11 +61,11 @@ def claim_until_idle(path: str, node_id: str, account: str, start: Any, limit: i
     asyncio.run(main())
 
 
-def hold_leases(path: str, node_id: str, count: int, account: str, ready: Any) -> None:
+def hold_leases(url: str, node_id: str, count: int, account: str, ready: Any) -> None:
     """Claim ``count`` tasks with a 30 s lease, report them, set ``ready``, then hang until killed."""
 
     async def main() -> None:
-        async with SQLiteStore(path) as store:
+        async with open_store(url) as store:
             claims = await store.claim_due(node_id, count, timedelta(seconds=30))
             Path(account).write_text(json.dumps({"node": node_id, "claimed": [c.item_id for c in claims]}))
             ready.set()
@@ -70,12 +75,12 @@ def hold_leases(path: str, node_id: str, count: int, account: str, ready: Any) -
     asyncio.run(main())
 
 
-def recover_and_finish(path: str, node_id: str, clock_offset_seconds: float, account: str) -> None:
+def recover_and_finish(url: str, node_id: str, clock_offset_seconds: float, account: str) -> None:
     """With the clock moved ahead by ``clock_offset_seconds``: recover expired leases, then run what is due."""
     offset = timedelta(seconds=clock_offset_seconds)
 
     async def main() -> None:
-        async with SQLiteStore(path, clock=lambda: system_clock() + offset) as store:
+        async with open_store(url, clock=lambda: system_clock() + offset) as store:
             recovered = [task.item_id for task in await store.recover_expired(node_id)]
             result = await _claim_and_finish(store, node_id, 16, timedelta(seconds=60))
         Path(account).write_text(json.dumps({**result, "recovered": recovered}))

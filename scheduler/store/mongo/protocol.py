@@ -8,8 +8,12 @@ and written later without that condition in the filter.
 
 The run record is inserted right after the claim succeeds. MongoDB cannot make
 both one atomic step without a transaction (which needs a replica set), so a
-node that dies between the two leaves a RUNNING task without a run record: its
-lease expires and ``recover_expired`` marks it CRASHED as for any other crash.
+node that dies or loses the server between the two leaves a RUNNING task without
+a run record, and the claims it made before in the same batch unknown to it: no
+run of them starts (``claim_due`` hands a run to the engine only once all its
+writes are done), their leases expire and ``recover_expired`` marks them CRASHED
+as for any other crash, which costs each one attempt. ``tests/store/test_mongo_wire.py``
+cuts a claim there (``between_claim_and_record``) and checks that.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def claim_due(
             _fail_unusable(db, before, node_id, exc, now)
             continue
         claim = _claim_of(before, node_id, until, now)
+        between_claim_and_record(claim)
         try:
             db["runs"].insert_one(new_run_document(claim))
         except DuplicateKeyError:
@@ -81,6 +86,10 @@ def claim_due(
             db["tasks"].update_one(fenced_claim(claim), {"$set": {"lastExecutionDate": stored(claim.started_at)}})
         claims.append(claim)
     return claims
+
+
+def between_claim_and_record(claim: Claim) -> None:
+    """Does nothing: the point between a claim's two writes, where tests inject a fault."""
 
 
 def _claim_of(before: Mapping[str, Any], node_id: str, until: datetime, now: datetime) -> Claim:
