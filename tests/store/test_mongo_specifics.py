@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import mongomock
 import pytest
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
 from scheduler.errors import ConfigError, StoreError
 from scheduler.model import Status, TaskQuery
@@ -287,7 +287,7 @@ async def test_the_check_is_a_ping_and_a_lost_server_fails_it_naming_the_hosts(m
     await mongo.check()
 
     def unreachable(*args: Any, **kwargs: Any) -> None:
-        raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
+        raise ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
 
     monkeypatch.setattr(mongomock.database.Database, "command", unreachable)
     with pytest.raises(StoreError, match=r"cannot check the connection: MongoDB unreachable at 127\.0\.0\.1"):

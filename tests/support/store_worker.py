@@ -19,6 +19,7 @@ from typing import Any
 from scheduler.model import Claim, Outcome, RunResult, Status, Transition, system_clock
 from scheduler.store import open_store
 from scheduler.store.base import Store
+from scheduler.store.sqlite import SQLiteStore
 
 logger = logging.getLogger(__name__)
 
