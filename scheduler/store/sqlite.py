@@ -171,6 +171,11 @@ class SQLiteStore(Store):
             batch, self._pending = self._pending, []
         outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
         try:
+            if self._file is not None:
+                # A file deleted or replaced under the store (a backup restored over it) is one
+                # no other process sees: a claim or a result written there would run a task
+                # twice or lose it. Refuse every write; readiness says why.
+                self._check_file(self._file)
             self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
         except sqlite3.Error as exc:
             outcomes = [(write, None, self._store_error(exc)) for write in batch]

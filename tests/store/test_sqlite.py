@@ -130,6 +130,25 @@ async def test_the_check_fails_once_another_file_replaces_the_one_opened(tmp_pat
             await store.check()
 
 
+async def test_no_write_reaches_a_file_replaced_under_the_store(tmp_path):
+    path, other = tmp_path / "s.db", tmp_path / "restored.db"
+    clock = ManualClock()
+    async with SQLiteStore(other):
+        pass
+    async with SQLiteStore(path, clock) as store:
+        await add_task(store, clock(), "t")
+        other.replace(path)
+
+        with pytest.raises(StoreError, match=f"SQLite store file {path} was replaced by another file"):
+            await store.claim_due("a", 10, timedelta(seconds=30))
+        with pytest.raises(StoreError, match=f"SQLite store file {path} was replaced by another file"):
+            await add_task(store, clock(), "u")
+    async with SQLiteStore(path, clock) as restored:  # what every other process sees: nothing of the refused writes
+        tasks = (await restored.query_tasks(TaskQuery())).items
+        assert "u" not in [task.item_id for task in tasks]
+        assert all(task.status is Status.SCHEDULED for task in tasks) and (await restored.list_runs("t")).total == 0
+
+
 async def test_a_store_in_memory_passes_its_check():
     async with SQLiteStore(":memory:") as store:
         await store.check()
