@@ -93,7 +93,9 @@ class ApiClient:
     async def call(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Reply:
         """One request to ``path`` (already percent-encoded); errors become ``ClientError`` with the exit code of their kind."""
         headers = {"Accept": "application/json"}
-        if self.credentials.token:
+        # Credentials written in --url are the most specific the operator gave: they win over a token
+        # (sending both is refused by the HTTP client, and a node's token file is found on its own).
+        if self.credentials.token and urlsplit(self.url).username is None:
             headers["Authorization"] = f"Bearer {self.credentials.token}"
         query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items() if v is not None}
         shown = redact_url(self.url)  # a --url may carry Basic credentials: errors do not repeat them

@@ -222,10 +222,13 @@ def test_a_store_url_that_cannot_be_used_is_shown_without_its_secrets(tmp_path):
     assert_no_secret(result.stderr)
 
 
-def test_an_admin_command_does_not_repeat_the_credentials_of_its_url():
+@pytest.mark.parametrize("other_token", [None, "a-token-found-on-its-own"])
+def test_an_admin_command_does_not_repeat_the_credentials_of_its_url(other_token):
     # Basic credentials in --url work (the API takes the token as password); errors must not show them.
+    # A token found besides (SCHEDULER_TOKEN, a node's token file) gives way to them.
     port = free_port()
-    result = scheduler("task-list", "--url", f"http://ops:{ADMIN_TOKEN}@127.0.0.1:{port}")
-    assert result.returncode == 3
+    env = {"SCHEDULER_TOKEN": other_token} if other_token else None
+    result = scheduler("task-list", "--url", f"http://ops:{ADMIN_TOKEN}@127.0.0.1:{port}", env=env)
+    assert result.returncode == 3, result.stderr
     assert result.stderr.startswith(f"scheduler: cannot connect to http://ops:***@127.0.0.1:{port} (connection refused)")
     assert ADMIN_TOKEN not in result.stderr
