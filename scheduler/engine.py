@@ -103,7 +103,6 @@ class Engine:
         self._give_up_grace: asyncio.Event | None = None  # set: hand running runs back without waiting
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._loop_ok: dict[str, float] = {}  # loop name -> event-loop time its last round completed
-        self._loop_interval: dict[str, float] = {}
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
         self._next_recovery = 0.0  # loop time of the next look for expired leases
@@ -124,15 +123,20 @@ class Engine:
         self._started_at = self.stores[0].now()
         await self._heartbeat()
         poll = self.config.poll_interval.total_seconds()
-        loops = {
-            "main": (self._main_round, poll),
-            "keepalive": (self._keepalive_round, self.config.lease_duration.total_seconds() / 3),
-            "purge": (self._purge_round, self.config.purge_interval.total_seconds()),
+        loops = {  # name: (one round, its interval, how it waits between rounds)
+            "main": (self._main_round, poll, self._sleep_or_wake),
+            "keepalive": (
+                self._keepalive_round, self.config.lease_duration.total_seconds() / 3,
+                lambda delay: self._wait_for(self._renew_now, delay),
+            ),
+            "purge": (self._purge_round, self.config.purge_interval.total_seconds(), asyncio.sleep),
         }
         now = asyncio.get_running_loop().time()
-        for name, (round_, interval) in loops.items():
-            self._loop_ok[name], self._loop_interval[name] = now, interval
-            self._loops[name] = asyncio.create_task(self._supervise(name, round_, interval), name=f"engine {name}")
+        for name, (round_, interval, pause) in loops.items():
+            self._loop_ok[name] = now
+            self._loops[name] = asyncio.create_task(
+                self._supervise(name, round_, interval, pause), name=f"engine {name}"
+            )
 
     async def stop(self) -> None:
         """Stop claiming, give running runs ``shutdown_grace``, then hand the rest back.
@@ -300,8 +304,11 @@ class Engine:
 
     # -- the loops --------------------------------------------------------------
 
-    async def _supervise(self, name: str, round_: Callable[[], Awaitable[float]], interval: float) -> None:
-        """Run ``round_`` again and again; it returns how long to wait before the next one.
+    async def _supervise(
+        self, name: str, round_: Callable[[], Awaitable[float]], interval: float,
+        pause: Callable[[float], Awaitable[object]],
+    ) -> None:
+        """Run ``round_`` again and again; it returns how long to ``pause`` before the next one.
 
         An error never ends the loop: a store error is logged, anything else is
         logged with its traceback and counted, and the loop backs off (from its
@@ -309,6 +316,7 @@ class Engine:
         """
         loop = asyncio.get_running_loop()
         failures = 0
+        # The main loop ends by itself at stop(): cancelled, it could drop a claim the store committed.
         while not (name == "main" and self._stopping):
             try:
                 delay = await round_()
@@ -329,12 +337,7 @@ class Engine:
                 failures = 0
                 self._loop_error.pop(name, None)
                 self._loop_ok[name] = loop.time()
-            if name == "main":
-                await self._sleep_or_wake(delay)
-            elif name == "keepalive":
-                await self._wait_for(self._renew_now, delay)
-            else:
-                await asyncio.sleep(delay)
+            await pause(delay)
 
     @staticmethod
     def _backoff(interval: float, failures: int) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Callable, Mapping, Sequence
 
-from ..model import EPOCH, HISTORY_LIMIT, ONE_MS, epoch_ms, from_epoch_ms, make_run_id  # noqa: F401 (shared)
+from ..model import HISTORY_LIMIT
 from ..policy import UNUSABLE_SPEC
 from ..spec import Schedule, Source, TaskSpec
 

@@ -20,10 +20,10 @@ from typing import Any, Callable, Collection
 
 from .. import policy
 from ..errors import StoreError, TaskNotFound
-from ..model import Claim, Retention, RunResult, Status, Task, Transition
+from ..model import Claim, Retention, RunResult, Status, Task, Transition, epoch_ms, from_epoch_ms, make_run_id
 from ..policy import Change
 from ..spec import Source
-from .common import epoch_ms, from_epoch_ms, make_run_id, push_history, stored_spec
+from .common import push_history, stored_spec
 from .sqlite_schema import (
     NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, datetime_or_none, in_due_order, task_from_row, to_json,
 )

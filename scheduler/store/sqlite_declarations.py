@@ -18,10 +18,9 @@ import sqlite3
 from datetime import datetime
 from typing import Any, Sequence
 
-from ..model import Declaration, UpsertResult, declaration_version
+from ..model import Declaration, UpsertResult, declaration_version, epoch_ms, from_epoch_ms
 from ..schedule import first_slot
 from ..spec import Source, TaskSpec
-from .common import epoch_ms, from_epoch_ms
 from .sqlite_schema import ms_or_none, to_json
 from .sqlite_tasks import _CURRENT_SPEC, json_hash, remove, upsert
 

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Collection
 
 from ..errors import StoreError
-from ..model import NodeInfo, Outcome, RunRecord, Status, Task
+from ..model import NodeInfo, Outcome, RunRecord, Status, Task, epoch_ms, from_epoch_ms
 from ..spec import Source, thaw
-from .common import epoch_ms, from_epoch_ms, readable_spec
+from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,9 @@ from typing import Any, Collection
 from .. import policy
 from ..model import (
     FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
-    UpsertResult, is_file_source,
+    UpsertResult, epoch_ms, is_file_source,
 )
 from ..spec import TaskSpec
-from .common import epoch_ms
 from .sqlite_claims import read_row, transition
 from .sqlite_schema import (
     CLAIMABLE,

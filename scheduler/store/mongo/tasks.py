@@ -20,12 +20,11 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
-    UpsertResult,
+    FINAL_STATUSES, ONE_MS, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task,
+    TaskQuery, UpsertResult,
 )
 from ...policy import Change
 from ...spec import TaskSpec
-from ..common import ONE_MS
 from .documents import (
     aware,
     current_slot,
