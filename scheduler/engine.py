@@ -69,7 +69,7 @@ class ActiveRun:
     context: RunContext | None = None
     replaced_by: datetime | None = None  # concurrency: replace, the slot that took over
     task: asyncio.Task[None] | None = None
-    started: bool = False  # the executor was called (a prefetched run waits for its due time first)
+    started_at: datetime | None = None  # when the executor was called (a prefetched run waits for its due time)
     handed_back: bool = False  # shutdown gave it back: it must not start, and writes nothing more
     lost: bool = False  # a renewal found its task no longer RUNNING under its lease: it is being stopped
     lease_deadline: float = 0.0  # time.monotonic() when the lease runs out unless renewed (RunContext.lease_deadline)
@@ -157,7 +157,7 @@ class Engine:
         purge = self._loops.pop("purge")
         purge.cancel()
         await asyncio.gather(purge, return_exceptions=True)
-        await self._release([run for run in self._active.values() if not run.started])
+        await self._release([run for run in self._active.values() if run.started_at is None])
         running = [run.task for run in self._active.values() if run.task is not None]
         if running:
             log.info(
@@ -560,7 +560,7 @@ class Engine:
                 pass
         if run.handed_back or context.cancel_reason is not None:  # cancelled, taken over or handed back
             return Execution(outcome=context.cancel_reason or Outcome.LEASE_LOST, error="stopped before it started")
-        run.started = True
+        run.started_at = store.now()
         log.info("run %s started", claim.run_id, extra={"task": claim.item_id, "run": claim.run_id})
         self.listener.run_started(claim)
         try:
@@ -600,6 +600,7 @@ class Engine:
             exit_code=execution.exit_code,
             output=execution.output,
             error=execution.error,
+            started_at=run.started_at,
         )
         applied = await store.finish_run(claim, result, transition)
         self.listener.run_finished(claim, result, applied)

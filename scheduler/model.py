@@ -156,6 +156,10 @@ class RunResult:
     exit_code: int | None = None
     output: str = ""  # tail of the output, capped by the executor
     error: str | None = None
+    # When the executor really started; the claim's start is only the planned one
+    # (a run claimed ahead, or kept waiting by a busy loop, starts later). None: it
+    # never started (a skipped slot).
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class RunEnd:
     exit_code: int | None = None
     output: str | None = None  # None keeps what the record holds
     expires_at: datetime | None = None
+    started_at: datetime | None = None  # None keeps what the record holds (the planned start, from the claim)
 
 
 @dataclass(frozen=True)
@@ -206,16 +207,19 @@ def finish(claim: Claim, result: RunResult, transition: Transition) -> Change:
     if transition.status is Status.RUNNING:
         raise ValueError(f"a finished run cannot leave {claim.item_id} RUNNING")
     fields = {**_transition_fields(transition), **_NO_LEASE, "last_finish_date": result.finished_at}
+    if result.started_at is not None:  # the claim wrote the planned start; this is the real one
+        fields["last_execution_date"] = result.started_at
     if result.outcome is Outcome.SUCCESS:
         fields["checkpoint_data"] = None  # the work is done: the next run starts afresh
     entry = history_entry(
         run_id=claim.run_id, scheduled_for=claim.scheduled_for, attempt=claim.attempt, node=claim.node_id,
-        started_at=claim.started_at, finished_at=result.finished_at, outcome=result.outcome,
+        started_at=result.started_at or claim.started_at, finished_at=result.finished_at, outcome=result.outcome,
         exit_code=result.exit_code, error=result.error,
     )
     end = RunEnd(
         claim.scheduled_for, claim.attempt, result.outcome, finished_at=result.finished_at, error=result.error,
         exit_code=result.exit_code, output=result.output, expires_at=transition.run_expires_at,
+        started_at=result.started_at,
     )
     return Change(fields, entry, end)
 

@@ -134,7 +134,7 @@ class Metrics(EngineListener):
 
     def run_finished(self, claim: Claim, result: RunResult, applied: bool) -> None:
         self.runs.labels(task=claim.item_id, outcome=result.outcome.value).inc()
-        seconds = max(0.0, (result.finished_at - claim.started_at).total_seconds())
+        seconds = max(0.0, (result.finished_at - (result.started_at or claim.started_at)).total_seconds())
         self.duration.labels(outcome=result.outcome.value).observe(seconds)
         if not applied:
             self.fenced.inc()

@@ -342,7 +342,9 @@ class Store(abc.ABC):
         match the claim and status is RUNNING. Applies ``transition``, clears the
         lease, appends a history entry (``runId``, ``scheduledFor``, ``attempt``,
         ``node``, ``startedAt``, ``finishedAt``, ``outcome``, ``exitCode``,
-        ``error``; at most HISTORY_LIMIT kept), completes the run record. Returns False
+        ``error``; at most HISTORY_LIMIT kept), completes the run record. The claim
+        wrote the planned start; ``result.started_at``, when set, replaces it in the
+        record, the history entry and ``lastExecutionDate``. Returns False
         when fenced out: a cancel, delete or takeover that happened meanwhile wins.
         Checkpoint data is cleared on success and kept otherwise; ``currentStep``
         and ``statusDetails`` are kept. ``transition.status`` RUNNING is a

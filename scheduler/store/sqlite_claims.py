@@ -87,10 +87,12 @@ def apply_change(
             output = "" if end.output is None else ", output = :output"
             conn.execute(
                 "UPDATE runs SET finished_at = :finished, outcome = :outcome, error = :error,"
+                " started_at = COALESCE(:started, started_at),"
                 f" exit_code = :exit_code, expires_at = :expires_at{output} WHERE {RUN_KEY} AND finished_at IS NULL",
                 {
                     **key, "finished": epoch_ms(end.finished_at or now), "outcome": end.outcome.value,
                     "error": end.error, "exit_code": end.exit_code, "output": end.output,
+                    "started": None if end.started_at is None else epoch_ms(end.started_at),
                     "expires_at": None if end.expires_at is None else epoch_ms(end.expires_at),
                 },
             )

@@ -231,6 +231,8 @@ def apply_change(
             }
             if end.output is not None:
                 closed["output"] = end.output
+            if end.started_at is not None:
+                closed["startedAt"] = stored(end.started_at)
             db["runs"].update_one(run, {"$set": closed})
     return True
 
