@@ -27,11 +27,13 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import time
 import traceback
+from datetime import timedelta
 from typing import Any, Callable
 
 from ..model import Outcome
-from .base import OUTPUT_LIMIT, Execution, Executor, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
+from .base import OUTPUT_LIMIT, Execution, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
 from .threads import default_workers
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRACE = 10.0  # seconds a stopped function gets to return
 
 
-def executor_from_callable(fn: Any, *, grace_period: float = DEFAULT_GRACE) -> Executor:
+def executor_from_callable(fn: Any, *, grace_period: float = DEFAULT_GRACE) -> CallableExecutor:
     """Wrap a user callable, or an object with an ``execute(ctx)`` method (sync or async).
 
     A callable that takes no parameters is called without the context (Unomi's
@@ -69,6 +71,10 @@ class CallableExecutor:
         return f"CallableExecutor({_name(self.fn)})"
 
     async def execute(self, ctx: RunContext) -> Execution:
+        return await self.call(ctx, run_timeout(ctx))
+
+    async def call(self, ctx: RunContext, timeout: timedelta | None) -> Execution:
+        """One execution, stopped after ``timeout`` (what is left of the run's)."""
         args = (ctx,) if self._takes_context else ()
         if self._is_async:
             try:
@@ -78,7 +84,7 @@ class CallableExecutor:
         else:
             work = _start_thread(self.fn, args, ctx)
         try:
-            stopped = await wait_or_stop(ctx, work, run_timeout(ctx))
+            stopped = await wait_or_stop(ctx, work, timeout)
         except asyncio.CancelledError:  # the engine abandoned this run: the function must stop too
             ctx.cancel(Outcome.CANCELLED)
             work.cancel()
@@ -101,22 +107,45 @@ class CallableExecutor:
 
 
 class PythonExecutor:
-    """Runs ``spec.run.python`` (``module:function``), imported when the run starts."""
+    """Runs ``spec.run.python`` (``module:function``), loaded when its first run starts.
+
+    Loading a target runs its module's import-time code, which is user code and
+    may block (a connection, a sleep): it runs in a worker thread, never on the
+    loop, within the run's timeout. A loaded target is kept, so later runs call
+    it at once; a target that failed to load is tried again by the next run.
+    """
 
     def __init__(self, *, grace_period: float = DEFAULT_GRACE) -> None:
         self.grace_period = grace_period
+        self._loaded: dict[str, CallableExecutor] = {}
 
     async def execute(self, ctx: RunContext) -> Execution:
         target = ctx.spec.run.python if ctx.spec.run is not None else None
         if not target:
             return Execution(Outcome.FAILURE, error=f"task {ctx.task_id!r} has no python target")
-        try:
-            fn = import_target(target)
-            executor = executor_from_callable(fn, grace_period=self.grace_period)
-        except Exception as exc:  # an import runs arbitrary module code: any error is the target's
-            failure = _failure(exc)
-            return dataclasses.replace(failure, error=f"cannot load python target {target!r}: {failure.error}")
-        return await executor.execute(ctx)
+        timeout = run_timeout(ctx)
+        executor = self._loaded.get(target)
+        if executor is None:
+            began = time.monotonic()
+            loading = _start_thread(self._load, (target,), ctx)
+            if await wait_or_stop(ctx, loading, timeout):
+                loading.cancel()  # stop waiting: the import goes on in its thread, and its end is logged
+                logger.warning("run %s: python target %r was still loading when the run stopped", ctx.run_id, target)
+                return Execution(ctx.cancel_reason, error=stop_message(ctx))
+            try:
+                executor = loading.result()
+            except (Exception, SystemExit) as exc:  # an import runs arbitrary module code: any error is the target's
+                failure = _failure(exc)
+                return dataclasses.replace(failure, error=f"cannot load python target {target!r}: {failure.error}")
+            if timeout is not None:
+                timeout = max(timedelta(0), timeout - timedelta(seconds=time.monotonic() - began))
+        return await executor.call(ctx, timeout)
+
+    def _load(self, target: str) -> CallableExecutor:
+        """In a worker thread: import the target and wrap it."""
+        executor = executor_from_callable(import_target(target), grace_period=self.grace_period)
+        self._loaded[target] = executor
+        return executor
 
 
 def import_target(target: str) -> Any:

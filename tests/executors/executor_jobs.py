@@ -36,6 +36,7 @@ def ignore_cancel(ctx):
 
 
 async def async_wait_forever(ctx):
+    calls.append("async-started")
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:

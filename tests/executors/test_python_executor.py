@@ -9,6 +9,7 @@ from scheduler.executors import Progress, PythonExecutor, executor_from_callable
 from scheduler.model import Outcome
 
 from conftest import make_spec
+from tests.support.wait import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -96,13 +97,26 @@ async def test_cancel_returns_after_the_grace_period_when_the_thread_ignores_it(
 async def test_a_stopped_coroutine_is_cancelled(make_ctx, python):
     ctx = make_ctx({"python": "executor_jobs:async_wait_forever"})
     execution = asyncio.ensure_future(python.execute(ctx))
+    await wait_for(lambda: asyncio.sleep(0, calls), lambda c: c == ["async-started"])  # loaded in a thread first
     ctx.cancel(Outcome.LEASE_LOST)
     result = await execution
     assert (result.outcome, result.error) == (
         Outcome.LEASE_LOST,
         "stopped: the lease was lost (the task was taken over or deleted)",
     )
-    assert calls == ["async-cancelled"]
+    assert calls == ["async-started", "async-cancelled"]
+
+
+async def test_a_target_is_loaded_off_the_loop_within_the_run_timeout_then_kept(make_ctx, python):
+    first = make_ctx({"python": "blocking_import_jobs:job", "timeout": "200ms"})
+    result = await python.execute(first)  # the loop runs on while the import blocks: the timeout fires
+    assert (result.outcome, result.error) == (Outcome.TIMEOUT, "timed out after 0.2s")
+    assert calls == ["importing"]
+
+    executor_jobs.release.set()  # the import ends in its thread; the next run finds the target loaded
+    await wait_for(lambda: python.execute(make_ctx({"python": "blocking_import_jobs:job"})),
+                   lambda result: result.outcome is Outcome.SUCCESS)
+    assert calls == ["importing", "ran"]
 
 
 async def test_a_callable_executor_abandoned_by_the_engine_cancels_its_function(make_ctx):
