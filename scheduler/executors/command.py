@@ -114,7 +114,7 @@ class CommandExecutor:
             if not process.exited.done():  # this coroutine was cancelled: leave nothing running
                 signal_group(pgid, signal.SIGKILL)
                 await process.exited
-            self._kill_leftovers(ctx, pgid)
+            await self._kill_leftovers(ctx, pgid)
             unguard()  # the group is gone: it must never be signalled again
             control.read_new(final=True)
             await self._close(ctx, transport, process)
@@ -179,15 +179,15 @@ class CommandExecutor:
             return False
         # The leader is gone; its children may still be handling SIGTERM. There is
         # no notification for a process group emptying, so it is polled.
-        while group_alive(pgid):
+        while await _group_alive(pgid):
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(GROUP_POLL)
         return True
 
     @staticmethod
-    def _kill_leftovers(ctx: RunContext, pgid: int) -> None:
-        if group_alive(pgid):
+    async def _kill_leftovers(ctx: RunContext, pgid: int) -> None:
+        if await _group_alive(pgid):
             logger.warning("run %s: the command left processes in its group %d; killing them", ctx.run_id, pgid)
             signal_group(pgid, signal.SIGKILL)
 
@@ -199,6 +199,19 @@ class CommandExecutor:
         if not process.closed.done():
             logger.warning("run %s: a process outside the group still holds the output open; output cut", ctx.run_id)
         transport.close()
+
+
+async def _group_alive(pgid: int) -> bool:
+    """``group_alive`` without holding the loop.
+
+    A group with no process left is known from one ``killpg`` (the usual end of a
+    run); otherwise telling zombies from live members reads the stat of every
+    process of the machine, which takes milliseconds and grows with the process
+    count: that scan runs in a thread.
+    """
+    if not signal_group(pgid, 0):
+        return False
+    return await asyncio.to_thread(group_alive, pgid)
 
 
 class _Process(asyncio.SubprocessProtocol):

@@ -163,6 +163,23 @@ async def test_processes_left_behind_are_killed_when_the_command_exits(make_ctx,
     await eventually(lambda: not alive(background))
 
 
+async def test_the_process_table_is_scanned_off_the_event_loop(make_ctx, executor, tmp_path, monkeypatch):
+    # Telling a group's live members from zombies reads every process's stat: milliseconds the loop must not wait.
+    import threading
+
+    from scheduler import groups
+
+    scans = []
+    scan = groups._all_stats
+    monkeypatch.setattr(groups, "_all_stats", lambda: scans.append(threading.current_thread()) or scan())
+    ctx = make_ctx({"shell": "sleep 60 & echo $! > bg.pid; echo done", "workingDir": str(tmp_path)})
+    result = await executor.execute(ctx)
+    assert result.outcome is Outcome.SUCCESS
+    await eventually(lambda: not alive(read_pid(tmp_path / "bg.pid")))
+    assert scans, "the leftover background process was found without a scan"
+    assert threading.current_thread() not in scans
+
+
 async def test_control_file_lines_are_delivered_in_order(make_ctx, executor, tmp_path, caplog):
     # The second step is written in two parts; the process only completes it once
     # the first step has been delivered, so the reader surely saw the partial line.
