@@ -96,6 +96,9 @@ class Engine:
         self.listener = listener or EngineListener()
         # By run id, not by task: a run still stopping and the next run of its task are two entries.
         self._active: dict[str, ActiveRun] = {}
+        # Code of stopped runs that could not be killed and has not ended (RunContext.leave_running):
+        # each holds a run slot until it ends.
+        self._stuck: dict[asyncio.Future, str] = {}  # -> run id
         self._wake: asyncio.Event | None = None
         self._renew_now: asyncio.Event | None = None  # cuts the keep-alive's wait short
         self._claiming = False
@@ -247,6 +250,11 @@ class Engine:
     def running_count(self) -> int:
         return len(self._active)
 
+    @property
+    def stuck_count(self) -> int:
+        """Stopped runs whose code has not ended yet; each holds one of ``max_concurrent_runs``."""
+        return len(self._stuck)
+
     # -- health ---------------------------------------------------------------
 
     def health(self) -> list[str]:
@@ -254,6 +262,7 @@ class Engine:
 
         - A loop that died, or a main loop that has not completed a round for
           ``STALLED_ROUNDS`` poll intervals: nothing is claimed.
+        - Every run slot is held by stuck code (``stuck_count``): nothing can start.
         - The heartbeat is the store write the keep-alive makes every
           ``lease_duration / 3``, after renewing the leases: none written for two of
           those intervals means the store refuses or stalls this node's writes (disk
@@ -281,6 +290,11 @@ class Engine:
                 f"(one is due every {_seconds(interval)})"
             )
             problems.append(_with_error(problem, self._loop_error.get("keepalive")))
+        if self._stuck and self._free_capacity() == 0 and not self._active:
+            problems.append(
+                f"all {self.config.max_concurrent_runs} run slots are held by stopped runs whose code has not "
+                "ended (functions that ignore their cancel): nothing can start"
+            )
         return problems
 
     # -- burst mode -----------------------------------------------------------
@@ -405,7 +419,23 @@ class Engine:
     # -- steps ----------------------------------------------------------------
 
     def _free_capacity(self) -> int:
-        return max(0, self.config.max_concurrent_runs - len(self._active))
+        return max(0, self.config.max_concurrent_runs - len(self._active) - len(self._stuck))
+
+    def _left_running(self, run_id: str, work: asyncio.Future) -> None:
+        """A stopped run's code goes on (``RunContext.leave_running``): it holds a run slot until it ends."""
+        self._stuck[work] = run_id
+        self.listener.stuck_changed(len(self._stuck))
+        work.add_done_callback(self._stuck_ended)
+
+    def _stuck_ended(self, work: asyncio.Future) -> None:
+        run_id = self._stuck.pop(work)
+        self.listener.stuck_changed(len(self._stuck))
+        error = None if work.cancelled() else work.exception()  # retrieved: never "never retrieved"
+        if error is None:
+            log.info("run %s: its code ended after the run was stopped", run_id)
+        else:
+            log.warning("run %s: its code raised %r after the run was stopped", run_id, error)
+        self.wake()  # the slot it held is free again
 
     async def _recover(self) -> None:
         if not self.config.executor_node:
@@ -484,6 +514,7 @@ class Engine:
                 executor=self.config.executor_node,
                 heartbeat=self.stores[0].now(),
                 running=len(self._active),
+                stuck=len(self._stuck),
                 started_at=self._started_at,
                 version=__version__,
                 listen=self.config.listen,
@@ -547,6 +578,7 @@ class Engine:
             progress_sink=save,
             loop=asyncio.get_running_loop(),
             lease_deadline=run.lease_deadline,
+            on_left_running=lambda work: self._left_running(claim.run_id, work),
         )
         try:
             executor = resolve_executor(spec, self.executors)

@@ -20,5 +20,8 @@ class EngineListener:
     def recovered(self, task: Task) -> None:
         """This node marked another node's expired run CRASHED."""
 
+    def stuck_changed(self, count: int) -> None:
+        """The number of stopped runs whose code has not ended changed (``Engine.stuck_count``)."""
+
     def loop_error(self, loop: str) -> None:
         """One of the engine's loops (main, keepalive, purge) failed unexpectedly and goes on after a backoff."""

@@ -227,6 +227,7 @@ class NodeInfo:
     running: int = 0
     started_at: datetime | None = None
     version: str = ""
+    stuck: int = 0  # stopped runs whose code has not ended (Engine.stuck_count)
     listen: str = ""
     task_types: tuple[str, ...] = ()  # the types it has an executor for; a run: section needs none
 

@@ -117,6 +117,11 @@ class Metrics(EngineListener):
         self.files_rejected = Gauge(
             "scheduler_files_rejected", "Task files rejected by the last reload.", registry=self.registry
         )
+        self.stuck = Gauge(
+            "scheduler_stuck_runs",
+            "Stopped runs whose code has not ended (functions that ignore their cancel); each holds a run slot.",
+            registry=self.registry,
+        )
         self.unrunnable = Gauge(
             "scheduler_tasks_unrunnable",
             "Tasks waiting to run that no live node can run (no executor for their type, or their nodes are gone).",
@@ -144,6 +149,9 @@ class Metrics(EngineListener):
 
     def recovered(self, task: Task) -> None:
         self.recoveries.inc()
+
+    def stuck_changed(self, count: int) -> None:
+        self.stuck.set(count)
 
     def loop_error(self, loop: str) -> None:
         self.loop_errors.labels(loop=loop).inc()

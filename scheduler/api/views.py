@@ -130,6 +130,7 @@ def node_info(node: NodeInfo) -> dict[str, Any]:
         "executor": node.executor,
         "heartbeat": iso(node.heartbeat),
         "running": node.running,
+        "stuck": node.stuck,
         "startedAt": iso(node.started_at),
         "version": node.version,
         "listen": node.listen,

@@ -284,6 +284,7 @@ def node_table(nodes: list[dict[str, Any]], width: int | None = None) -> str:
             "yes" if n.get("executor") else "no",
             short_date(n.get("heartbeat")),
             n.get("running", 0),
+            n.get("stuck", 0),
             short_date(n.get("startedAt")),
             n.get("version") or "",
             n.get("listen") or "",
@@ -291,8 +292,8 @@ def node_table(nodes: list[dict[str, Any]], width: int | None = None) -> str:
         )
         for n in nodes
     ]
-    headers = ("Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen", "Task Types")
-    return table(headers, rows, right=(3,), shrink=(0, 6, 7), width=width) + f"\n{len(nodes)} node(s)"
+    headers = ("Node", "Executor", "Heartbeat", "Running", "Stuck", "Started", "Version", "Listen", "Task Types")
+    return table(headers, rows, right=(3, 4), shrink=(0, 7, 8), width=width) + f"\n{len(nodes)} node(s)"
 
 
 def reload_text(report: dict[str, Any]) -> str:

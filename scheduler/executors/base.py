@@ -101,6 +101,7 @@ class RunContext:
         progress_sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
         lease_deadline: float | None = None,
+        on_left_running: Callable[[asyncio.Future], None] | None = None,
     ) -> None:
         self._task_id = task_id
         self._run_id = run_id
@@ -126,6 +127,7 @@ class RunContext:
         self._drain_waiters: list[tuple[int, asyncio.Future]] = []
         self._lease_deadline = lease_deadline
         self._lease_watchers: list[Callable[[float], None]] = []
+        self._on_left_running = on_left_running
 
     # -- what task code reads ------------------------------------------------
 
@@ -247,6 +249,17 @@ class RunContext:
         """Call ``watcher(deadline)`` at each renewal (on the loop); returns what stops it."""
         self._lease_watchers.append(watcher)
         return lambda: self._lease_watchers.remove(watcher)
+
+    def leave_running(self, work: asyncio.Future) -> None:
+        """The run stopped but its code did not: ``work`` settles when that code ends.
+
+        Executors call this for what they cannot kill: a thread past its grace
+        period, a coroutine that swallowed its cancel. The engine counts such code
+        as stuck; each holds a run slot until it ends, so stuck code can never
+        grow beyond the node's capacity, and the count is visible.
+        """
+        if self._on_left_running is not None:
+            self._on_left_running(work)
 
     async def drain(self) -> None:
         """Wait until every report made so far has been passed to the sink."""

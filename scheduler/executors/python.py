@@ -7,7 +7,8 @@ Stopping (timeout, cancel, lease lost) is the hard part for a thread: Python
 cannot kill one. The run's ``ctx.cancelled`` is set and the function gets the
 grace period to notice it and return; after that the executor returns the stop
 outcome anyway and the thread is left to finish in the background (logged as a
-warning). The trade-off: the engine can record the cancel and free the task
+warning, and counted as stuck: it holds one of the node's run slots until it
+returns, see ``RunContext.leave_running``). The trade-off: the engine can record the cancel and free the task
 (waiting could keep a task RUNNING forever), but a function that ignores
 ``ctx.cancelled`` keeps running beside whatever runs next, and its late
 progress reports are fenced out by the store. Long-running sync functions
@@ -100,7 +101,7 @@ class CallableExecutor:
                 "run %s: %s of %s still running %gs after the stop; it is left to finish in the background",
                 ctx.run_id, kind, _name(self.fn), self.grace_period,
             )
-            work.cancel()  # a thread's future: stop waiting for it (its end is logged)
+            ctx.leave_running(work)
         elif not work.cancelled() and work.exception() is not None:
             logger.info("run %s: stopped function raised %r", ctx.run_id, work.exception())
         return Execution(ctx.cancel_reason, error=stop_message(ctx))
@@ -129,8 +130,8 @@ class PythonExecutor:
             began = time.monotonic()
             loading = _start_thread(self._load, (target,), ctx)
             if await wait_or_stop(ctx, loading, timeout):
-                loading.cancel()  # stop waiting: the import goes on in its thread, and its end is logged
                 logger.warning("run %s: python target %r was still loading when the run stopped", ctx.run_id, target)
+                ctx.leave_running(loading)
                 return Execution(ctx.cancel_reason, error=stop_message(ctx))
             try:
                 executor = loading.result()

@@ -25,7 +25,7 @@ from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 
 # The claim's eligibility apart from time, node and lease. The partial index
@@ -144,7 +144,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     started_at INTEGER,
     version TEXT NOT NULL,
     listen TEXT NOT NULL,
-    task_types TEXT NOT NULL DEFAULT '[]'
+    task_types TEXT NOT NULL DEFAULT '[]',
+    stuck INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS declarations (
     item_id TEXT NOT NULL,
@@ -170,6 +171,10 @@ MIGRATIONS = {
 ALTER TABLE tasks ADD COLUMN executor_type TEXT;
 DROP INDEX IF EXISTS tasks_claim;
 ALTER TABLE nodes ADD COLUMN task_types TEXT NOT NULL DEFAULT '[]'
+""",
+    # 2 -> 3: each node's count of stopped runs whose code has not ended.
+    2: """
+ALTER TABLE nodes ADD COLUMN stuck INTEGER NOT NULL DEFAULT 0
 """,
 }
 
@@ -362,6 +367,7 @@ def node_from_row(row: sqlite3.Row) -> NodeInfo:
         version=row["version"],
         listen=row["listen"],
         task_types=tuple(json.loads(row["task_types"])),
+        stuck=row["stuck"],
     )
 
 

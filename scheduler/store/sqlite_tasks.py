@@ -250,13 +250,14 @@ def update_config(
 
 def heartbeat(conn: sqlite3.Connection, now: datetime, node: NodeInfo) -> None:
     conn.execute(
-        "INSERT INTO nodes (node_id, executor, heartbeat, running, started_at, version, listen, task_types)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET executor = excluded.executor,"
+        "INSERT INTO nodes (node_id, executor, heartbeat, running, started_at, version, listen, task_types, stuck)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET executor = excluded.executor,"
         " heartbeat = excluded.heartbeat, running = excluded.running, started_at = excluded.started_at,"
-        " version = excluded.version, listen = excluded.listen, task_types = excluded.task_types",
+        " version = excluded.version, listen = excluded.listen, task_types = excluded.task_types,"
+        " stuck = excluded.stuck",
         (
             node.node_id, int(node.executor), epoch_ms(node.heartbeat), node.running,
-            ms_or_none(node.started_at), node.version, node.listen, to_json(list(node.task_types)),
+            ms_or_none(node.started_at), node.version, node.listen, to_json(list(node.task_types)), node.stuck,
         ),
     )
 

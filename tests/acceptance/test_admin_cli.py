@@ -222,9 +222,9 @@ def test_task_run_makes_the_task_run_now(node):
 
 def test_node_list(node):
     header, rows, footer = table_rows(ok(admin(node, "node-list")))
-    assert header == ["Node", "Executor", "Heartbeat", "Running", "Started", "Version", "Listen", "Task Types"]
-    assert rows["node-1"][1] == "yes" and rows["node-1"][6] == f"127.0.0.1:{node.port}"
-    assert rows["node-1"][7] == "-"  # no executor registered for a type: it runs tasks with a run: section
+    assert header == ["Node", "Executor", "Heartbeat", "Running", "Stuck", "Started", "Version", "Listen", "Task Types"]
+    assert rows["node-1"][1] == "yes" and rows["node-1"][4] == "0" and rows["node-1"][7] == f"127.0.0.1:{node.port}"
+    assert rows["node-1"][8] == "-"  # no executor registered for a type: it runs tasks with a run: section
     assert footer == ["1 node(s)"]
     nodes = yaml.safe_load(ok(admin(node, "node-list", "-o", "yaml")))
     assert nodes["totalSize"] == 1 and nodes["list"][0]["nodeId"] == "node-1" and nodes["list"][0]["executor"] is True

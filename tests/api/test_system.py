@@ -22,7 +22,7 @@ FILES = {
 
 async def test_nodes_lists_heartbeats(client, store):
     beat = datetime(2024, 3, 20, 14, 0, 5, tzinfo=timezone.utc)
-    await store.heartbeat(NodeInfo("node-1", True, beat, running=2, started_at=beat, version="0.1.0",
+    await store.heartbeat(NodeInfo("node-1", True, beat, running=2, stuck=1, started_at=beat, version="0.1.0",
                                    listen="127.0.0.1:8181", task_types=("appJob", "report")))
     await store.heartbeat(NodeInfo("api-only", False, beat))
 
@@ -32,9 +32,9 @@ async def test_nodes_lists_heartbeats(client, store):
     assert await response.json() == {
         "list": [
             {"nodeId": "api-only", "executor": False, "heartbeat": "2024-03-20T14:00:05Z", "running": 0,
-             "startedAt": None, "version": "", "listen": "", "taskTypes": []},
+             "stuck": 0, "startedAt": None, "version": "", "listen": "", "taskTypes": []},
             {"nodeId": "node-1", "executor": True, "heartbeat": "2024-03-20T14:00:05Z", "running": 2,
-             "startedAt": "2024-03-20T14:00:05Z", "version": "0.1.0", "listen": "127.0.0.1:8181",
+             "stuck": 1, "startedAt": "2024-03-20T14:00:05Z", "version": "0.1.0", "listen": "127.0.0.1:8181",
              "taskTypes": ["appJob", "report"]},
         ],
         "totalSize": 2,

@@ -168,11 +168,11 @@ async def test_heartbeat_registers_and_refreshes_nodes(store, clock):
     await store.heartbeat(NodeInfo("n1", executor=True, heartbeat=clock(), running=2, started_at=clock(), version="1"))
     clock.advance(timedelta(seconds=5))
     await store.heartbeat(NodeInfo("n1", executor=True, heartbeat=clock(), running=3, started_at=clock() - HOUR,
-                                   version="2"))
+                                   version="2", stuck=1))
     nodes = await store.list_nodes()
     assert [node.node_id for node in nodes] == ["n1", "n2"]
     assert nodes[0] == NodeInfo("n1", executor=True, heartbeat=clock(), running=3, started_at=clock() - HOUR,
-                                version="2")
+                                version="2", stuck=1)
     assert nodes[1].executor is False and nodes[1].listen == "127.0.0.1:8181" and nodes[1].started_at is None
 
 

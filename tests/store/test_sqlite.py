@@ -75,6 +75,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path):
             Requirement("appJob"): 1, Requirement(None): 1, Requirement("inventory", node="node-a"): 1,
         }
         assert (await store.list_nodes())[0].task_types == ()
+        assert (await store.list_nodes())[0].stuck == 0
         # Each node claims what it can run: node-a its own copy, the program its appJob task.
         claims = await store.claim_due("node-a", 10, LEASE, task_types={"inventory"})
         assert [claim.item_id for claim in claims] == ["inventory@node-a"]
@@ -83,7 +84,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path):
         ]
 
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         stored = dict(conn.execute("SELECT item_id, executor_type FROM tasks"))
     conn.close()
     assert stored == {"app-job": "appJob", "backup": None, "inventory@node-a": "inventory"}

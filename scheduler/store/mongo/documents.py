@@ -202,6 +202,7 @@ def node_document(node: NodeInfo) -> dict[str, Any]:
         "version": node.version,
         "listen": node.listen,
         "taskTypes": list(node.task_types),
+        "stuck": node.stuck,
     }
 
 
@@ -215,6 +216,7 @@ def node_from_document(doc: Mapping[str, Any]) -> NodeInfo:
         version=doc.get("version", ""),
         listen=doc.get("listen", ""),
         task_types=tuple(doc.get("taskTypes") or ()),
+        stuck=doc.get("stuck", 0),
     )
 
 
