@@ -3,7 +3,9 @@
 Counters and the histogram are fed by the engine through the ``EngineListener``
 hooks and by the reconciler through ``reload_finished``. The per-task next/last
 run timestamps and the count of tasks no live node can run are a snapshot the
-``/metrics`` handler refreshes from the stores just before rendering.
+``/metrics`` handler refreshes from the stores just before rendering; it also
+drops the run counts of tasks that no longer exist, so that no series outlives
+its task.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class Metrics(EngineListener):
             "Tasks waiting to run that no live node can run (no executor for their type, or their nodes are gone).",
             registry=self.registry,
         )
+        self._outcomes: dict[str, set[str]] = {}  # task -> the outcomes ``runs`` has a series for
         self._task_times = _TaskTimes()
         self.registry.register(self._task_times)
         self._divergence = _Divergence()
@@ -139,6 +142,7 @@ class Metrics(EngineListener):
 
     def run_finished(self, claim: Claim, result: RunResult, applied: bool) -> None:
         self.runs.labels(task=claim.item_id, outcome=result.outcome.value).inc()
+        self._outcomes.setdefault(claim.item_id, set()).add(result.outcome.value)
         seconds = max(0.0, (result.finished_at - (result.started_at or claim.started_at)).total_seconds())
         self.duration.labels(outcome=result.outcome.value).observe(seconds)
         if not applied:
@@ -169,6 +173,16 @@ class Metrics(EngineListener):
         """Replace the snapshot rendered by ``render``: per-task timestamps of ``tasks``, out of ``total`` tasks."""
         self._task_times.tasks = list(tasks)
         self._task_times.total = total
+
+    def counted_tasks(self) -> set[str]:
+        """The tasks that have run counts here."""
+        return set(self._outcomes)
+
+    def forget_tasks(self, item_ids: Iterable[str]) -> None:
+        """Remove the run counts of tasks that are gone."""
+        for item_id in item_ids:
+            for outcome in self._outcomes.pop(item_id, ()):
+                self.runs.remove(item_id, outcome)
 
     def set_divergence(self, declarations: Iterable[Declaration]) -> None:
         """Replace the snapshot of the live declarations of tasks on which live nodes disagree."""

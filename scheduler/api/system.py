@@ -73,6 +73,12 @@ async def metrics(request: web.Request) -> web.Response:
                 unrunnable += count
     services.metrics.set_task_times(tasks, total)
     services.metrics.unrunnable.set(unrunnable)
+    # A task's run counts go with the task: only ids the snapshot did not show are looked up.
+    unseen = services.metrics.counted_tasks() - {task.item_id for task in tasks}
+    for store in request.app[FINDER].stores:
+        if unseen:
+            unseen -= await store.known_ids(unseen)
+    services.metrics.forget_tasks(unseen)
     live_after = services.store.now() - services.node_timeout
     diverged = await services.store.list_declarations(diverged=True, live_after=live_after)
     by_task: dict[str, list] = {}

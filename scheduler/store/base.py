@@ -195,6 +195,10 @@ class Store(abc.ABC):
     async def get_task(self, item_id: str) -> Task:
         """The task, or ``TaskNotFound``."""
 
+    @abc.abstractmethod
+    async def known_ids(self, item_ids: Collection[str]) -> set[str]:
+        """Those of ``item_ids`` that are tasks of this store (any number of ids, looked up in batches)."""
+
     async def query_tasks(self, query: TaskQuery) -> Page:
         """Tasks matching every given filter, sorted by ``query.sort_by`` (ties
         broken by itemId in the same direction, so descending is the exact reverse

@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 from ..errors import StoreError
 from ..spec import TaskSpec
@@ -261,6 +261,9 @@ class SQLiteStore(Store):
 
     async def get_task(self, item_id: str) -> Task:
         return await self._read(tasks_sql.get, item_id)
+
+    async def known_ids(self, item_ids: Collection[str]) -> set[str]:
+        return await self._read(tasks_sql.known_ids, list(item_ids))
 
     async def _query_tasks(self, query: TaskQuery) -> Page:
         return await self._read(tasks_sql.query, query)

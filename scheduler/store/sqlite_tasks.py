@@ -138,6 +138,18 @@ def get(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
     return task_from_row(read_row(conn, item_id))
 
 
+ID_BATCH = 500  # ids per query: under SQLite's limit on bound parameters (999 before 3.32)
+
+
+def known_ids(conn: sqlite3.Connection, now: datetime, item_ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    for start in range(0, len(item_ids), ID_BATCH):
+        batch = item_ids[start : start + ID_BATCH]
+        marks = ", ".join("?" * len(batch))
+        known.update(row[0] for row in conn.execute(f"SELECT item_id FROM tasks WHERE item_id IN ({marks})", batch))
+    return known
+
+
 def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     column = SORT_COLUMNS[request.sort_by]  # checked by the store before the transaction
     direction = "DESC" if request.descending else "ASC"

@@ -50,6 +50,26 @@ async def test_runs_claims_and_durations_by_task_and_outcome(client, services, s
     assert samples[("scheduler_runs_fenced_total", ())] == 0
 
 
+async def test_a_removed_task_leaves_no_series(client, services, seed, store, monkeypatch):
+    # "gone-2" is beyond the snapshot of per-task timestamps: whether it exists is looked up.
+    monkeypatch.setattr("scheduler.api.system.METRICS_TASK_LIMIT", 1)
+    for name in ("gone-1", "gone-2", "kept"):
+        await seed.task(name, type="job", parameters={"fail": name == "gone-1"})
+    engine = Engine(EngineConfig(node_id="node-1"), [store], {"job": executor_from_callable(job)}, services.metrics)
+    await engine.run_until_idle()
+    assert {labels for name, labels in await scrape(client) if name == "scheduler_runs_total"} == {
+        (("outcome", "failure"), ("task", "gone-1")), (("outcome", "success"), ("task", "gone-2")),
+        (("outcome", "success"), ("task", "kept")),
+    }
+
+    for name in ("gone-1", "gone-2"):
+        assert await store.remove_spec(name)
+    samples = await scrape(client)
+
+    assert [labels for name, labels in samples if dict(labels).get("task", "kept") != "kept"] == []
+    assert samples[("scheduler_runs_total", (("outcome", "success"), ("task", "kept")))] == 1
+
+
 async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store):
     await seed.task("data-sync")
     await seed.task("local-cache", persistent=False, store=memory_store, schedule={"every": "5m", "initialDelay": "5m"})

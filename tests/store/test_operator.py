@@ -176,6 +176,15 @@ async def test_heartbeat_registers_and_refreshes_nodes(store, clock):
     assert nodes[1].executor is False and nodes[1].listen == "127.0.0.1:8181" and nodes[1].started_at is None
 
 
+async def test_known_ids_finds_the_tasks_among_any_number_of_ids(store, clock):
+    for index in range(0, 1_200, 3):
+        await add_task(store, clock(), f"t{index}")
+    asked = [f"t{index}" for index in range(1_200)] + ["", "x' OR '1'='1", "t0"]
+
+    assert await store.known_ids(asked) == {f"t{index}" for index in range(0, 1_200, 3)}
+    assert await store.known_ids([]) == set()
+
+
 # -- purge ---------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -246,6 +246,9 @@ class MongoStore(Store):
 
     async def get_task(self, item_id: str) -> Task:
         return await self._with_db(f"read task {item_id}", tasks.get_task, item_id)
+
+    async def known_ids(self, item_ids: Collection[str]) -> set[str]:
+        return await self._with_db("look up task ids", tasks.known_ids, list(item_ids))
 
     async def _query_tasks(self, query: TaskQuery) -> Page:
         return await self._with_db("query tasks", tasks.query_tasks, query)

@@ -135,6 +135,17 @@ def get_task(db: Database, item_id: str) -> Task:
     return task_from_document(doc)
 
 
+ID_BATCH = 1000  # ids per query: keeps each query document small
+
+
+def known_ids(db: Database, item_ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    for start in range(0, len(item_ids), ID_BATCH):
+        found = db["tasks"].find({"_id": {"$in": item_ids[start : start + ID_BATCH]}}, projection={"_id": 1})
+        known.update(doc["_id"] for doc in found)
+    return known
+
+
 def query_tasks(db: Database, query: TaskQuery) -> Page:
     criteria = query_filter(query)
     sort = query_sort(query)
