@@ -2,9 +2,9 @@
 
 The URL comes from ``--url``, else ``SCHEDULER_URL``, else the local node's
 default ``http://127.0.0.1:8181``. The token comes from ``--token``, else
-``SCHEDULER_TOKEN``, else the node's admin token file on this machine (in the
-state directory of ``SCHEDULER_CONFIG``'s config, or the default one), so an
-operator on the node needs no flag at all.
+``SCHEDULER_TOKEN``, else the node's admin token file on this machine (in
+``SCHEDULER_STATE_DIR``, else the state directory of ``SCHEDULER_CONFIG``'s
+config, else the default one), so an operator on the node needs no flag at all.
 """
 
 from __future__ import annotations

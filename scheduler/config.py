@@ -1,8 +1,8 @@
 """Node configuration: ``scheduler.yaml``, then environment overrides, then command-line flags.
 
 Precedence, lowest first: built-in defaults, the config file (``--config`` or
-``SCHEDULER_CONFIG``), ``SCHEDULER_STORE`` / ``SCHEDULER_NODE_ID``, flags of
-``scheduler run``. The file is validated against ``config.schema.json``.
+``SCHEDULER_CONFIG``), ``SCHEDULER_STORE`` / ``SCHEDULER_NODE_ID`` /
+``SCHEDULER_STATE_DIR``, flags of ``scheduler run``. The file is validated against ``config.schema.json``.
 """
 
 from __future__ import annotations
@@ -148,4 +148,6 @@ def load_config(path: Path | None, env: Mapping[str, str] = os.environ) -> NodeC
         config = replace(config, store=env["SCHEDULER_STORE"])
     if env.get("SCHEDULER_NODE_ID"):
         config = replace(config, node_id=env["SCHEDULER_NODE_ID"])
+    if env.get("SCHEDULER_STATE_DIR"):
+        config = replace(config, state_dir=Path(env["SCHEDULER_STATE_DIR"]).resolve())
     return config

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_LOOP_BACKOFF = timedelta(seconds=30)
 # A loop is unhealthy when it has not completed a round for this many of its intervals.
 STALLED_ROUNDS = 3
+# A stopped run's record is among its task's newest few (a retry may have started since).
+RECENT_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -618,6 +620,8 @@ class Engine:
                 return None
             log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
             await self._release_lease(run)
+            if run.started_at is not None:
+                self.listener.run_finished(claim, await self._stopped_result(run, execution), applied=False)
             return None
         now = store.now()
         retention = self.config.retention
@@ -648,6 +652,17 @@ class Engine:
                 transition.status.value, extra=extra,
             )
         return transition.next_scheduled_execution
+
+    async def _stopped_result(self, run: ActiveRun, execution: Execution) -> RunResult:
+        """A run stopped because its task left RUNNING under it ends as its record says: cancelled (an
+        operator's cancel, a removal) or crashed (a peer took it over); lease_lost if it says nothing yet."""
+        records = await run.store.list_runs(run.claim.item_id, limit=RECENT_RUNS)
+        outcome = next(
+            (r.outcome for r in records.items if r.run_id == run.claim.run_id and r.outcome is not None),
+            Outcome.LEASE_LOST,
+        )
+        return RunResult(outcome, run.store.now(), execution.exit_code, execution.output, execution.error,
+                         started_at=run.started_at)
 
     async def _release_lease(self, run: ActiveRun) -> None:
         """The run has stopped after its task left RUNNING (a cancel): free the lease it still holds,

@@ -54,6 +54,8 @@ def configure_logging(level: str = "warning", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Its INFO lines ("1 change detected") are the file watcher's own business: the reconciler logs what changed.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def configured_format() -> str:

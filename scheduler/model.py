@@ -98,6 +98,7 @@ class Task:
     attempt: int = 1  # attempt number of the next run of ``scheduled_for`` (1 = first try)
     last_execution_date: datetime | None = None  # start of the last run
     last_finish_date: datetime | None = None
+    last_success_date: datetime | None = None  # end of the last successful run
     failure_count: int = 0  # consecutive failures; 0 after a success
     success_count: int = 0
     current_step: str | None = None

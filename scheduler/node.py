@@ -104,7 +104,7 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store and the admin token
         store = open_store(config.store_url)
         memory_store = open_store("sqlite:///:memory:")
         await store.start()

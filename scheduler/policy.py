@@ -211,6 +211,7 @@ def finish(claim: Claim, result: RunResult, transition: Transition) -> Change:
         fields["last_execution_date"] = result.started_at
     if result.outcome is Outcome.SUCCESS:
         fields["checkpoint_data"] = None  # the work is done: the next run starts afresh
+        fields["last_success_date"] = result.finished_at
     entry = history_entry(
         run_id=claim.run_id, scheduled_for=claim.scheduled_for, attempt=claim.attempt, node=claim.node_id,
         started_at=result.started_at or claim.started_at, finished_at=result.finished_at, outcome=result.outcome,

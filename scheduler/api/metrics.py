@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,13 +50,22 @@ class _TaskTimes(Collector):
             "When the task's last run started (Unix time).",
             labels=["task"],
         )
+        last_success = GaugeMetricFamily(
+            "scheduler_task_last_success_timestamp_seconds",
+            "When the task's last successful run ended (Unix time); absent until it has succeeded.",
+            labels=["task"],
+        )
         for task in self.tasks:
-            if task.next_scheduled_execution is not None:
-                next_run.add_metric([task.item_id], task.next_scheduled_execution.timestamp())
-            if task.last_execution_date is not None:
-                last_run.add_metric([task.item_id], task.last_execution_date.timestamp())
+            for family, moment in (
+                (next_run, task.next_scheduled_execution),
+                (last_run, task.last_execution_date),
+                (last_success, task.last_success_date),
+            ):
+                if moment is not None:
+                    family.add_metric([task.item_id], moment.timestamp())
         yield next_run
         yield last_run
+        yield last_success
 
 
 class _Divergence(Collector):
@@ -85,6 +94,9 @@ class Metrics(EngineListener):
     """The node's metrics: an engine listener plus the reconciler's reload results."""
 
     def __init__(self) -> None:
+        # No `_created` series beside every counter and histogram: they double what is scraped and say
+        # nothing here (a node's counters start with the node). Process-wide in the client library.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter(
             "scheduler_runs", "Runs finished on this node, by task and outcome.",
@@ -109,12 +121,14 @@ class Metrics(EngineListener):
             "scheduler_loop_errors", "Unexpected errors in the engine's loops, which back off and go on, by loop.",
             ["loop"], registry=self.registry,
         )
+        # Named as Prometheus names its own configuration reloads.
         self.reload_success = Gauge(
-            "scheduler_reload_success", "1 if the last reload of tasks.d rejected no file, else 0.",
+            "scheduler_config_last_reload_successful", "1 if the last reload of tasks.d rejected no file, else 0.",
             registry=self.registry,
         )
         self.reload_timestamp = Gauge(
-            "scheduler_reload_timestamp_seconds", "When tasks.d was last reloaded (Unix time).", registry=self.registry
+            "scheduler_config_last_reload_success_timestamp_seconds",
+            "When tasks.d was last reloaded without rejecting a file (Unix time).", registry=self.registry,
         )
         self.files_rejected = Gauge(
             "scheduler_files_rejected", "Task files rejected by the last reload.", registry=self.registry
@@ -164,7 +178,8 @@ class Metrics(EngineListener):
 
     def reload_finished(self, ok: bool, rejected_files: int, at: datetime) -> None:
         self.reload_success.set(1 if ok else 0)
-        self.reload_timestamp.set(at.timestamp())
+        if ok:
+            self.reload_timestamp.set(at.timestamp())
         self.files_rejected.set(rejected_files)
 
     # -- exposition --------------------------------------------------------------

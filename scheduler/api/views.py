@@ -69,6 +69,7 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
         node=task.node,
         lastError=redact_optional(task.last_error),
         lastFinishDate=iso(task.last_finish_date),
+        lastSuccessDate=iso(task.last_success_date),
         attempt=task.attempt,
         lease=None
         if task.lease_owner is None

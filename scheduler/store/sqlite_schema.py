@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
 
 # The claim's eligibility apart from time, node and lease. The partial index
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempt INTEGER NOT NULL,
     last_execution_date INTEGER,
     last_finish_date INTEGER,
+    last_success_date INTEGER,
     failure_count INTEGER NOT NULL,
     success_count INTEGER NOT NULL,
     current_step TEXT,
@@ -176,6 +178,10 @@ ALTER TABLE nodes ADD COLUMN task_types TEXT NOT NULL DEFAULT '[]'
     2: """
 ALTER TABLE nodes ADD COLUMN stuck INTEGER NOT NULL DEFAULT 0
 """,
+    # 3 -> 4: when each task last succeeded (the metric alerts are written on).
+    3: """
+ALTER TABLE tasks ADD COLUMN last_success_date INTEGER
+""",
 }
 
 # Run at every open, after any migration: a scheduler of version 1 still running on
@@ -192,6 +198,8 @@ def connect(path: str) -> sqlite3.Connection:
     Autocommit mode (``isolation_level=None``): every write transaction is an
     explicit ``BEGIN IMMEDIATE``, so a writer takes the lock before reading.
     """
+    if path != ":memory:":
+        _create_private(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.row_factory = sqlite3.Row
@@ -206,6 +214,21 @@ def connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _create_private(path: str) -> None:
+    """Create the store file readable by its owner only, unless it exists.
+
+    The store holds every task's parameters, checkpoints and run output. SQLite
+    would create it with the process's umask (0644 as a rule) and gives its
+    -wal and -shm files the mode of the database file.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # a missing directory, no permission: opening it says why, in SQLite's words
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> str:
@@ -247,7 +270,9 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> None:
         conn.execute(FILL_EXECUTOR_TYPES)
         if found is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            logger.info("created SQLite store schema version %s in %s", SCHEMA_VERSION, path)
+            # A node's in-memory store is created at every start: nothing an operator needs to read.
+            level = logging.DEBUG if path == ":memory:" else logging.INFO
+            logger.log(level, "created SQLite store schema version %s in %s", SCHEMA_VERSION, path)
         elif found < SCHEMA_VERSION:
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             logger.info("migrated SQLite store %s from schema version %s to %s", path, found, SCHEMA_VERSION)
@@ -320,6 +345,7 @@ def task_from_row(row: sqlite3.Row, *, with_history: bool = True) -> Task:
         attempt=row["attempt"],
         last_execution_date=datetime_or_none(row["last_execution_date"]),
         last_finish_date=datetime_or_none(row["last_finish_date"]),
+        last_success_date=datetime_or_none(row["last_success_date"]),
         failure_count=row["failure_count"],
         success_count=row["success_count"],
         current_step=row["current_step"],
@@ -391,6 +417,7 @@ TASK_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "expires_at": ("expires_at", ms_or_none),
     "last_execution_date": ("last_execution_date", ms_or_none),
     "last_finish_date": ("last_finish_date", ms_or_none),
+    "last_success_date": ("last_success_date", ms_or_none),
     "lease_owner": ("lease_owner", lambda owner: owner),
     "lease_until": ("lease_until", ms_or_none),
     "checkpoint_data": ("checkpoint_data", _json_or_none),

@@ -88,6 +88,21 @@ def test_the_example_tasks_run_under_the_daemon(tmp_path, daemons):
     assert node.stop() == 0
 
 
+def test_the_quick_start_keeps_its_state_private_in_SCHEDULER_STATE_DIR(tmp_path, daemons):
+    """The README's first command: state where SCHEDULER_STATE_DIR says, never 0644, found by the CLI alone."""
+    state = tmp_path / "checkout" / ".state"
+    node = daemons(state_dir=state, state_dir_from_env=True, tasks_dir=ROOT / "examples" / "tasks.d",
+                   env={"TMPDIR": str(tmp_path)})
+    assert node.request("POST", "/cxs/tasks/prime-count/run")[0] == 200  # a write: the -wal file exists
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [state, *state.iterdir()]}
+    assert {"scheduler.db", "scheduler.db-wal", "scheduler.db-shm", "admin.token"} <= set(modes)
+    assert {name: oct(mode) for name, mode in modes.items() if mode & 0o077} == {}
+
+    listing = cli("task-list", env={"SCHEDULER_STATE_DIR": str(state), "SCHEDULER_URL": node.url})
+    assert listing.returncode == 0, listing.stderr
+    assert "prime-count" in listing.stdout
+
+
 def test_bad_config_bad_store_and_busy_port_fail_clearly(tmp_path):
     bad_config = tmp_path / "scheduler.yaml"
     bad_config.write_text("leaseDuration: soon\nunknownKey: 1\n")

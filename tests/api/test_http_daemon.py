@@ -108,7 +108,7 @@ def test_metrics_need_a_viewer_and_count_the_node_work(daemon):
     assert anonymous[0] == 401
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert 'scheduler_task_next_run_timestamp_seconds{task="nightly-report"}' in body.decode()
-    assert "scheduler_reload_success 1.0" in body.decode()
+    assert "scheduler_config_last_reload_successful 1.0" in body.decode()
 
 
 def test_cors_preflight_and_unknown_ids(daemon):

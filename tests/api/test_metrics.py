@@ -48,6 +48,7 @@ async def test_runs_claims_and_durations_by_task_and_outcome(client, services, s
     assert samples[("scheduler_run_duration_seconds_count", (("outcome", "success"),))] == 1
     assert samples[("scheduler_run_duration_seconds_count", (("outcome", "failure"),))] == 1
     assert samples[("scheduler_runs_fenced_total", ())] == 0
+    assert [name for name, _ in samples if name.endswith("_created")] == []
 
 
 async def test_a_removed_task_leaves_no_series(client, services, seed, store, monkeypatch):
@@ -78,6 +79,7 @@ async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store)
     samples = await scrape(client)
 
     assert samples[("scheduler_task_last_run_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 14)
+    assert samples[("scheduler_task_last_success_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 14, 0, 5)
     assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "data-sync"),))] == at(2024, 3, 20, 15)
     assert samples[("scheduler_task_next_run_timestamp_seconds", (("task", "local-cache"),))] == at(2024, 3, 20, 14, 5)
     assert ("scheduler_task_last_run_timestamp_seconds", (("task", "local-cache"),)) not in samples
@@ -129,9 +131,13 @@ async def test_recoveries_lease_losses_and_reloads(client, services, seed, store
 
     assert samples[("scheduler_recoveries_total", ())] == 1
     assert samples[("scheduler_lease_losses_total", ())] == 1
-    assert samples[("scheduler_reload_success", ())] == 0
+    assert samples[("scheduler_config_last_reload_successful", ())] == 0
     assert samples[("scheduler_files_rejected", ())] == 2
-    assert samples[("scheduler_reload_timestamp_seconds", ())] == at(2024, 3, 20, 14, 0, 31)
+    assert samples[("scheduler_config_last_reload_success_timestamp_seconds", ())] == 0  # none succeeded yet
+    services.metrics.reload_finished(True, 0, datetime(2024, 3, 20, 14, 1, tzinfo=timezone.utc))
+    samples = await scrape(client)
+    assert samples[("scheduler_config_last_reload_successful", ())] == 1
+    assert samples[("scheduler_config_last_reload_success_timestamp_seconds", ())] == at(2024, 3, 20, 14, 1)
     assert samples[("scheduler_runs_total", (("outcome", "success"), ("task", "data-sync")))] == 1
 
 

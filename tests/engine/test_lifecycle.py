@@ -154,3 +154,31 @@ async def test_a_run_is_handed_back_only_once_it_has_stopped(store, real_clock):
     assert task.status is Status.CRASHED and len(ended) == 1
     crashed_at = datetime.fromisoformat(task.status_details["crashTime"].replace("Z", "+00:00"))
     assert crashed_at >= ended[0].replace(microsecond=ended[0].microsecond // 1000 * 1000)
+
+
+@pytest.mark.realtime
+async def test_a_run_stopped_by_a_cancel_is_counted_as_its_record_says(store, real_clock):
+    from scheduler.api.metrics import Metrics
+
+    started = asyncio.Event()
+
+    async def wait_for_cancel(ctx) -> None:
+        started.set()
+        await ctx.wait_cancelled()
+
+    await register(store, real_clock, {"name": "long", "type": "job", "schedule": {"after": "0s"}})
+    metrics = Metrics()
+    engine = Engine(EngineConfig(node_id="n", poll_interval=timedelta(seconds=0.05)), [store],
+                    executors={"job": executor_from_callable(wait_for_cancel)}, listener=metrics)
+    await engine.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await store.cancel("long")
+        engine.check_leases()
+        await wait_for(lambda: asyncio.sleep(0, engine.running_count), lambda running: running == 0)
+    finally:
+        await engine.stop()
+
+    text = metrics.render().decode()
+    assert 'scheduler_runs_total{outcome="cancelled",task="long"} 1.0' in text
+    assert "scheduler_runs_fenced_total 1.0" in text

@@ -53,6 +53,7 @@ class Daemon:
     extra_args: tuple[str, ...] = ()
     command_prefix: tuple[str, ...] = ()  # a program that runs the node, e.g. in its own mount namespace
     env: dict[str, str] = field(default_factory=dict)
+    state_dir_from_env: bool = False  # SCHEDULER_STATE_DIR, as the README's quick start sets it, not --state-dir
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -66,15 +67,19 @@ class Daemon:
         return (self.state_dir / "admin.token").read_text().strip()
 
     def start(self, wait_ready: bool = True) -> Daemon:
-        args = ["run", "--state-dir", str(self.state_dir), "--node-id", self.node_id, "--listen", f"127.0.0.1:{self.port}"]
+        args = ["run", "--node-id", self.node_id, "--listen", f"127.0.0.1:{self.port}"]
+        if self.state_dir_from_env:
+            self.env = {**self.env, "SCHEDULER_STATE_DIR": str(self.state_dir)}
+        else:
+            args += ["--state-dir", str(self.state_dir)]
         if self.tasks_dir is not None:
             args += ["--tasks-dir", str(self.tasks_dir)]
         if self.store:
             args += ["--store", self.store]
         if self.config:
             args += ["--config", str(self.config)]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.state_dir / f"{self.node_id}.log"
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir.parent / f"{self.state_dir.name}-{self.node_id}.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*self.command_prefix, *scheduler_command(*args, *self.extra_args)], cwd=ROOT,
