@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .errors import SpecError
 from .executors import Executor, executor_from_callable
 from .model import Task
-from .spec import NAME_PATTERN, RetryPolicy, RunSpec, Schedule, Source, TaskSpec, freeze
+from .spec import NAME_PATTERN, RetryPolicy, RunSpec, Schedule, Source, TaskSpec, dependencies, freeze
 
 if TYPE_CHECKING:
     from .embedded import Scheduler
@@ -52,6 +52,7 @@ class TaskBuilder:
         self._executor: Executor | None = None
         self._run: RunSpec | None = None
         self._on_crash = "resume"
+        self._depends_on: tuple[str, ...] = ()
 
     # -- when -------------------------------------------------------------------
 
@@ -106,6 +107,15 @@ class TaskBuilder:
         self._run = run
         return self
 
+    def with_dependencies(self, *item_ids: str) -> TaskBuilder:
+        """Each run waits for a success of each of these tasks since the last run (README: Dependencies).
+
+        Names may be given one by one or as one list (Unomi's ``withDependencies``)."""
+        if len(item_ids) == 1 and isinstance(item_ids[0], (list, tuple, set, frozenset)):
+            item_ids = tuple(item_ids[0])
+        self._depends_on = tuple(item_ids)
+        return self
+
     # -- how --------------------------------------------------------------------
 
     def with_max_retries(self, max_retries: int) -> TaskBuilder:
@@ -145,6 +155,7 @@ class TaskBuilder:
             persistent=self._persistent,
             run_on=self._run_on,
             on_crash=self._on_crash,
+            depends_on=dependencies(self._name, list(self._depends_on)),
             source=BUILDER_SOURCE,
         )
 
@@ -178,9 +189,9 @@ class TaskBuilder:
             if self._at.tzinfo is None:
                 raise SpecError("as_one_shot(at=...) needs an aware datetime")
             return Schedule(at=self._at)
-        if self._one_shot:
-            return Schedule(after=self._initial_delay)
-        raise SpecError("a task needs with_period, with_cron or as_one_shot")
+        # A one-shot, and without any of with_period, with_cron or as_one_shot too: Apache Unomi runs
+        # such a task once, at once (or after its initial delay).
+        return Schedule(after=self._initial_delay)
 
     def _retry(self) -> RetryPolicy:
         if self._max_retries is not None and self._max_retries < 0:

@@ -110,7 +110,8 @@ class Engine:
         self._loop_ok: dict[str, float] = {}  # loop name -> event-loop time its last round completed
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
-        self._next_recovery = 0.0  # loop time of the next look for expired leases
+        self._next_recovery = 0.0  # loop time of the next look for expired leases and met dependencies
+        self._waiting_dependents = 0  # WAITING tasks at the last look: a success here looks again at once
         # For health(): when the keep-alive last wrote the heartbeat (time.monotonic()), and each loop's
         # last store error.
         self._heartbeat_written_at: float | None = None
@@ -310,6 +311,7 @@ class Engine:
         finished = 0
         for _ in range(max_rounds):
             await self._recover()
+            await self._settle_dependencies()
             started = await self._claim_and_start(prefetch=False) if self.config.executor_node else []
             if not started and not self._active:
                 return finished
@@ -385,10 +387,11 @@ class Engine:
         assert self._wake is not None
         self._wake.clear()
         loop = asyncio.get_running_loop()
-        # Expired leases are looked for once per poll interval, not at every
-        # wake-up: at thousands of runs per second that query would dominate.
+        # Expired leases and met dependencies are looked for once per poll interval, not at
+        # every wake-up: at thousands of runs per second those queries would dominate.
         if loop.time() >= self._next_recovery:
             await self._recover()
+            await self._settle_dependencies()
             self._next_recovery = loop.time() + self.config.poll_interval.total_seconds()
         if self._claiming:
             await self._claim_and_start()
@@ -450,6 +453,23 @@ class Engine:
                     extra={"task": task.item_id},
                 )
                 self.listener.recovered(task)
+
+    async def _settle_dependencies(self) -> None:
+        if not self.config.executor_node:
+            return
+        waiting = 0
+        for store in self.stores:
+            settled = await store.settle_dependencies()
+            waiting += settled.waiting
+            for item_id in settled.ready:
+                log.info("task %s: its dependencies are met", item_id, extra={"task": item_id})
+        self._waiting_dependents = waiting
+
+    def _dependency_may_be_met(self) -> None:
+        """A run succeeded here: a WAITING task may wait for it, and should not wait for the next poll."""
+        if self._waiting_dependents:
+            self._next_recovery = 0.0
+            self.wake()
 
     async def _claim_and_start(self, prefetch: bool = True) -> list[ActiveRun]:
         horizon = self.config.prefetch if prefetch else timedelta(0)
@@ -553,6 +573,7 @@ class Engine:
         spec = claim.task.spec
         if (
             spec.schedule.missed_runs == "skip"
+            and not spec.depends_on  # a slot that waited for its dependencies is late on purpose
             and claim.attempt == 1
             and is_missed(spec.schedule, claim.scheduled_for, claim.started_at)
         ):
@@ -646,6 +667,8 @@ class Engine:
             return None
         if execution.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
             log.info("run %s %s", claim.run_id, execution.outcome.value, extra=extra)
+            if execution.outcome is Outcome.SUCCESS:
+                self._dependency_may_be_met()
         else:
             log.warning(
                 "run %s %s: %s (next: %s)", claim.run_id, execution.outcome.value, execution.error,

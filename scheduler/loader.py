@@ -76,6 +76,8 @@ class FileResult:
     specs: tuple[TaskSpec, ...] = ()
     problems: tuple[Problem, ...] = ()
     io_error: str | None = None
+    # Task name -> (line, col) of its ``dependsOn`` key: where a dependency cycle is reported.
+    dependency_keys: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -131,8 +133,8 @@ def load_bytes(data: bytes, path: str, known_types: Collection[str] | None = Non
         line, col = yamlsafe.position(before, len(before))
         message = f"not UTF-8 text: byte 0x{body[exc.start]:02x} cannot be decoded"
         return FileResult(path, digest, problems=(Problem(path, line, col, "", message),))
-    specs, problems = _load_text(text, path, known_types)
-    return FileResult(path, digest, specs, problems)
+    specs, problems, dependency_keys = _load_text(text, path, known_types)
+    return FileResult(path, digest, specs, problems, dependency_keys=dependency_keys)
 
 
 def load_text(text: str, path: str, known_types: Collection[str] | None = None) -> FileResult:
@@ -294,15 +296,51 @@ def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> Di
                 line = spec.source.line if spec.source else 0
                 message = f"task name '{spec.name}' is already defined in {keeper}"
                 problems.append(Problem(result.path, line, 1, "/name", message))
-    return replace(directory, problems=tuple(problems), shadowed=frozenset(shadowed))
+    directory = replace(directory, problems=tuple(problems), shadowed=frozenset(shadowed))
+    return replace(directory, problems=directory.problems + dependency_cycles(directory))
+
+
+def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
+    """A problem at the ``dependsOn`` key of every task of the directory that is part of a cycle of
+    dependencies (a -> b -> a): none of them could ever run. Names no file declares are not followed."""
+    specs = {spec.name: spec for spec in directory.specs}
+    where = {name: (f.path, f.dependency_keys[name]) for f in directory.files for name in f.dependency_keys
+             if (f.path, name) not in directory.shadowed}
+    problems = []
+    for name in sorted(where):
+        cycle = _cycle_through(name, specs)
+        if cycle:
+            path, (line, col) = where[name]
+            message = f"dependency cycle: {' -> '.join(cycle)}: none of these tasks could ever run"
+            problems.append(Problem(path, line, col, "/dependsOn", message))
+    return tuple(problems)
+
+
+def _cycle_through(start: str, specs: Mapping[str, TaskSpec]) -> list[str] | None:
+    """The shortest path of dependencies from ``start`` back to itself, if there is one."""
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for name in frontier:
+            spec = specs.get(name)
+            for dependency in () if spec is None else spec.depends_on:
+                if dependency == start:
+                    return paths[name] + [start]
+                if dependency not in paths:
+                    paths[dependency] = paths[name] + [dependency]
+                    following.append(dependency)
+        frontier = following
+    return None
 
 
 def _load_text(
     text: str, path: str, known_types: Collection[str] | None
-) -> tuple[tuple[TaskSpec, ...], tuple[Problem, ...]]:
+) -> tuple[tuple[TaskSpec, ...], tuple[Problem, ...], dict[str, tuple[int, int]]]:
     known = registered_types() if known_types is None else known_types
     parsed = yamlsafe.parse(text)
     specs: list[TaskSpec] = []
+    dependency_keys: dict[str, tuple[int, int]] = {}
     problems = [Problem(path, i.line, i.col, i.pointer, i.message) for i in parsed.issues]
     names: dict[str, int] = {}
     for document in parsed.documents:
@@ -317,8 +355,10 @@ def _load_text(
         elif spec is not None:
             names[spec.name] = document.line
             specs.append(spec)
+            if spec.depends_on:
+                dependency_keys[spec.name] = yamlsafe.locate(document.root, "/dependsOn", key=True)
         problems.extend(found)
-    return tuple(specs), tuple(sorted(problems))
+    return tuple(specs), tuple(sorted(problems)), dependency_keys
 
 
 def _task(document: yamlsafe.Document, path: str, known: Collection[str], found: list[Problem]) -> TaskSpec | None:

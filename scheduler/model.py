@@ -48,7 +48,7 @@ def make_run_id(item_id: str, scheduled_for: datetime, attempt: int) -> str:
 
 class Status(StrEnum):
     SCHEDULED = "SCHEDULED"
-    WAITING = "WAITING"  # kept for Unomi compatibility; this scheduler never sets it
+    WAITING = "WAITING"  # due, but a dependency has not succeeded since its last run (waiting_on says which)
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -115,6 +115,11 @@ class Task:
     creation_date: datetime | None = None
     last_modified: datetime | None = None
     expires_at: datetime | None = None  # finished one-shots: when purge may delete the task
+    # Dependencies (spec.depends_on): which of them a WAITING task waits for; whether its current slot
+    # passed the check (a claim takes a dependent only then); the successes its last check consumed.
+    waiting_on: tuple[str, ...] = ()
+    dependencies_ready: bool = False
+    dependencies_seen: dict[str, datetime | None] = field(default_factory=dict)
 
     @property
     def max_retries(self) -> int:
@@ -127,6 +132,23 @@ class Task:
     @property
     def requirement(self) -> Requirement:
         return Requirement(self.spec.executor_type, self.node, self.spec.nodes)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What ``Store.settle_dependencies`` did: the tasks it made claimable, and how many still wait."""
+
+    ready: tuple[str, ...] = ()
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class DependencyState:
+    """What a dependent needs to know of one of its dependencies, as the store holds it now."""
+
+    item_id: str
+    status: Status
+    last_success_date: datetime | None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ below is written once, for every backend.
 ====================  ===========================  =============================================  ==============
 status                event                        next status                                    triggered by
 ====================  ===========================  =============================================  ==============
+SCHEDULED             dependencies unmet           WAITING                                        any node
+WAITING               dependencies met             SCHEDULED (due, its slot checked)              any node
 SCHEDULED             claim                        RUNNING                                        a node
 CRASHED               claim (``onCrash: resume``)  RUNNING                                        a node
 RUNNING               success                      SCHEDULED (next slot), COMPLETED (no slot)     the lease owner
@@ -19,7 +21,7 @@ RUNNING               failure, no attempt left     SCHEDULED (next slot), FAILED
 RUNNING               crash, attempts left         CRASHED (due at once, next attempt)            any node
 RUNNING               crash, no attempt left       SCHEDULED (next slot), FAILED (no slot)        any node
 RUNNING               release (never started)      SCHEDULED (same attempt)                       the lease owner
-SCHEDULED..CRASHED    cancel                       CANCELLED                                      ADMINISTRATOR
+all but FAILED        cancel                       CANCELLED                                      ADMINISTRATOR
 FAILED, CANCELLED     retry                        SCHEDULED (due now)                            ADMINISTRATOR
 CRASHED               resume                       SCHEDULED (due now, checkpoint kept)           ADMINISTRATOR
 all but RUNNING       run now                      SCHEDULED (due now, new slot)                  ADMINISTRATOR
@@ -41,7 +43,9 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from .errors import InvalidState
-from .model import Claim, Outcome, Retention, RunResult, Status, Task, Transition, is_file_source, make_run_id
+from .model import (
+    Claim, DependencyState, Outcome, Retention, RunResult, Status, Task, Transition, is_file_source, make_run_id,
+)
 from .schedule import fire_time, next_slot
 from .spec import utc_iso
 
@@ -72,12 +76,15 @@ class Change:
 
     A change that sets ``attempt`` for a run still to come is moved past the
     run records that slot already has by the backend, which alone can see them:
-    the same slot and attempt never start twice.
+    the same slot and attempt never start twice. A change that moves the task
+    to another slot clears ``dependencies_ready`` (backends again): a dependency
+    check holds for one slot and its retries.
     """
 
     fields: Mapping[str, Any]
     history: Mapping[str, Any] | None = None  # put first in the task's history
     run_end: RunEnd | None = None
+
 
     @property
     def status(self) -> Status:
@@ -275,20 +282,69 @@ def unusable_spec(error: Exception) -> Change:
     return Change({**_NO_LEASE, "status": Status.FAILED, "next_scheduled_execution": None, "last_error": message})
 
 
+# -- dependencies ------------------------------------------------------------------------------------
+
+
+def unmet_dependencies(task: Task, states: Mapping[str, DependencyState]) -> list[str]:
+    """The dependencies of ``task`` its next run still waits for, in ``dependsOn`` order.
+
+    A dependency is met when it is a COMPLETED one-shot, or when it has succeeded
+    since the success the task's last run consumed (since the task was created,
+    before its first run). A dependency that does not exist, has never succeeded,
+    or FAILED or was CANCELLED since, is waited for: nothing runs on stale input.
+    """
+    unmet = []
+    for item_id in task.spec.depends_on:
+        state = states.get(item_id)
+        if state is not None and state.status is Status.COMPLETED:
+            continue
+        success = None if state is None else state.last_success_date
+        if success is None:
+            unmet.append(item_id)
+        elif item_id in task.dependencies_seen:
+            consumed = task.dependencies_seen[item_id]
+            if consumed is not None and success <= consumed:  # the success its last run ran on
+                unmet.append(item_id)
+        elif task.creation_date is not None and success < task.creation_date:  # before the task existed
+            unmet.append(item_id)
+    return unmet
+
+
+def settle_dependencies(task: Task, states: Mapping[str, DependencyState]) -> Change | None:
+    """A due dependent (SCHEDULED, its slot unchecked) or a WAITING task, against its dependencies now:
+
+    - all met: SCHEDULED, its slot checked (a node may claim it), the successes it runs on recorded;
+    - some unmet: WAITING on them (or still WAITING, the list brought up to date);
+    - None when nothing changes.
+    """
+    unmet = unmet_dependencies(task, states)
+    if not unmet:
+        seen = {item_id: _success_of(states.get(item_id)) for item_id in task.spec.depends_on}
+        return Change({"status": Status.SCHEDULED, "waiting_on": (), "dependencies_ready": True,
+                       "dependencies_seen": seen})
+    if task.status is Status.WAITING and tuple(unmet) == task.waiting_on:
+        return None
+    return Change({"status": Status.WAITING, "waiting_on": tuple(unmet)})
+
+
+def _success_of(state: DependencyState | None) -> datetime | None:
+    return None if state is None else state.last_success_date
+
+
 # -- operator actions ------------------------------------------------------------------------------
 
 
 def cancel(task: Task, now: datetime) -> Change:
-    """Any unfinished status -> CANCELLED.
+    """Any status but FAILED and CANCELLED -> CANCELLED (a COMPLETED one-shot too, as Apache Unomi allows).
 
     A RUNNING task keeps its lease: its node's next renewal fails, the run is
     stopped, and the node releases the lease once the run has stopped, so that
     nothing else starts the task while it still runs. Its run record is ended
     here, since its node will write nothing.
     """
-    if task.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+    if task.status in (Status.FAILED, Status.CANCELLED):
         raise InvalidState(
-            f"Task {task.item_id} is already {task.status.value}: only an unfinished task can be cancelled"
+            f"Task {task.item_id} is already {task.status.value}: a FAILED or CANCELLED task cannot be cancelled"
         )
     fields = {"status": Status.CANCELLED, "next_scheduled_execution": None}
     if task.status is not Status.RUNNING:

@@ -28,6 +28,9 @@ from .errors import SpecError
 from .redact import redact_url
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# What dependsOn names: a task (its name), or the copy of a runOn: all task one node keeps (name@node).
+TASK_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(@[^\s@/]{1,255})?$")
+MAX_DEPENDENCIES = 32
 SCHEDULE_KINDS = ("cron", "every", "at", "after")
 MISSED_RUNS = ("skip", "runOnce", "runAll")
 CONCURRENCY = ("forbid", "replace")
@@ -417,6 +420,7 @@ class TaskSpec:
     run_on: str = "any"
     nodes: tuple[str, ...] = ()
     on_crash: str = "resume"
+    depends_on: tuple[str, ...] = ()  # task ids whose success each run waits for (README: Dependencies)
     source: Source | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -464,6 +468,7 @@ class TaskSpec:
             run_on=doc.get("runOn", "any"),
             nodes=tuple(str(n) for n in doc.get("nodes", ())),
             on_crash=doc.get("onCrash", "resume"),
+            depends_on=dependencies(name, doc.get("dependsOn", ())),
             source=source,
         )
 
@@ -506,11 +511,29 @@ class TaskSpec:
             nodes=list(self.nodes),
             onCrash=self.on_crash,
         )
+        if self.depends_on:  # only when set: the hash of every spec without dependencies stays what it was
+            doc["dependsOn"] = list(self.depends_on)
         return doc
 
     def spec_hash(self) -> str:
         """A stable digest of the canonical document: equal specs, equal hashes."""
         return document_hash(self.to_dict())
+
+
+def dependencies(name: str, ids: Any) -> tuple[str, ...]:
+    """``dependsOn`` checked: task ids, none twice, never the task itself."""
+    if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
+        raise SpecError("dependsOn must be a list of task names", "/dependsOn")
+    for index, item_id in enumerate(ids):
+        if not TASK_ID_PATTERN.match(item_id):
+            raise SpecError(f"dependsOn: {item_id!r} is not a task name (or name@node)", f"/dependsOn/{index}")
+        if item_id == name or item_id.partition("@")[0] == name:
+            raise SpecError(f"task {name!r} cannot depend on itself", f"/dependsOn/{index}")
+        if item_id in ids[:index]:
+            raise SpecError(f"dependsOn names {item_id!r} twice", f"/dependsOn/{index}")
+    if len(ids) > MAX_DEPENDENCIES:
+        raise SpecError(f"dependsOn names {len(ids)} tasks, at most {MAX_DEPENDENCIES}", "/dependsOn")
+    return tuple(ids)
 
 
 def document_hash(document: Mapping[str, Any]) -> str:

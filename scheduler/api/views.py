@@ -70,6 +70,8 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
         lastError=redact_optional(task.last_error),
         lastFinishDate=iso(task.last_finish_date),
         lastSuccessDate=iso(task.last_success_date),
+        dependsOn=list(spec.depends_on),
+        waitingOnTasks=list(task.waiting_on),
         attempt=task.attempt,
         lease=None
         if task.lease_owner is None

@@ -41,7 +41,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
     SORT_FIELDS, Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Status,
-    Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    Settled, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -371,6 +371,15 @@ class Store(abc.ABC):
         are claimable again at once, ``manual`` ones wait for ``resume``), else
         the next slot or FAILED. ``node_id`` is the recovering node, written in
         the history. Returns the recovered tasks."""
+
+    @abc.abstractmethod
+    async def settle_dependencies(self) -> Settled:
+        """Check the dependencies (``spec.depends_on``) of every due dependent whose slot has not been
+        checked, and of every WAITING task, with ``policy.settle_dependencies``: a task whose
+        dependencies are met becomes claimable (SCHEDULED, ``dependencies_ready``, the successes it
+        consumes in ``dependencies_seen``); one whose are not is WAITING on them (``waiting_on``). Each
+        write is a compare-and-set on the state read. Returns the tasks made claimable and how many
+        still wait."""
 
     async def abandon_runs(self, claims: Sequence[Claim], reason: str, retention: Retention = Retention()) -> list[str]:
         """What ``recover_expired`` does, at once, for the given claims of a node

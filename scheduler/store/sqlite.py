@@ -34,7 +34,7 @@ from ..errors import StoreError
 from ..spec import TaskSpec
 from ..model import (
     Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
-    Transition, UpsertResult, system_clock,
+    Settled, Transition, UpsertResult, system_clock,
 )
 from . import sqlite_claims as claims_sql
 from . import sqlite_declarations as declarations_sql
@@ -313,6 +313,9 @@ class SQLiteStore(Store):
 
     async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
         return await self._write(claims_sql.recover, node_id, retention)
+
+    async def settle_dependencies(self) -> Settled:
+        return await self._write(claims_sql.settle_dependencies)
 
     async def _abandon_runs(self, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
         return await self._write(claims_sql.abandon, claims, reason, retention)

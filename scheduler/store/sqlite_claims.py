@@ -20,7 +20,10 @@ from typing import Any, Callable, Collection
 
 from .. import policy
 from ..errors import StoreError, TaskNotFound
-from ..model import Claim, Retention, RunResult, Status, Task, Transition, epoch_ms, from_epoch_ms, make_run_id
+from ..model import (
+    Claim, DependencyState, Retention, RunResult, Settled, Status, Task, Transition, epoch_ms, from_epoch_ms,
+    make_run_id,
+)
 from ..policy import Change
 from ..spec import Source
 from .common import push_history, stored_spec
@@ -68,6 +71,8 @@ def apply_change(
         slot = values.get("scheduled_for", row["scheduled_for"])
         if slot is not None:  # never point a run still to come at a run record that exists
             values["attempt"] = next_free_attempt(conn, item_id, slot, values["attempt"])
+    if values.get("scheduled_for", row["scheduled_for"]) != row["scheduled_for"]:
+        values["dependencies_ready"] = 0  # another slot: its dependencies are checked again
     if change.history is not None:
         values["history"] = to_json(push_history(json.loads(row["history"]), change.history))
     values["last_modified"] = epoch_ms(now)
@@ -236,6 +241,42 @@ def finish(conn: sqlite3.Connection, now: datetime, held: Claim, result: RunResu
     row = conn.execute(f"SELECT item_id, scheduled_for, history FROM tasks WHERE {FENCED}", fence_of(held)).fetchone()
     return row is not None and apply_change(conn, now, row, policy.finish(held, result, transition), FENCED,
                                             fence_of(held))
+
+
+# -- dependencies --------------------------------------------------------------------------------
+
+
+def settle_dependencies(conn: sqlite3.Connection, now: datetime) -> Settled:
+    candidates = conn.execute(
+        "SELECT * FROM tasks INDEXED BY tasks_dependents WHERE depends_on IS NOT NULL AND dependencies_ready = 0"
+        " AND next_at <= :now AND status = 'SCHEDULED' AND enabled = 1"
+        " UNION ALL SELECT * FROM tasks WHERE status = 'WAITING'",
+        {"now": epoch_ms(now)},
+    ).fetchall()
+    ready, waiting = [], 0
+    for row in candidates:
+        task = task_from_row(row, with_history=False)
+        change = policy.settle_dependencies(task, dependency_states(conn, task.spec.depends_on))
+        if change is not None:
+            apply_change(conn, now, row, change, "fence = :fence AND status = :status",
+                         {"fence": row["fence"], "status": row["status"]})
+        if change is None or change.status is Status.WAITING:
+            waiting += 1
+        else:
+            ready.append(task.item_id)
+    return Settled(tuple(ready), waiting)
+
+
+def dependency_states(conn: sqlite3.Connection, item_ids: Collection[str]) -> dict[str, DependencyState]:
+    if not item_ids:
+        return {}
+    marks = ", ".join("?" * len(item_ids))
+    return {
+        row[0]: DependencyState(row[0], Status(row[1]), datetime_or_none(row[2]))
+        for row in conn.execute(
+            f"SELECT item_id, status, last_success_date FROM tasks WHERE item_id IN ({marks})", list(item_ids)
+        )
+    }
 
 
 def recover(conn: sqlite3.Connection, now: datetime, node_id: str, retention: Retention) -> list[Task]:

@@ -32,7 +32,11 @@ BUSY_TIMEOUT_MS = 5000
 # The claim's eligibility apart from time, node and lease. The partial index
 # below repeats it verbatim: SQLite uses a partial index only when the query's
 # WHERE contains the index's WHERE terms as written.
-CLAIMABLE = "enabled = 1 AND (status = 'SCHEDULED' OR (status = 'CRASHED' AND on_crash = 'resume'))"
+# A task with dependencies is claimable once its slot passed the dependency check (``settle_dependencies``).
+CLAIMABLE = (
+    "enabled = 1 AND (depends_on IS NULL OR dependencies_ready = 1)"
+    " AND (status = 'SCHEDULED' OR (status = 'CRASHED' AND on_crash = 'resume'))"
+)
 # The planner's estimates do not favour the partial index over (status, item_id)
 # or (next_at, item_id), which would walk every scheduled task per claim: the
 # claim queries name it, and fail loudly if it ever stops matching.
@@ -108,8 +112,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     history TEXT NOT NULL,
     creation_date INTEGER NOT NULL,
     last_modified INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    depends_on TEXT, -- the spec's dependsOn (JSON), NULL without dependencies
+    waiting_on TEXT, -- JSON list of the dependencies a WAITING task waits for
+    dependencies_ready INTEGER NOT NULL DEFAULT 0, -- its slot passed the dependency check
+    dependencies_seen TEXT -- JSON: dependency -> the success (ms) its last check consumed
 );
+CREATE INDEX IF NOT EXISTS tasks_dependents ON tasks (next_at) WHERE depends_on IS NOT NULL AND dependencies_ready = 0;
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (executor_type, next_at, item_id, node, nodes) WHERE {CLAIMABLE};
 CREATE INDEX IF NOT EXISTS tasks_recover ON tasks (lease_until, item_id) WHERE status = 'RUNNING';
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
@@ -178,9 +187,15 @@ ALTER TABLE nodes ADD COLUMN task_types TEXT NOT NULL DEFAULT '[]'
     2: """
 ALTER TABLE nodes ADD COLUMN stuck INTEGER NOT NULL DEFAULT 0
 """,
-    # 3 -> 4: when each task last succeeded (the metric alerts are written on).
+    # 3 -> 4: when each task last succeeded (the metric alerts are written on); dependencies, which
+    # the claim index's condition now names (DDL creates it again).
     3: """
-ALTER TABLE tasks ADD COLUMN last_success_date INTEGER
+ALTER TABLE tasks ADD COLUMN last_success_date INTEGER;
+ALTER TABLE tasks ADD COLUMN depends_on TEXT;
+ALTER TABLE tasks ADD COLUMN waiting_on TEXT;
+ALTER TABLE tasks ADD COLUMN dependencies_ready INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN dependencies_seen TEXT;
+DROP INDEX IF EXISTS tasks_claim
 """,
 }
 
@@ -362,6 +377,11 @@ def task_from_row(row: sqlite3.Row, *, with_history: bool = True) -> Task:
         creation_date=datetime_or_none(row["creation_date"]),
         last_modified=datetime_or_none(row["last_modified"]),
         expires_at=datetime_or_none(row["expires_at"]),
+        waiting_on=tuple(json.loads(row["waiting_on"])) if row["waiting_on"] else (),
+        dependencies_ready=bool(row["dependencies_ready"]),
+        dependencies_seen={
+            item_id: datetime_or_none(ms) for item_id, ms in json.loads(row["dependencies_seen"] or "{}").items()
+        },
     )
 
 
@@ -418,6 +438,9 @@ TASK_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "last_execution_date": ("last_execution_date", ms_or_none),
     "last_finish_date": ("last_finish_date", ms_or_none),
     "last_success_date": ("last_success_date", ms_or_none),
+    "waiting_on": ("waiting_on", lambda ids: to_json(list(ids)) if ids else None),
+    "dependencies_ready": ("dependencies_ready", int),
+    "dependencies_seen": ("dependencies_seen", lambda seen: to_json({k: ms_or_none(v) for k, v in seen.items()})),
     "lease_owner": ("lease_owner", lambda owner: owner),
     "lease_until": ("lease_until", ms_or_none),
     "checkpoint_data": ("checkpoint_data", _json_or_none),

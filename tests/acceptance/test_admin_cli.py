@@ -196,7 +196,7 @@ def test_cancel_then_retry_with_a_fresh_budget(node):
 
     again = admin(node, "task-cancel", "cancel-me")
     assert again.returncode == 1 and again.stdout == ""
-    assert again.stderr == "scheduler: Task cancel-me is already CANCELLED: only an unfinished task can be cancelled\n"
+    assert again.stderr == "scheduler: Task cancel-me is already CANCELLED: a FAILED or CANCELLED task cannot be cancelled\n"
 
     retried = json.loads(ok(admin(node, "task-retry", "cancel-me", "--reset", "-o", "json")))
     assert (retried["itemId"], retried["status"], retried["failureCount"]) == ("cancel-me", "SCHEDULED", 0)

@@ -98,6 +98,24 @@ def test_a_directory_reports_names_defined_twice(tmp_path):
     assert stdout == f"{tmp_path}/b.yaml:1:1: task name 't' is already defined in {tmp_path}/a.yaml:1\n"
 
 
+def test_a_dependency_cycle_across_files_is_reported_at_each_dependson_line(tmp_path):
+    def task(name: str, depends_on: str) -> str:
+        return BASE.replace("name: t", f"name: {name}") + f"labels: {{team: data}}\ndependsOn: [{depends_on}]\n"
+
+    (tmp_path / "a.yaml").write_text(task("export", "report"))
+    (tmp_path / "b.yaml").write_text(task("transform", "export") + "---\n" + task("report", "transform, elsewhere"))
+    (tmp_path / "c.yaml").write_text(task("loner", "loner"))
+    code, stdout, _ = validate(tmp_path)
+
+    assert code == INVALID_EXIT
+    assert sorted(stdout.splitlines()) == sorted([
+        f"{tmp_path}/a.yaml:9:1: dependency cycle: export -> report -> transform -> export: none of these tasks could ever run",
+        f"{tmp_path}/b.yaml:9:1: dependency cycle: transform -> export -> report -> transform: none of these tasks could ever run",
+        f"{tmp_path}/b.yaml:19:1: dependency cycle: report -> transform -> export -> report: none of these tasks could ever run",
+        f"{tmp_path}/c.yaml:9:13: dependsOn[0]: task 'loner' cannot depend on itself",
+    ])
+
+
 def test_json_output(tmp_path):
     (tmp_path / "good.yaml").write_text(BASE)
     (tmp_path / "bad.yaml").write_text(BASE.replace("name: t", "name: u") + "runOn: some\n")

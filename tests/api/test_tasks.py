@@ -187,8 +187,20 @@ async def test_cancel_answers_204_and_wakes_the_node(client, seed, node):
     assert (response.status, await response.read()) == (204, b"")
     assert (await get_json(client, "/cxs/tasks/data-sync"))["status"] == "CANCELLED"
     assert again.status == 409
-    assert (await again.json())["message"] == "Task data-sync is already CANCELLED: only an unfinished task can be cancelled"
+    assert (await again.json())["message"] == "Task data-sync is already CANCELLED: a FAILED or CANCELLED task cannot be cancelled"
     assert node.wakes == 1
+
+
+async def test_cancelling_a_completed_one_shot_disables_it_as_in_apache_unomi(client, seed):
+    await seed.task("once", schedule={"after": "0s"})
+    await seed.run_all(Outcome.SUCCESS)
+    assert (await get_json(client, "/cxs/tasks/once"))["status"] == "COMPLETED"
+
+    response = await client.delete("/cxs/tasks/once", headers=ADMIN)
+
+    assert response.status == 204
+    task = await get_json(client, "/cxs/tasks/once")
+    assert (task["status"], task["nextScheduledExecution"]) == ("CANCELLED", None)
 
 
 async def test_retry_a_failed_task_with_and_without_reset(client, seed, clock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -159,3 +160,26 @@ async def test_a_running_scheduler_publishes_the_types_it_runs(tmp_path):
         await scheduler.new_task("appJob").with_period(timedelta(hours=1)).with_simple_executor(lambda: None).schedule()
         [node] = await scheduler.store.list_nodes()  # at once, not at the next heartbeat
         assert node.task_types == ("appJob", "report")
+
+
+async def test_unomi_task_dependencies_a_one_shot_waits_for_two_created_after_it(tmp_path, clock):
+    """Apache Unomi's testTaskDependencies, through the builder: the dependent is created first."""
+    order: list[str] = []
+    scheduler = Scheduler(f"sqlite:///{tmp_path / 'app.db'}", node_id="app-1", clock=clock)
+    await scheduler.open()
+    try:
+        await scheduler.new_task("dependent").as_one_shot().with_dependencies("first", "second") \
+            .with_simple_executor(lambda: order.append("dependent")).schedule()
+        await scheduler.run_until_idle()
+        dependent = await scheduler.get_task("dependent")
+        assert (dependent.status, dependent.waiting_on) == (Status.WAITING, ("first", "second"))
+
+        for name in ("first", "second"):  # no schedule at all: once, at once, as in Unomi
+            await scheduler.new_task(name).with_simple_executor(functools.partial(order.append, name)).schedule()
+        await scheduler.run_until_idle()
+
+        assert order[2:] == ["dependent"] and sorted(order[:2]) == ["first", "second"]
+        for name in ("first", "second", "dependent"):
+            assert (await scheduler.get_task(name)).status is Status.COMPLETED
+    finally:
+        await scheduler.stop()

@@ -41,7 +41,7 @@ ACTIONS = {
     "run_now": lambda store: store.run_now("t"),
 }
 ALLOWED = {
-    "cancel": {Status.SCHEDULED, Status.RUNNING, Status.CRASHED},
+    "cancel": {Status.SCHEDULED, Status.RUNNING, Status.CRASHED, Status.COMPLETED},
     "retry": {Status.FAILED, Status.CANCELLED},
     "resume": {Status.CRASHED},
     "run_now": {Status.SCHEDULED, Status.CRASHED, Status.COMPLETED, Status.FAILED, Status.CANCELLED},

@@ -74,7 +74,9 @@ def test_every_option_reaches_the_spec():
         (lambda b: b.with_cron("0 * * * *").with_initial_delay(timedelta(seconds=1)), "no initial delay"),
         (lambda b: b.with_fixed_delay(), "needs a period"),
         (lambda b: b.as_one_shot(at=datetime(2027, 1, 1)), "aware datetime"),
-        (lambda b: b, "needs with_period, with_cron or as_one_shot"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("data-sync"), "cannot depend on itself"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("a", "a"), "names 'a' twice"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("Not A Task"), "is not a task name"),
     ],
 )
 def test_invalid_combinations_raise_at_build_time(configure, message):
@@ -90,3 +92,14 @@ def test_default_name_from_type(task_type, name):
 def test_invalid_name():
     with pytest.raises(SpecError, match="task name must match"):
         TaskBuilder(None, "x", name="Data Sync").with_period(timedelta(hours=1)).build()
+
+
+def test_a_task_without_a_schedule_runs_once_at_once_as_in_apache_unomi():
+    spec = builder().build()
+    assert spec.schedule.one_shot and spec.schedule.after == timedelta(0)
+    assert builder().with_initial_delay(timedelta(minutes=5)).build().schedule.after == timedelta(minutes=5)
+
+
+def test_dependencies_given_one_by_one_or_as_one_list():
+    assert builder().with_dependencies("a", "b").build().depends_on == ("a", "b")
+    assert builder().with_dependencies(["a", "b"]).build().depends_on == ("a", "b")

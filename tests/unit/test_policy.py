@@ -42,7 +42,7 @@ def apply(event: str, task: Task) -> policy.Change:
 
 
 EVENTS = ["cancel", "retry", "resume", "run now", "crash"]
-STATUSES = [status for status in Status if status is not Status.WAITING]
+STATUSES = list(Status)
 
 # status -> event -> the status that follows, or None for a refusal.
 TABLE = {
@@ -50,7 +50,10 @@ TABLE = {
                        "crash": None},
     Status.RUNNING: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": None,
                      "crash": Status.CRASHED},
-    Status.COMPLETED: {"cancel": None, "retry": None, "resume": None, "run now": Status.SCHEDULED, "crash": None},
+    Status.WAITING: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": Status.SCHEDULED,
+                     "crash": None},
+    Status.COMPLETED: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": Status.SCHEDULED,
+                       "crash": None},
     Status.FAILED: {"cancel": None, "retry": Status.SCHEDULED, "resume": None, "run now": Status.SCHEDULED,
                     "crash": None},
     Status.CANCELLED: {"cancel": None, "retry": Status.SCHEDULED, "resume": None, "run now": Status.SCHEDULED,
@@ -153,3 +156,44 @@ def test_retry_with_reset_is_a_fresh_slot_with_the_whole_budget():
     assert policy.retry(task, NOW).fields["attempt"] == 4 and "failure_count" not in policy.retry(task, NOW).fields
     fresh = policy.retry(task, NOW, reset_failure_count=True).fields
     assert (fresh["scheduled_for"], fresh["attempt"], fresh["failure_count"]) == (NOW, 1, 0)
+
+
+def dependent(**state) -> Task:
+    spec = TaskSpec.from_dict({"name": "d", "schedule": {"every": "1h"}, "dependsOn": ["a", "b"]})
+    fields = {"status": Status.SCHEDULED, "creation_date": SLOT, **state}
+    return Task(item_id="d", spec=spec, spec_hash="h", **fields)
+
+
+def states(**dependencies) -> dict:
+    from scheduler.model import DependencyState
+
+    return {name: DependencyState(name, status, success) for name, (status, success) in dependencies.items()}
+
+
+@pytest.mark.parametrize(
+    ("a", "seen", "met"),
+    [
+        ((Status.SCHEDULED, SLOT), {}, True),  # a success at the very instant the dependent was created
+        ((Status.SCHEDULED, SLOT - timedelta(seconds=1)), {}, False),  # before the dependent existed
+        ((Status.SCHEDULED, SLOT), {"a": SLOT}, False),  # the success its last run consumed
+        ((Status.SCHEDULED, NOW), {"a": SLOT}, True),  # a new one
+        ((Status.COMPLETED, SLOT - timedelta(days=1)), {"a": SLOT}, True),  # a completed one-shot, whenever
+        ((Status.FAILED, None), {}, False),
+        ((Status.SCHEDULED, None), {}, False),  # never succeeded
+    ],
+)
+def test_when_a_dependency_is_met(a, seen, met):
+    task = dependent(dependencies_seen=seen)
+    found = states(a=a, b=(Status.COMPLETED, NOW))
+    assert policy.unmet_dependencies(task, found) == ([] if met else ["a"])
+    assert policy.unmet_dependencies(task, {}) == ["a", "b"]  # missing tasks are waited for
+
+
+def test_settling_a_dependent():
+    ready = policy.settle_dependencies(dependent(), states(a=(Status.SCHEDULED, NOW), b=(Status.COMPLETED, SLOT)))
+    assert ready.fields == {"status": Status.SCHEDULED, "waiting_on": (), "dependencies_ready": True,
+                            "dependencies_seen": {"a": NOW, "b": SLOT}}
+    waiting = policy.settle_dependencies(dependent(), states(a=(Status.SCHEDULED, NOW)))
+    assert waiting.fields == {"status": Status.WAITING, "waiting_on": ("b",)}
+    unchanged = dependent(status=Status.WAITING, waiting_on=("b",))
+    assert policy.settle_dependencies(unchanged, states(a=(Status.SCHEDULED, NOW))) is None

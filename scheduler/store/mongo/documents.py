@@ -68,6 +68,8 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
         "specVersion": float(spec_version),
         "taskType": spec.type,
         "executorType": spec.executor_type,
+        "dependsOn": list(spec.depends_on) or None,
+        "dependenciesReady": False,  # a new spec, a new check (its dependencies may have changed)
         "enabled": spec.enabled,
         "persistent": spec.persistent,
         "originFile": is_file_source(source),
@@ -142,6 +144,9 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
         creation_date=aware(doc.get("creationDate")),
         last_modified=aware(doc.get("lastModified")),
         expires_at=aware(doc.get("expireAt")),
+        waiting_on=tuple(doc.get("waitingOnTasks") or ()),
+        dependencies_ready=bool(doc.get("dependenciesReady")),
+        dependencies_seen={item_id: aware(ms) for item_id, ms in (doc.get("dependenciesSeen") or {}).items()},
     )
 
 
@@ -235,6 +240,9 @@ TASK_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "last_execution_date": ("lastExecutionDate", stored),
     "last_finish_date": ("lastFinishDate", stored),
     "last_success_date": ("lastSuccessDate", stored),
+    "waiting_on": ("waitingOnTasks", lambda ids: list(ids) or None),
+    "dependencies_ready": ("dependenciesReady", bool),
+    "dependencies_seen": ("dependenciesSeen", lambda seen: {k: stored(v) for k, v in seen.items()}),
     "lease_owner": ("lease.owner", lambda owner: owner),
     "lease_until": ("lease.until", stored),
     "checkpoint_data": ("checkpointData", plain),

@@ -36,6 +36,8 @@ def claimable_by(node_id: str, task_types: Collection[str] | None = None) -> dic
     conditions: list[dict[str, Any]] = [
         {"node": {"$in": [None, node_id]}},
         {"$or": [{"nodes": {"$size": 0}}, {"nodes": node_id}]},
+        # A task with dependencies once its slot passed the dependency check (settle_dependencies).
+        {"$or": [{"dependsOn": None}, {"dependenciesReady": True}]},
     ]
     if task_types is not None:
         conditions.append({"executorType": {"$in": [None, *_texts("task type", task_types)]}})

@@ -27,7 +27,9 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ... import policy
-from ...model import HISTORY_LIMIT, Claim, Retention, RunResult, Status, Task, Transition, make_run_id
+from ...model import (
+    HISTORY_LIMIT, Claim, DependencyState, Retention, Settled, RunResult, Status, Task, Transition, make_run_id,
+)
 from ...policy import Change
 from ...spec import Source
 from ..common import stored_spec
@@ -209,6 +211,8 @@ def apply_change(
     holds; ``slot`` is the task's slot as read. False, and nothing written, when it no longer holds."""
     sets = {field: encode(change.fields[name]) for name, (field, encode) in TASK_FIELDS.items()
             if name in change.fields}
+    if "scheduled_for" in change.fields and stored(change.fields["scheduled_for"]) != stored(slot):
+        sets["dependenciesReady"] = False  # another slot: its dependencies are checked again
     if "attempt" in sets and change.status in (Status.SCHEDULED, Status.CRASHED):
         slot = change.fields.get("scheduled_for", slot)
         if slot is not None:  # never point a run still to come at a run record that exists
@@ -240,6 +244,37 @@ def apply_change(
 def finish_run(db: Database, claim: Claim, result: RunResult, transition: Transition, now: datetime) -> bool:
     change = policy.finish(claim, result, transition)
     return apply_change(db, claim.item_id, fenced_claim(claim), change, now, claim.scheduled_for)
+
+
+def settle_dependencies(db: Database, now: datetime) -> Settled:
+    ready, waiting = [], 0
+    candidates = db["tasks"].find(
+        {"$or": [
+            {"status": Status.WAITING.value},
+            {"status": Status.SCHEDULED.value, "enabled": True, "dependsOn": {"$ne": None},
+             "dependenciesReady": {"$ne": True}, "nextScheduledExecution": {"$lte": now}},
+        ]},
+        projection={"history": False},
+    )
+    for doc in list(candidates):
+        task = task_from_document(doc)
+        change = policy.settle_dependencies(task, dependency_states(db, task.spec.depends_on))
+        if change is None or change.status is Status.WAITING:
+            waiting += 1
+        condition = {"_id": task.item_id, "lease.fence": task.fence, "status": task.status.value}
+        if change is not None and apply_change(db, task.item_id, condition, change, now, task.scheduled_for) and (
+            change.status is Status.SCHEDULED
+        ):
+            ready.append(task.item_id)
+    return Settled(tuple(ready), waiting)
+
+
+def dependency_states(db: Database, item_ids: Sequence[str]) -> dict[str, DependencyState]:
+    if not item_ids:
+        return {}
+    found = db["tasks"].find({"_id": {"$in": list(item_ids)}}, projection={"status": 1, "lastSuccessDate": 1})
+    return {doc["_id"]: DependencyState(doc["_id"], Status(doc["status"]), aware(doc.get("lastSuccessDate")))
+            for doc in found}
 
 
 def recover_expired(db: Database, node_id: str, retention: Retention, now: datetime) -> list[Task]:

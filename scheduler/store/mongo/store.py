@@ -33,7 +33,7 @@ from ...errors import ConfigError, StoreError
 from ...redact import redact_url
 from ...model import (
     Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
-    Transition, UpsertResult, system_clock, truncate_ms,
+    Settled, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ...spec import TaskSpec
 from ..base import Store
@@ -295,6 +295,9 @@ class MongoStore(Store):
 
     async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
         return await self._with_db_now("recover expired leases", protocol.recover_expired, node_id, retention)
+
+    async def settle_dependencies(self) -> Settled:
+        return await self._with_db_now("check dependencies", protocol.settle_dependencies)
 
     async def _abandon_runs(self, claims: list[Claim], reason: str, retention: Retention) -> list[str]:
         return await self._with_db_now("abandon runs", protocol.abandon_runs, claims, reason, retention)
