@@ -26,15 +26,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from . import __version__
-from .errors import ExecutorError, StoreError
+from .errors import ExecutorError, StoreError, TaskNotFound
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor, runnable_types
 from .listener import EngineListener
 from .model import Claim, NodeInfo, Outcome, Retention, RunResult
 from .policy import SHUTDOWN_REASON, after_run, replaced_run
 from .schedule import fire_time, is_missed, next_slot
+from .spec import thaw, utc_iso
 from .store.base import Store
 
 log = logging.getLogger(__name__)
@@ -573,7 +574,7 @@ class Engine:
         spec = claim.task.spec
         if (
             spec.schedule.missed_runs == "skip"
-            and not spec.depends_on  # a slot that waited for its dependencies is late on purpose
+            and not spec.waits_for  # a slot that waited for its dependencies is late on purpose
             and claim.attempt == 1
             and is_missed(spec.schedule, claim.scheduled_for, claim.started_at)
         ):
@@ -602,6 +603,7 @@ class Engine:
             loop=asyncio.get_running_loop(),
             lease_deadline=run.lease_deadline,
             on_left_running=lambda work: self._left_running(claim.run_id, work),
+            trigger=await self._trigger_of(run),
         )
         try:
             executor = resolve_executor(spec, self.executors)
@@ -675,6 +677,26 @@ class Engine:
                 transition.status.value, extra=extra,
             )
         return transition.next_scheduled_execution
+
+    async def _trigger_of(self, run: ActiveRun) -> dict[str, Any] | None:
+        """A chain's run follows one success of its parent: that run and the parent's parameters."""
+        claim, store = run.claim, run.store
+        parent = claim.task.spec.schedule.after_success_of
+        if parent is None:
+            return None
+        finished = claim.task.dependencies_seen.get(parent)
+        records = await store.list_runs(parent, limit=RECENT_RUNS)
+        success = next(
+            (r for r in records.items if r.outcome is Outcome.SUCCESS and r.finished_at == finished), None
+        )
+        try:
+            parameters = thaw((await store.get_task(parent)).spec.parameters)
+        except TaskNotFound:
+            parameters = {}
+        return {
+            "taskId": parent, "runId": None if success is None else success.run_id,
+            "finishedAt": None if finished is None else utc_iso(finished), "parameters": parameters,
+        }
 
     async def _stopped_result(self, run: ActiveRun, execution: Execution) -> RunResult:
         """A run stopped because its task left RUNNING under it ends as its record says: cancelled (an

@@ -76,8 +76,9 @@ class FileResult:
     specs: tuple[TaskSpec, ...] = ()
     problems: tuple[Problem, ...] = ()
     io_error: str | None = None
-    # Task name -> (line, col) of its ``dependsOn`` key: where a dependency cycle is reported.
-    dependency_keys: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Task name -> (line, col, pointer) of its ``dependsOn`` key (or its chain's ``afterSuccessOf``):
+    # where a dependency cycle is reported.
+    dependency_keys: Mapping[str, tuple[int, int, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -301,8 +302,9 @@ def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> Di
 
 
 def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
-    """A problem at the ``dependsOn`` key of every task of the directory that is part of a cycle of
-    dependencies (a -> b -> a): none of them could ever run. Names no file declares are not followed."""
+    """A problem at the ``dependsOn`` key (or ``afterSuccessOf``) of every task of the directory that
+    is part of a cycle of dependencies (a -> b -> a): none of them could ever run. Names no file
+    declares are not followed."""
     specs = {spec.name: spec for spec in directory.specs}
     where = {name: (f.path, f.dependency_keys[name]) for f in directory.files for name in f.dependency_keys
              if (f.path, name) not in directory.shadowed}
@@ -310,9 +312,9 @@ def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
     for name in sorted(where):
         cycle = _cycle_through(name, specs)
         if cycle:
-            path, (line, col) = where[name]
+            path, (line, col, pointer) = where[name]
             message = f"dependency cycle: {' -> '.join(cycle)}: none of these tasks could ever run"
-            problems.append(Problem(path, line, col, "/dependsOn", message))
+            problems.append(Problem(path, line, col, pointer, message))
     return tuple(problems)
 
 
@@ -324,7 +326,7 @@ def _cycle_through(start: str, specs: Mapping[str, TaskSpec]) -> list[str] | Non
         following = []
         for name in frontier:
             spec = specs.get(name)
-            for dependency in () if spec is None else spec.depends_on:
+            for dependency in () if spec is None else spec.waits_for:
                 if dependency == start:
                     return paths[name] + [start]
                 if dependency not in paths:
@@ -336,11 +338,11 @@ def _cycle_through(start: str, specs: Mapping[str, TaskSpec]) -> list[str] | Non
 
 def _load_text(
     text: str, path: str, known_types: Collection[str] | None
-) -> tuple[tuple[TaskSpec, ...], tuple[Problem, ...], dict[str, tuple[int, int]]]:
+) -> tuple[tuple[TaskSpec, ...], tuple[Problem, ...], dict[str, tuple[int, int, str]]]:
     known = registered_types() if known_types is None else known_types
     parsed = yamlsafe.parse(text)
     specs: list[TaskSpec] = []
-    dependency_keys: dict[str, tuple[int, int]] = {}
+    dependency_keys: dict[str, tuple[int, int, str]] = {}
     problems = [Problem(path, i.line, i.col, i.pointer, i.message) for i in parsed.issues]
     names: dict[str, int] = {}
     for document in parsed.documents:
@@ -355,8 +357,9 @@ def _load_text(
         elif spec is not None:
             names[spec.name] = document.line
             specs.append(spec)
-            if spec.depends_on:
-                dependency_keys[spec.name] = yamlsafe.locate(document.root, "/dependsOn", key=True)
+            if spec.waits_for:
+                key = "/dependsOn" if spec.depends_on else "/schedule/afterSuccessOf"
+                dependency_keys[spec.name] = (*yamlsafe.locate(document.root, key, key=True), key)
         problems.extend(found)
     return tuple(specs), tuple(sorted(problems)), dependency_keys
 

@@ -115,7 +115,7 @@ class Task:
     creation_date: datetime | None = None
     last_modified: datetime | None = None
     expires_at: datetime | None = None  # finished one-shots: when purge may delete the task
-    # Dependencies (spec.depends_on): which of them a WAITING task waits for; whether its current slot
+    # Dependencies (spec.waits_for): which of them a WAITING task waits for; whether its current slot
     # passed the check (a claim takes a dependent only then); the successes its last check consumed.
     waiting_on: tuple[str, ...] = ()
     dependencies_ready: bool = False

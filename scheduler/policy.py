@@ -294,7 +294,7 @@ def unmet_dependencies(task: Task, states: Mapping[str, DependencyState]) -> lis
     or FAILED or was CANCELLED since, is waited for: nothing runs on stale input.
     """
     unmet = []
-    for item_id in task.spec.depends_on:
+    for item_id in task.spec.waits_for:
         state = states.get(item_id)
         if state is not None and state.status is Status.COMPLETED:
             continue
@@ -319,7 +319,7 @@ def settle_dependencies(task: Task, states: Mapping[str, DependencyState]) -> Ch
     """
     unmet = unmet_dependencies(task, states)
     if not unmet:
-        seen = {item_id: _success_of(states.get(item_id)) for item_id in task.spec.depends_on}
+        seen = {item_id: _success_of(states.get(item_id)) for item_id in task.spec.waits_for}
         return Change({"status": Status.SCHEDULED, "waiting_on": (), "dependencies_ready": True,
                        "dependencies_seen": seen})
     if task.status is Status.WAITING and tuple(unmet) == task.waiting_on:

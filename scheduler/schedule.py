@@ -11,6 +11,8 @@ Kinds
                the previous run *finished*. The first slot is registration + ``initialDelay``.
     ``at``     one run at that instant; if it passed while nobody ran it, it still runs once.
     ``after``  one run that long after the task was first registered.
+    ``afterSuccessOf``  a chain: always due, and waiting (a dependency, see ``policy``) for a success of
+               that task since its last run; one run per success, or per several that came meanwhile.
 
 Daylight-saving changes (cron only; ``every`` counts real elapsed time and ignores them)
     Cron slots are wall-clock slots: each wall-clock time the expression matches runs at most once.
@@ -79,6 +81,8 @@ def first_slot(schedule: Schedule, registered_at: datetime) -> datetime | None:
         return registered_at + schedule.initial_delay
     if kind == "at":
         return _utc(schedule.at, "schedule.at")
+    if kind == "afterSuccessOf":
+        return registered_at
     return registered_at + schedule.after
 
 
@@ -94,6 +98,9 @@ def next_slot(schedule: Schedule, slot: datetime, *, finished_at: datetime) -> d
     kind = schedule.kind
     if kind in ("at", "after"):
         return None
+    if kind == "afterSuccessOf":
+        # Due at once, waiting for the next success; a slot of its own even when the run took no time.
+        return max(finished_at, slot + _MILLISECOND)
     if kind == "every":
         every = schedule.every
         if not schedule.fixed_rate:
@@ -116,7 +123,7 @@ def is_missed(schedule: Schedule, slot: datetime, now: datetime) -> bool:
     """
     slot = _utc(slot, "slot")
     now = _utc(now, "now")
-    if schedule.missed_runs != "skip" or schedule.one_shot:
+    if schedule.missed_runs != "skip" or schedule.one_shot or schedule.kind == "afterSuccessOf":
         return False
     grace = MISSED_GRACE if schedule.every is None else min(MISSED_GRACE, schedule.every)
     return now - slot > grace + schedule.jitter

@@ -31,7 +31,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # What dependsOn names: a task (its name), or the copy of a runOn: all task one node keeps (name@node).
 TASK_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(@[^\s@/]{1,255})?$")
 MAX_DEPENDENCIES = 32
-SCHEDULE_KINDS = ("cron", "every", "at", "after")
+SCHEDULE_KINDS = ("cron", "every", "at", "after", "afterSuccessOf")
 MISSED_RUNS = ("skip", "runOnce", "runAll")
 CONCURRENCY = ("forbid", "replace")
 ON_CRASH = ("resume", "manual")
@@ -134,7 +134,7 @@ def _check_cron_fires(expression: str, tz: str) -> None:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When a task runs: exactly one of ``cron``, ``every``, ``at`` or ``after``."""
+    """When a task runs: exactly one of ``cron``, ``every``, ``at``, ``after`` or ``afterSuccessOf``."""
 
     cron: str | None = None
     timezone: str = "UTC"
@@ -145,10 +145,13 @@ class Schedule:
     after: timedelta | None = None
     jitter: timedelta = timedelta(0)
     missed_runs: str = "runOnce"
+    after_success_of: str | None = None  # a chain: one run after each success of that task
 
     @property
     def kind(self) -> str:
-        for kind in SCHEDULE_KINDS:
+        if self.after_success_of is not None:
+            return "afterSuccessOf"
+        for kind in SCHEDULE_KINDS[:-1]:
             if getattr(self, kind) is not None:
                 return kind
         raise AssertionError("a Schedule always has a kind")
@@ -166,7 +169,9 @@ class Schedule:
         kinds = [k for k in SCHEDULE_KINDS if k in doc]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
-            raise SpecError(f"a schedule needs exactly one of cron, every, at, after (found: {found})", pointer)
+            raise SpecError(
+                f"a schedule needs exactly one of cron, every, at, after, afterSuccessOf (found: {found})", pointer
+            )
         kind = kinds[0]
         tz = doc.get("timezone", "UTC")
         _timezone(tz, f"{pointer}/timezone")
@@ -191,8 +196,14 @@ class Schedule:
             options["every"] = every
         elif kind == "at":
             options["at"] = _parse_at(doc["at"], f"{pointer}/at")
-        else:
+        elif kind == "after":
             options["after"] = parse_duration(doc["after"], f"{pointer}/after")
+        else:
+            parent = doc["afterSuccessOf"]
+            if not isinstance(parent, str) or not TASK_ID_PATTERN.match(parent):
+                raise SpecError(f"afterSuccessOf: {parent!r} is not a task name (or name@node)",
+                                f"{pointer}/afterSuccessOf")
+            options["after_success_of"] = parent
         for key in ("fixedRate", "initialDelay"):
             if key in doc and kind != "every":
                 raise SpecError(f"{key} only applies to an 'every' schedule", f"{pointer}/{key}")
@@ -221,6 +232,8 @@ class Schedule:
             doc["initialDelay"] = format_seconds(self.initial_delay)
         elif self.at is not None:
             doc["at"] = utc_iso(self.at)
+        elif self.after_success_of is not None:
+            doc["afterSuccessOf"] = self.after_success_of
         else:
             assert self.after is not None
             doc["after"] = format_seconds(self.after)
@@ -432,6 +445,14 @@ class TaskSpec:
         return self.type
 
     @property
+    def waits_for(self) -> tuple[str, ...]:
+        """The tasks whose success each run waits for: ``dependsOn``, and the task a chain follows."""
+        parent = self.schedule.after_success_of
+        if parent is None or parent in self.depends_on:
+            return self.depends_on
+        return (*self.depends_on, parent)
+
+    @property
     def executor_type(self) -> str | None:
         """The task type a node needs an executor registered for to run this task, or
         None when it has a ``run:`` section, which any executor node runs."""
@@ -449,6 +470,8 @@ class TaskSpec:
             )
         if "schedule" not in doc:
             raise SpecError("a task needs a schedule (one of cron, every, at, after)", "")
+        if isinstance(doc["schedule"], Mapping) and doc["schedule"].get("afterSuccessOf") == name:
+            raise SpecError(f"task {name!r} cannot follow itself", "/schedule/afterSuccessOf")
         checks = {"concurrency": CONCURRENCY, "runOn": RUN_ON, "onCrash": ON_CRASH}
         for key, allowed in checks.items():
             if key in doc and doc[key] not in allowed:

@@ -140,7 +140,7 @@ INVALID = [
         HEAD + "schedule: {jitter: 5s}\n" + RUN,
         4,
         11,
-        "schedule: expected exactly one of cron, every, at, after (found: none)",
+        "schedule: expected exactly one of cron, every, at, after, afterSuccessOf (found: none)",
     ),
     Invalid(
         "two-schedule-kinds", HEAD + "schedule: {every: 5m, cron: '* * * * *'}\n" + RUN, 4, 11, "(found: cron, every)"

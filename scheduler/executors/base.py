@@ -102,6 +102,7 @@ class RunContext:
         loop: asyncio.AbstractEventLoop,
         lease_deadline: float | None = None,
         on_left_running: Callable[[asyncio.Future], None] | None = None,
+        trigger: Mapping[str, Any] | None = None,
     ) -> None:
         self._task_id = task_id
         self._run_id = run_id
@@ -128,6 +129,7 @@ class RunContext:
         self._lease_deadline = lease_deadline
         self._lease_watchers: list[Callable[[float], None]] = []
         self._on_left_running = on_left_running
+        self._trigger = trigger
 
     # -- what task code reads ------------------------------------------------
 
@@ -166,6 +168,12 @@ class RunContext:
     @property
     def parameters(self) -> Mapping[str, Any]:
         return self._spec.parameters
+
+    @property
+    def trigger(self) -> Mapping[str, Any] | None:
+        """A chain's run (``schedule.afterSuccessOf``): the success it follows, ``taskId``, ``runId``,
+        ``finishedAt`` and that task's ``parameters``; None for any other run."""
+        return self._trigger
 
     @property
     def checkpoint_data(self) -> dict[str, Any] | None:

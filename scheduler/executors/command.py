@@ -257,5 +257,6 @@ def command_env(ctx: RunContext, run: RunSpec, control_file: Path) -> dict[str, 
         SCHEDULER_PARAMETERS=json.dumps(thaw(ctx.parameters), default=str),
         SCHEDULER_CHECKPOINT=json.dumps(ctx.checkpoint_data or {}, default=str),
         SCHEDULER_CONTROL_FILE=str(control_file),
+        SCHEDULER_TRIGGER=json.dumps(thaw(ctx.trigger or {}), default=str),
     )
     return env

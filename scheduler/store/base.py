@@ -374,7 +374,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def settle_dependencies(self) -> Settled:
-        """Check the dependencies (``spec.depends_on``) of every due dependent whose slot has not been
+        """Check the dependencies (``spec.waits_for``) of every due dependent whose slot has not been
         checked, and of every WAITING task, with ``policy.settle_dependencies``: a task whose
         dependencies are met becomes claimable (SCHEDULED, ``dependencies_ready``, the successes it
         consumes in ``dependencies_seen``); one whose are not is WAITING on them (``waiting_on``). Each

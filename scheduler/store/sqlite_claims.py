@@ -256,7 +256,7 @@ def settle_dependencies(conn: sqlite3.Connection, now: datetime) -> Settled:
     ready, waiting = [], 0
     for row in candidates:
         task = task_from_row(row, with_history=False)
-        change = policy.settle_dependencies(task, dependency_states(conn, task.spec.depends_on))
+        change = policy.settle_dependencies(task, dependency_states(conn, task.spec.waits_for))
         if change is not None:
             apply_change(conn, now, row, change, "fence = :fence AND status = :status",
                          {"fence": row["fence"], "status": row["status"]})

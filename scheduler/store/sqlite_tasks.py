@@ -77,7 +77,7 @@ def upsert(
         "source_line": None if spec.source is None else spec.source.line,
         "task_type": spec.task_type,
         "executor_type": spec.executor_type,
-        "depends_on": to_json(list(spec.depends_on)) if spec.depends_on else None,
+        "depends_on": to_json(list(spec.waits_for)) if spec.waits_for else None,
         "dependencies_ready": 0,  # a new spec, a new check (its dependencies may have changed)
         "enabled": int(spec.enabled),
         "persistent": int(spec.persistent),

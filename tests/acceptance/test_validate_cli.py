@@ -116,6 +116,23 @@ def test_a_dependency_cycle_across_files_is_reported_at_each_dependson_line(tmp_
     ])
 
 
+def test_a_chain_loop_and_a_task_following_itself_are_reported(tmp_path):
+    def chain(name: str, parent: str) -> str:
+        return BASE.replace("name: t", f"name: {name}").replace("every: 5m", f"afterSuccessOf: {parent}")
+
+    assert "every: 5m" in BASE
+    (tmp_path / "chains.yaml").write_text("---\n".join([chain("a", "b"), chain("b", "a"), chain("c", "c")]))
+    code, stdout, _ = validate(tmp_path)
+
+    assert code == INVALID_EXIT
+    problems = sorted(line.split(": ", 1)[1] for line in stdout.splitlines())
+    assert problems == [
+        "dependency cycle: a -> b -> a: none of these tasks could ever run",
+        "dependency cycle: b -> a -> b: none of these tasks could ever run",
+        "schedule.afterSuccessOf: task 'c' cannot follow itself",
+    ]
+
+
 def test_json_output(tmp_path):
     (tmp_path / "good.yaml").write_text(BASE)
     (tmp_path / "bad.yaml").write_text(BASE.replace("name: t", "name: u") + "runOn: some\n")

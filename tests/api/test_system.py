@@ -15,7 +15,7 @@ FILES = {
          "errors": []},
         {"path": "/etc/scheduler/tasks.d/bad.yaml", "status": "rejected", "sha256": "cd" * 32, "tasks": [],
          "errors": [{"location": "/etc/scheduler/tasks.d/bad.yaml:4:3", "line": 4, "col": 3, "pointer": "/schedule",
-                     "message": "a schedule needs exactly one of cron, every, at, after (found: none)"}]},
+                     "message": "a schedule needs exactly one of cron, every, at, after, afterSuccessOf (found: none)"}]},
     ],
 }
 

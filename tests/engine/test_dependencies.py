@@ -61,3 +61,39 @@ async def test_a_failed_dependency_keeps_its_dependents_waiting_visibly_until_it
     clock.advance(HOUR)
     await pipeline_engine(make_engine, store, runs).run_until_idle()
     assert runs[4:] == ["export", "transform", "report"]
+
+
+async def test_a_chain_runs_once_after_each_success_of_its_parent_and_knows_which(store, clock, make_engine):
+    await register(store, clock, {"name": "load", "type": "job", "schedule": {"afterSuccessOf": "export"}})
+    await register(store, clock, {"name": "export", "type": "job", "schedule": {"every": "1h"},
+                                  "parameters": {"day": "2031-01-06"}, "retry": {"maxRetries": 0}})
+    triggers, failing = [], set()
+
+    def job(ctx) -> None:
+        if ctx.task_id == "load":
+            triggers.append(dict(ctx.trigger))
+        elif ctx.task_id in failing:
+            raise RuntimeError("export broke")
+
+    engine = make_engine(store, "n", job=job)
+    await engine.run_until_idle()
+    await engine.run_until_idle()  # nothing new: one success, one run of the chain
+    export_run = (await store.list_runs("export")).items[0]
+    assert triggers == [{"taskId": "export", "runId": export_run.run_id, "finishedAt": iso(export_run.finished_at),
+                         "parameters": {"day": "2031-01-06"}}]
+
+    clock.advance(HOUR)
+    failing.add("export")
+    await engine.run_until_idle()  # a failed export: the chain waits
+    assert len(triggers) == 1 and (await store.get_task("load")).waiting_on == ("export",)
+
+    clock.advance(HOUR)
+    failing.clear()
+    await engine.run_until_idle()
+    assert len(triggers) == 2 and triggers[1]["runId"] == (await store.list_runs("export")).items[0].run_id
+
+
+def iso(moment) -> str:
+    from scheduler.spec import utc_iso
+
+    return utc_iso(moment)

@@ -91,6 +91,7 @@ async def test_environment_and_working_directory(make_ctx, executor, tmp_path, m
         "SCHEDULER_ATTEMPT": "2",
         "SCHEDULER_PARAMETERS": '{"target": "CRM", "batch": 1000}',
         "SCHEDULER_CHECKPOINT": '{"offset": 42}',
+        "SCHEDULER_TRIGGER": "{}",  # not a chain's run
     }
     assert control_file.endswith("control.jsonl")
     assert not Path(control_file).parent.exists(), "the per-run directory is removed after the run"

@@ -68,7 +68,7 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
         "specVersion": float(spec_version),
         "taskType": spec.type,
         "executorType": spec.executor_type,
-        "dependsOn": list(spec.depends_on) or None,
+        "dependsOn": list(spec.waits_for) or None,
         "dependenciesReady": False,  # a new spec, a new check (its dependencies may have changed)
         "enabled": spec.enabled,
         "persistent": spec.persistent,

@@ -258,7 +258,7 @@ def settle_dependencies(db: Database, now: datetime) -> Settled:
     )
     for doc in list(candidates):
         task = task_from_document(doc)
-        change = policy.settle_dependencies(task, dependency_states(db, task.spec.depends_on))
+        change = policy.settle_dependencies(task, dependency_states(db, task.spec.waits_for))
         if change is None or change.status is Status.WAITING:
             waiting += 1
         condition = {"_id": task.item_id, "lease.fence": task.fence, "status": task.status.value}
