@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class SchedulerError(Exception):
     """Scheduler error."""
@@ -35,10 +37,14 @@ class StoreError(SchedulerError):
 
 
 class TaskNotFound(StoreError):
-    """No such task."""
+    """No such task; ``copies`` names the per-node copies of a ``runOn: all`` task of that name."""
 
-    def __init__(self, item_id: str) -> None:
-        super().__init__(f"No task exists with ID: {item_id}")
+    def __init__(self, item_id: str, copies: Sequence[str] = (), more: int = 0) -> None:
+        message = f"No task exists with ID: {item_id}"
+        if copies:
+            others = f" and {more} more" if more else ""
+            message += f" (it runs as one copy per node: {', '.join(copies)}{others})"
+        super().__init__(message)
         self.item_id = item_id
 
 

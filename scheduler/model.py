@@ -221,11 +221,31 @@ class RunRecord:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
 
+class LabelOperator(StrEnum):
+    """How a label selector term matches (``scheduler.selectors`` parses kubectl's syntax)."""
+
+    EQUALS = "="  # has the label with this value
+    NOT_EQUALS = "!="  # has not the label with this value (absent counts, as in kubectl)
+    EXISTS = "exists"  # has the label, whatever its value
+    ABSENT = "!exists"  # has not the label
+
+
+@dataclass(frozen=True)
+class LabelRequirement:
+    """One term of a label selector: ``key=value``, ``key!=value``, ``key`` or ``!key``."""
+
+    key: str
+    operator: LabelOperator
+    value: str | None = None  # for EQUALS and NOT_EQUALS
+
+
 @dataclass(frozen=True)
 class TaskQuery:
     status: Status | None = None
     task_type: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)  # every label equal (the selector's ``key=value``)
+    label_selector: tuple[LabelRequirement, ...] = ()  # every requirement met
+    copies_of: str | None = None  # only the per-node copies ``<name>@<node>`` of task ``name`` (runOn: all)
     node: str | None = None
     persistent: bool | None = None
     origin_file: bool | None = None  # True: tasks declared in files; False: API/builder tasks
@@ -233,6 +253,20 @@ class TaskQuery:
     descending: bool = False
     offset: int = 0
     limit: int = 50
+
+    def label_requirements(self) -> tuple[LabelRequirement, ...]:
+        """``labels`` and ``label_selector`` as one list of requirements, all to be met."""
+        equal = (LabelRequirement(key, LabelOperator.EQUALS, value) for key, value in self.labels.items())
+        return (*equal, *self.label_selector)
+
+
+def copies_range(name: str) -> tuple[str, str]:
+    """The item ids of the per-node copies of task ``name`` are the ids in ``[low, high)``.
+
+    A copy is ``<name>@<node>``; ``A`` follows ``@`` in every encoding the stores
+    compare ids in, so the range holds exactly the ids starting with ``<name>@``
+    (an index range, where a LIKE or a regex would need escaping)."""
+    return f"{name}@", f"{name}A"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from ..errors import TaskNotFound
 from ..model import Task, TaskQuery
 from ..store.base import Store
 
+MAX_COPIES_NAMED = 10  # in the message of an unknown id
+
 _SORT_VALUES = {
     "nextScheduledExecution": lambda t: t.next_scheduled_execution,
     "lastExecutionDate": lambda t: t.last_execution_date,
@@ -71,13 +73,16 @@ class TaskFinder:
         self.stores = [store] if memory_store is None else [store, memory_store]
 
     async def locate(self, item_id: str) -> Located:
-        """The task and the store holding it; ``TaskNotFound`` if no store has it."""
+        """The task and the store holding it; ``TaskNotFound`` if no store has it, naming
+        the copies ``<item_id>@<node>`` when it is a ``runOn: all`` task's name."""
         for store in self.stores:
             try:
                 return Located(await store.get_task(item_id), store)
             except TaskNotFound:
                 continue
-        raise TaskNotFound(item_id)
+        # runOn: all copies are persistent: they live in the shared store only.
+        copies = await self.stores[0].query_tasks(TaskQuery(copies_of=item_id, limit=MAX_COPIES_NAMED))
+        raise TaskNotFound(item_id, [t.item_id for t in copies.items], more=copies.total - len(copies.items))
 
     async def query(self, query: TaskQuery) -> tuple[list[Task], int]:
         """The page of tasks of ``query`` over both stores, and the total of matches."""

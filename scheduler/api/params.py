@@ -12,6 +12,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from ..model import SORT_FIELDS, Status, TaskQuery
+from ..selectors import SelectorError, parse_selector
 from .errors import bad_request
 
 DEFAULT_LIMIT = 50
@@ -60,7 +61,7 @@ def paging(request: web.Request) -> tuple[int, int]:
 
 
 def task_query(request: web.Request) -> TaskQuery:
-    """``GET /cxs/tasks`` parameters: status, type, offset, limit, sortBy=field[:asc|desc]."""
+    """``GET /cxs/tasks`` parameters: status, type, labelSelector, offset, limit, sortBy=field[:asc|desc]."""
     status = _one(request, "status")
     if status is not None and status not in Status.__members__:
         raise bad_request(f"Invalid status: {status}")
@@ -76,10 +77,16 @@ def task_query(request: web.Request) -> TaskQuery:
         if colon and direction not in ("asc", "desc"):
             raise bad_request(f"Invalid sortBy: {raw_sort} (direction must be asc or desc)")
         sort_by, descending = field, direction == "desc"
+    selector = _one(request, "labelSelector")
+    try:
+        requirements = () if selector is None else parse_selector(selector)
+    except SelectorError as exc:
+        raise bad_request(f"Invalid labelSelector: {exc}") from None
     offset, limit = paging(request)
     return TaskQuery(
         status=None if status is None else Status(status),
         task_type=task_type,
+        label_selector=requirements,
         sort_by=sort_by,
         descending=descending,
         offset=offset,

@@ -33,6 +33,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/cxs/tasks/{id}/retry", tasks.retry_task, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/resume", tasks.resume_task, Role.ADMINISTRATOR),
     Route("PUT", "/cxs/tasks/{id}/config", tasks.configure_task, Role.ADMINISTRATOR),
+    Route("DELETE", "/cxs/tasks/{id}/config", tasks.clear_task_config, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/run", tasks.run_task, Role.ADMINISTRATOR),
     Route("GET", "/cxs/nodes", system.list_nodes, Role.VIEWER),
     Route("GET", "/cxs/config", system.show_config, Role.VIEWER),

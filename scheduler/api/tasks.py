@@ -97,6 +97,12 @@ async def configure_task(request: web.Request) -> web.Response:
     return await _task_answer(request, task)
 
 
+async def clear_task_config(request: web.Request) -> web.Response:
+    """Remove the retry overrides: the values of the task's file are in force again."""
+    located = await _locate(request)
+    return await _task_answer(request, await located.store.update_config(located.task.item_id, clear=True))
+
+
 async def run_task(request: web.Request) -> web.Response:
     located = await _locate(request)
     return await _task_answer(request, await located.store.run_now(located.task.item_id))

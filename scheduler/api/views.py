@@ -36,7 +36,7 @@ def jsonable(value: Any) -> Any:
 
 
 def task_summary(task: Task) -> dict[str, Any]:
-    """The list item: the fields of Unomi's ``GET /cxs/tasks`` example."""
+    """The list item: the fields of Unomi's ``GET /cxs/tasks`` example, then ours (``task-list -o wide``)."""
     return {
         "itemId": task.item_id,
         "taskType": task.spec.type,
@@ -46,7 +46,16 @@ def task_summary(task: Task) -> dict[str, Any]:
         "failureCount": task.failure_count,
         "persistent": task.spec.persistent,
         "parameters": jsonable(task.spec.parameters),
+        "successCount": task.success_count,
+        "lastOutcome": last_outcome(task),
+        "node": task.node,
+        "labels": jsonable(task.spec.labels),
     }
+
+
+def last_outcome(task: Task) -> str | None:
+    """How the newest run or slot in the history ended (``success``, ``crashed``, ``skipped``...); None before any."""
+    return task.history[0].get("outcome") if task.history else None
 
 
 def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str, Any]:
@@ -56,7 +65,6 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
     spec = task.spec
     doc = task_summary(task)
     doc.update(
-        successCount=task.success_count,
         currentStep=task.current_step,
         statusDetails=jsonable(task.status_details),
         checkpointData=jsonable(task.checkpoint_data),
@@ -64,9 +72,7 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
         retryDelay=millis(task.retry_delay),
         enabled=spec.enabled,
         description=spec.description,
-        labels=jsonable(spec.labels),
         schedule=spec.schedule.to_dict(),
-        node=task.node,
         lastError=redact_optional(task.last_error),
         lastFinishDate=iso(task.last_finish_date),
         lastSuccessDate=iso(task.last_success_date),

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable
 
 from ..client import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiClient, ClientError, resolve_token, resolve_url, task_path
 from ..errors import SpecError
+from ..selectors import SelectorError, parse_selector
 from ..spec import parse_duration
 from . import render
 
@@ -41,14 +42,26 @@ EPILOG = (
 )
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+OUTPUTS = ("table", "json", "yaml")
+TASK_LIST_OUTPUTS = ("table", "wide", "name", "json", "yaml")  # wide: more columns; name: one ID a line
+NODE_LIST_OUTPUTS = ("table", "name", "json", "yaml")  # its table has every field already: no wide
+DATA_OUTPUTS = ("json", "yaml")  # the API's answer as it is
+
+
+def _common(parser: argparse.ArgumentParser, outputs: tuple[str, ...] = OUTPUTS) -> None:
     parser.add_argument("--url", help="the node's API (default: $SCHEDULER_URL or http://127.0.0.1:8181)")
     parser.add_argument("--token", help="API token (default: $SCHEDULER_TOKEN or this node's admin token file)")
-    parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help="default: table (text)")
+    parser.add_argument("-o", "--output", choices=outputs, default="table", help="default: table (text)")
+
+
+def _no_headers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-headers", action="store_true", help="no header lines and no footer (for scripts)")
 
 
 def _print(data: Any, args: argparse.Namespace, text: Callable[[], str]) -> None:
-    print(render.dump(data, args.output) if args.output != "table" else text())
+    shown = render.dump(data, args.output) if args.output in DATA_OUTPUTS else text()
+    if shown:  # an empty list with -o name or --no-headers prints nothing, not an empty line
+        print(shown)
 
 
 async def _task(client: ApiClient, item_id: str) -> dict[str, Any]:
@@ -58,18 +71,49 @@ async def _task(client: ApiClient, item_id: str) -> dict[str, Any]:
 # -- handlers -------------------------------------------------------------------------------
 
 
+def _task_page_text(page: dict[str, Any], args: argparse.Namespace) -> str:
+    if args.output == "name":
+        return render.names(page["list"], "itemId")
+    return render.task_table(
+        page["list"], total=page["totalSize"], width=render.terminal_width(),
+        wide=args.output == "wide", with_headers=not args.no_headers,
+    )
+
+
+def _warn_if_cut(page: dict[str, Any], args: argparse.Namespace) -> None:
+    """Without the footer, say on standard error that tasks were left out: a script would not know."""
+    hidden = page["totalSize"] - len(page["list"])
+    if hidden > 0 and (args.no_headers or args.output == "name"):
+        print(f"scheduler: {hidden} more task(s) not shown: {render.MORE_HINT}", file=sys.stderr)
+
+
+def _selector(args: argparse.Namespace) -> str | None:
+    """``-l`` given once or more: one selector, all terms to hold; checked here as the node would."""
+    if not args.selector:
+        return None
+    text = ",".join(args.selector)
+    try:
+        parse_selector(text)
+    except SelectorError as exc:
+        raise ClientError(f"-l/--selector: {exc}", EXIT_USAGE) from None
+    return text
+
+
 async def task_list(client: ApiClient, args: argparse.Namespace) -> int:
-    params = {"status": args.status, "type": args.type, "limit": args.limit, "sortBy": args.sort}
+    params = {
+        "status": args.status, "type": args.type, "labelSelector": _selector(args), "limit": args.limit, "sortBy": args.sort,
+    }
     if args.watch is None:
         page = (await client.call("GET", "/cxs/tasks", params)).body
-        _print(page, args, lambda: render.task_table(page["list"], total=page["totalSize"], width=render.terminal_width()))
+        _print(page, args, lambda: _task_page_text(page, args))
+        _warn_if_cut(page, args)
         return EXIT_OK
-    if args.output != "table":
-        raise ClientError("--watch redraws the table: it cannot be combined with -o json or -o yaml", EXIT_USAGE)
+    if args.output not in ("table", "wide"):
+        raise ClientError(f"--watch redraws the table: it cannot be combined with -o {args.output}", EXIT_USAGE)
     while True:  # until interrupted (Ctrl-C ends the command with 130)
         try:
             page = (await client.call("GET", "/cxs/tasks", params)).body
-            body = render.task_table(page["list"], total=page["totalSize"], width=render.terminal_width())
+            body = _task_page_text(page, args)
         except ClientError as exc:
             if exc.exit_code != EXIT_UNREACHABLE:
                 raise
@@ -116,6 +160,10 @@ async def task_resume(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def task_config(client: ApiClient, args: argparse.Namespace) -> int:
+    """Set overrides, clear them (``--clear``), or with no flag show the settings in force (a VIEWER may)."""
+    changes = args.max_retries is not None or args.retry_delay is not None
+    if args.clear and changes:
+        raise ClientError("task-config: --clear cannot be combined with --max-retries or --retry-delay", EXIT_USAGE)
     params: dict[str, Any] = {"maxRetries": args.max_retries}
     if args.retry_delay is not None:
         try:
@@ -123,15 +171,13 @@ async def task_config(client: ApiClient, args: argparse.Namespace) -> int:
         except SpecError as exc:
             raise ClientError(f"--retry-delay: {exc.message}", EXIT_USAGE) from None
         params["retryDelay"] = int(delay.total_seconds() * 1000)  # the API takes milliseconds, as Unomi's
-    if args.max_retries is None and args.retry_delay is None:
-        raise ClientError("task-config: give --max-retries and/or --retry-delay", EXIT_USAGE)
-    task = (await client.call("PUT", task_path(args.id, "config"), params)).body
-
-    def text() -> str:
-        delay = render.duration_text(task["retryDelay"] / 1000)
-        return f"Task {args.id}: maxRetries {task['maxRetries']}, retryDelay {delay} (kept when its file is reloaded)"
-
-    _print(task, args, text)
+    if args.clear:
+        task = (await client.call("DELETE", task_path(args.id, "config"))).body
+    elif changes:
+        task = (await client.call("PUT", task_path(args.id, "config"), params)).body
+    else:
+        task = await _task(client, args.id)
+    _print(task, args, lambda: render.retry_settings_text(task))
     return EXIT_OK
 
 
@@ -165,7 +211,13 @@ async def task_purge(client: ApiClient, args: argparse.Namespace) -> int:
 
 async def node_list(client: ApiClient, args: argparse.Namespace) -> int:
     page = (await client.call("GET", "/cxs/nodes")).body
-    _print(page, args, lambda: render.node_table(page["list"], width=render.terminal_width()))
+
+    def text() -> str:
+        if args.output == "name":
+            return render.names(page["list"], "nodeId")
+        return render.node_table(page["list"], width=render.terminal_width(), with_headers=not args.no_headers)
+
+    _print(page, args, text)
     return EXIT_OK
 
 
@@ -214,17 +266,24 @@ def _interval(text: str) -> float:
 
 
 def register(subparsers: Any) -> None:
-    def add(name: str, help: str, handler: Handler, with_id: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, help: str, handler: Handler, with_id: bool = True, outputs: tuple[str, ...] = OUTPUTS
+    ) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help, description=help + " (over the node's HTTP API)", epilog=EPILOG)
         if with_id:
             parser.add_argument("id", metavar="ID", help="the task's itemId (the name in its file)")
-        _common(parser)
+        _common(parser, outputs)
         parser.set_defaults(handler=_run(handler))
         return parser
 
-    parser = add("task-list", "list tasks", task_list, with_id=False)
+    parser = add("task-list", "list tasks", task_list, with_id=False, outputs=TASK_LIST_OUTPUTS)
+    _no_headers(parser)
     parser.add_argument("-s", "--status", choices=STATUSES, type=str.upper, help="only tasks in this status")
     parser.add_argument("-t", "--type", help="only tasks of this taskType")
+    parser.add_argument(
+        "-l", "--selector", action="append", metavar="SELECTOR",
+        help="only tasks whose labels match, e.g. team=data,tier!=batch (also ==, key, !key); repeat to add terms",
+    )
     parser.add_argument("--limit", type=_at_least(1), default=50, metavar="N", help="at most N tasks (default 50, at most 1000)")
     parser.add_argument("--sort", default="itemId", help="sortBy field[:asc|desc] (default itemId)")
     parser.add_argument(
@@ -235,12 +294,14 @@ def register(subparsers: Any) -> None:
     parser = add("task-retry", "retry a FAILED or CANCELLED task now", task_retry)
     parser.add_argument("--reset", action="store_true", help="reset the failure count (a fresh retry budget)")
     add("task-resume", "resume a CRASHED task from its checkpoint", task_resume)
-    parser = add("task-config", "override a task's retry settings", task_config)
+    parser = add("task-config", "show a task's retry settings, override them, or clear the overrides", task_config)
     parser.add_argument("--max-retries", type=_at_least(0), metavar="N")
     parser.add_argument("--retry-delay", metavar="DURATION", help="e.g. 90s, 5m, 1h30m")
+    parser.add_argument("--clear", action="store_true", help="remove the overrides: the file's values are in force again")
     add("task-run", "run a task now", task_run)
     parser = add("task-purge", "delete finished tasks and old run records", task_purge, with_id=False)
     parser.add_argument("--days", type=_at_least(0), default=7, metavar="N", help="that ended more than N days ago (default 7; 0: all)")
     parser.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    add("node-list", "list the nodes of the cluster", node_list, with_id=False)
+    parser = add("node-list", "list the nodes of the cluster", node_list, with_id=False, outputs=NODE_LIST_OUTPUTS)
+    _no_headers(parser)
     add("reload", "make the node rescan its tasks directory now", reload, with_id=False)

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 import yaml
 
-SEPARATOR = " │ "
-CROSS = "─┼─"
-MIN_SHRUNK = 8  # a text column never shrinks below this (or its header)
-TEXT_FLOOR = 12  # below this, an ID is hard to read: switch the dates to relative ones first
-TASK_HEADERS = ("ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent")
+from .tables import Column, columns_fit, columns_table, table
+
+TEXT_FLOOR = 12  # below this, a type is hard to read: switch the dates to relative ones first
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase display: watch mode redraws in place
 
 
@@ -89,92 +87,72 @@ def schedule_text(schedule: dict[str, Any] | None) -> str:
     return text
 
 
-def _widths(headers: Sequence[str], cells: list[list[str]]) -> list[int]:
-    return [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+def labels_text(labels: dict[str, str] | None) -> str:
+    """``team=data,tier=batch``, as a label selector would match them; ``-`` when none."""
+    return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items())) or "-"
 
 
-def _shrink(widths: list[int], headers: Sequence[str], shrink: Sequence[int], limit: int, floor: int) -> list[int]:
-    """Narrow the widest of the ``shrink`` columns first, none below ``floor`` (or its header)."""
-    widths = list(widths)
-    overflow = sum(widths) + len(SEPARATOR) * (len(widths) - 1) - limit
-    while overflow > 0:
-        candidates = [i for i in shrink if widths[i] > max(len(headers[i]), floor)]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda i: widths[i])
-        others = max([max(len(headers[widest]), floor)] + [widths[i] for i in candidates if i != widest])
-        cut = min(overflow, widths[widest] - others) or 1
-        widths[widest] -= cut
-        overflow -= cut
-    return widths
+TASK_COLUMNS = (
+    Column("ID", lambda t, date: t.get("itemId", "")),
+    Column("Type", lambda t, date: t.get("taskType", "")),
+    Column("Status", lambda t, date: t.get("status", "")),
+    Column("Next Run", lambda t, date: date(t.get("nextScheduledExecution"))),
+    Column("Last Run", lambda t, date: date(t.get("lastExecutionDate"))),
+    Column("Failures", lambda t, date: t.get("failureCount", 0), right=True),
+    Column("Persistent", lambda t, date: "Storage" if t.get("persistent", True) else "Memory"),
+)
+WIDE_TASK_COLUMNS = TASK_COLUMNS + (  # -o wide: after the usual ones, so that their positions stay
+    Column("Successes", lambda t, date: t.get("successCount", 0), right=True),
+    Column("Last Outcome", lambda t, date: t.get("lastOutcome") or "-"),
+    Column("Node", lambda t, date: t.get("node") or "-"),
+    Column("Labels", lambda t, date: labels_text(t.get("labels"))),
+)
+TASK_SHRINK = ("Type", "Labels")
+MORE_HINT = "raise --limit or filter with -s, -t or -l"
+# On a narrow terminal, the columns left out first; the ID and the status always stay.
+TASK_DROP = ("Persistent", "Successes", "Node", "Last Run", "Failures", "Last Outcome", "Labels", "Type", "Next Run")
 
 
-def fits(headers: Sequence[str], rows: Iterable[Sequence[Any]], width: int | None, shrink: Sequence[int], floor: int) -> bool:
-    """Whether the table fits in ``width`` with its ``shrink`` columns no narrower than ``floor``."""
-    if width is None:
-        return True
-    widths = _shrink(_widths(headers, [[str(c) for c in r] for r in rows]), headers, shrink, width, floor)
-    return sum(widths) + len(SEPARATOR) * (len(widths) - 1) <= width
-
-
-def table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
+def task_table(
+    tasks: list[dict[str, Any]],
     *,
-    right: Sequence[int] = (),
-    shrink: Sequence[int] = (),
+    total: int | None = None,
     width: int | None = None,
+    now: datetime | None = None,
+    wide: bool = False,
+    with_headers: bool = True,
 ) -> str:
-    """A table with ``│`` separators; the ``shrink`` columns are cut (with ``…``) to fit ``width``."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = _widths(headers, cells)
-    if width is not None:
-        widths = _shrink(widths, headers, shrink, width, MIN_SHRUNK)
+    """Unomi's ``task-list`` table and footer, fitted to ``width`` (``wide``: with more columns).
 
-    def fit(text: str, i: int) -> str:
-        if len(text) > widths[i]:
-            text = text[: widths[i] - 1] + "…"
-        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
-
-    lines = [SEPARATOR.join(fit(h, i) for i, h in enumerate(headers)).rstrip()]
-    lines.append(CROSS.join("─" * w for w in widths))
-    lines.extend(SEPARATOR.join(fit(c, i) for i, c in enumerate(row)).rstrip() for row in cells)
-    return "\n".join(lines)
-
-
-def _task_rows(tasks: list[dict[str, Any]], date: Callable[[str | None], str]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            t.get("itemId", ""),
-            t.get("taskType", ""),
-            t.get("status", ""),
-            date(t.get("nextScheduledExecution")),
-            date(t.get("lastExecutionDate")),
-            t.get("failureCount", 0),
-            "Storage" if t.get("persistent", True) else "Memory",
-        )
-        for t in tasks
-    ]
-
-
-def task_table(tasks: list[dict[str, Any]], *, total: int | None = None, width: int | None = None, now: datetime | None = None) -> str:
-    """Unomi's ``task-list`` table and footer, fitted to ``width``.
-
-    Dates are absolute (UTC) when they fit; on a narrow terminal they become
-    relative (``in 5m``, ``2h ago``) before the ID and Type columns are cut.
+    Dates are absolute (UTC) when every column fits; on a narrow terminal they
+    become relative (``in 5m``, ``2h ago``), then the Type and Labels columns are
+    cut and columns left out (``TASK_DROP``); IDs are never cut. Without headers,
+    no footer either: the lines are the tasks only.
     """
-    rows = _task_rows(tasks, short_date)
-    if not fits(TASK_HEADERS, rows, width, shrink=(0, 1), floor=TEXT_FLOOR):
-        moment = now or datetime.now(timezone.utc)
-        rows = _task_rows(tasks, lambda value: relative_date(value, moment))
+    columns = WIDE_TASK_COLUMNS if wide else TASK_COLUMNS
+    moment = now or datetime.now(timezone.utc)
+
+    def relative(value: str | None) -> str:
+        return relative_date(value, moment)
+
+    absolute = columns_fit(columns, tasks, short_date, shrink=TASK_SHRINK, width=width, floor=TEXT_FLOOR)
+    date = short_date if absolute else relative
+    text = columns_table(
+        columns, tasks, date, shrink=TASK_SHRINK, drop=TASK_DROP, width=width, with_headers=with_headers
+    )
+    if not with_headers:
+        return text
     stored = sum(1 for t in tasks if t.get("persistent", True))
-    lines = [
-        table(TASK_HEADERS, rows, right=(5,), shrink=(0, 1), width=width),
-        f"Showing {len(tasks)} task(s) ({stored} in storage, {len(tasks) - stored} in memory)",
-    ]
+    lines = [text, f"Showing {len(tasks)} task(s) ({stored} in storage, {len(tasks) - stored} in memory)"]
     if total is not None and total > len(tasks):
-        lines.append(f"{total - len(tasks)} more task(s) not shown: raise --limit or filter with -s / -t")
+        lines.append(f"{total - len(tasks)} more task(s) not shown: {MORE_HINT}")
     return "\n".join(lines)
+
+
+
+def names(items: list[dict[str, Any]], key: str) -> str:
+    """``-o name``: one id per line, nothing else."""
+    return "\n".join(str(item[key]) for item in items)
 
 
 def task_view(
@@ -272,6 +250,16 @@ def declarations_text(declared: dict[str, Any] | None) -> list[str] | None:
     return lines
 
 
+def retry_settings_text(task: dict[str, Any]) -> str:
+    """``task-config``: the retry settings in force, and which of them are overrides."""
+    delay = duration_text(task["retryDelay"] / 1000)
+    text = f"Task {task['itemId']}: maxRetries {task['maxRetries']}, retryDelay {delay}"
+    overridden = [name for name in ("maxRetries", "retryDelay") if name in (task.get("overrides") or {})]
+    if not overridden:
+        return text + " (as declared: no override)"
+    return text + f" (set by task-config: {', '.join(overridden)}; kept when its file is reloaded)"
+
+
 def _yes_no(value: Any) -> str | None:
     return None if value is None else ("yes" if value else "no")
 
@@ -280,23 +268,26 @@ def _overridden(value: Any, overridden: bool) -> Any:
     return f"{value} (set by task-config)" if overridden and value is not None else value
 
 
-def node_table(nodes: list[dict[str, Any]], width: int | None = None) -> str:
-    rows = [
-        (
-            n.get("nodeId", ""),
-            "yes" if n.get("executor") else "no",
-            short_date(n.get("heartbeat")),
-            n.get("running", 0),
-            n.get("stuck", 0),
-            short_date(n.get("startedAt")),
-            n.get("version") or "",
-            n.get("listen") or "",
-            ", ".join(n.get("taskTypes") or ()) or "-",
-        )
-        for n in nodes
-    ]
-    headers = ("Node", "Executor", "Heartbeat", "Running", "Stuck", "Started", "Version", "Listen", "Task Types")
-    return table(headers, rows, right=(3, 4), shrink=(0, 7, 8), width=width) + f"\n{len(nodes)} node(s)"
+NODE_COLUMNS = (
+    Column("Node", lambda n, date: n.get("nodeId", "")),
+    Column("Executor", lambda n, date: "yes" if n.get("executor") else "no"),
+    Column("Heartbeat", lambda n, date: date(n.get("heartbeat"))),
+    Column("Running", lambda n, date: n.get("running", 0), right=True),
+    Column("Stuck", lambda n, date: n.get("stuck", 0), right=True),
+    Column("Started", lambda n, date: date(n.get("startedAt"))),
+    Column("Version", lambda n, date: n.get("version") or ""),
+    Column("Listen", lambda n, date: n.get("listen") or ""),
+    Column("Task Types", lambda n, date: ", ".join(n.get("taskTypes") or ()) or "-"),
+)
+
+
+def node_table(nodes: list[dict[str, Any]], width: int | None = None, with_headers: bool = True) -> str:
+    """``node-list``: node ids are never cut; listen addresses and task types are, then columns go."""
+    text = columns_table(
+        NODE_COLUMNS, nodes, short_date, shrink=("Listen", "Task Types"), drop=("Version", "Started", "Listen"),
+        width=width, with_headers=with_headers,
+    )
+    return text + f"\n{len(nodes)} node(s)" if with_headers else text
 
 
 def reload_text(report: dict[str, Any]) -> str:

@@ -204,7 +204,9 @@ class Store(abc.ABC):
         broken by itemId in the same direction, so descending is the exact reverse
         of ascending; missing values sort first ascending, as MongoDB does),
         paged; ``Page.total`` counts all matches. ``node`` matches the pinned
-        ``Task.node``. Filter values are compared as plain values, never
+        ``Task.node``; ``label_requirements()`` the spec's labels (``!=`` and
+        ``!exists`` match a task without the label); ``copies_of`` the ids in
+        ``copies_range``. Filter values are compared as plain values, never
         interpreted as query operators. An unknown ``sort_by`` or a negative
         offset or limit is a ``ValueError``."""
         if query.sort_by not in SORT_FIELDS:
@@ -432,18 +434,22 @@ class Store(abc.ABC):
         RUNNING (``InvalidState``)."""
 
     async def update_config(
-        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None
+        self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None, clear: bool = False
     ) -> Task:
         """Set the operator overrides of the spec's retry policy (None leaves a
-        value as it is). Overrides survive spec updates from files. A negative
-        value is a ``ValueError``; an unknown task ``TaskNotFound``."""
+        value as it is). Overrides survive spec updates from files. ``clear``
+        removes both overrides first, in the same write: the spec's values are in
+        force again except those given. A negative value is a ``ValueError``; an
+        unknown task ``TaskNotFound``."""
         check_count("maxRetries", max_retries)
         if retry_delay is not None and retry_delay < timedelta(0):
             raise ValueError(f"retryDelay must be >= 0, got {retry_delay}")
-        return await self._update_config(item_id, max_retries, retry_delay)
+        return await self._update_config(item_id, max_retries, retry_delay, clear)
 
     @abc.abstractmethod
-    async def _update_config(self, item_id: str, max_retries: int | None, retry_delay: timedelta | None) -> Task:
+    async def _update_config(
+        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool
+    ) -> Task:
         """``update_config`` with its arguments checked."""
 
     # -- nodes ---------------------------------------------------------------

@@ -338,9 +338,9 @@ class SQLiteStore(Store):
         return await self._write(tasks_sql.run_now, item_id)
 
     async def _update_config(
-        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None
+        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool
     ) -> Task:
-        return await self._write(tasks_sql.update_config, item_id, max_retries, retry_delay)
+        return await self._write(tasks_sql.update_config, item_id, max_retries, retry_delay, clear)
 
     async def heartbeat(self, node: NodeInfo) -> None:
         await self._write(tasks_sql.heartbeat, node)

@@ -16,8 +16,8 @@ from typing import Any, Collection
 
 from .. import policy
 from ..model import (
-    FINAL_STATUSES, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task, TaskQuery,
-    UpsertResult, epoch_ms, is_file_source,
+    FINAL_STATUSES, LabelOperator, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task,
+    TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source,
 )
 from ..spec import TaskSpec
 from .sqlite_claims import read_row, transition
@@ -152,6 +152,16 @@ def known_ids(conn: sqlite3.Connection, now: datetime, item_ids: list[str]) -> s
     return known
 
 
+_HAS_LABEL = "EXISTS (SELECT 1 FROM json_each(tasks.labels) WHERE key = ?"
+# Each selector operator: its condition on the task row and the requirement fields bound to it, in order.
+LABEL_CONDITIONS = {
+    LabelOperator.EQUALS: (f"{_HAS_LABEL} AND value = ?)", ("key", "value")),
+    LabelOperator.NOT_EQUALS: (f"NOT {_HAS_LABEL} AND value = ?)", ("key", "value")),
+    LabelOperator.EXISTS: (f"{_HAS_LABEL})", ("key",)),
+    LabelOperator.ABSENT: (f"NOT {_HAS_LABEL})", ("key",)),
+}
+
+
 def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     column = SORT_COLUMNS[request.sort_by]  # checked by the store before the transaction
     direction = "DESC" if request.descending else "ASC"
@@ -169,9 +179,13 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
         if value is not None:
             conditions.append(f"{name} = ?")
             params.append(value)
-    for key, value in request.labels.items():
-        conditions.append("EXISTS (SELECT 1 FROM json_each(tasks.labels) WHERE key = ? AND value = ?)")
-        params.extend((str(key), str(value)))
+    for requirement in request.label_requirements():
+        condition, values = LABEL_CONDITIONS[requirement.operator]
+        conditions.append(condition)
+        params.extend(str(getattr(requirement, name)) for name in values)
+    if request.copies_of is not None:
+        conditions.append("item_id >= ? AND item_id < ?")
+        params.extend(copies_range(str(request.copies_of)))
     where = " AND ".join(conditions) or "1"
     total = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
@@ -248,10 +262,13 @@ def run_now(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
 
 
 def update_config(
-    conn: sqlite3.Connection, now: datetime, item_id: str, max_retries: int | None, retry_delay: timedelta | None
+    conn: sqlite3.Connection, now: datetime, item_id: str, max_retries: int | None, retry_delay: timedelta | None,
+    clear: bool,
 ) -> Task:
     read_row(conn, item_id)
     updates: dict[str, Any] = {"last_modified": epoch_ms(now)}
+    if clear:
+        updates.update(max_retries_override=None, retry_delay_override=None)
     if max_retries is not None:
         updates["max_retries_override"] = max_retries
     if retry_delay is not None:

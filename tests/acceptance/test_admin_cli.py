@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.support.admin_cli import (
-    ABSOLUTE_DATE, TASK_COLUMNS, admin, ok, scheduler, show_fields, table_rows, write_config,
+    ABSOLUTE_DATE, TASK_COLUMNS, admin, client_env, node_with_tasks, ok, scheduler, show_fields, table_rows,
+    write_config,
 )
 from tests.support.daemon import ROOT, Daemon, free_port, scheduler_command
 from tests.support.wait import wait_until
@@ -65,11 +66,7 @@ persistent: false
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory) -> Daemon:
-    root = tmp_path_factory.mktemp("admin")
-    tasks = root / "tasks.d"
-    tasks.mkdir()
-    (tasks / "ops.yaml").write_text(TASKS)
-    daemon = Daemon(state_dir=root / "state", tasks_dir=tasks).start()
+    daemon = node_with_tasks(tmp_path_factory.mktemp("admin"), {"ops.yaml": TASKS})
     try:
         for name in ("disk-report", "cancel-me", "local-cache"):
             wait_until(lambda: (daemon.task(name) or {}).get("successCount") == 1, what=f"{name} ran")
@@ -104,7 +101,7 @@ def test_task_list_filters_and_says_what_it_left_out(node):
     assert list(rows) == ["cancel-me", "disk-report"]
     assert footer == [
         "Showing 2 task(s) (2 in storage, 0 in memory)",
-        "2 more task(s) not shown: raise --limit or filter with -s / -t",
+        "2 more task(s) not shown: raise --limit or filter with -s, -t or -l",
     ]
 
 
@@ -120,10 +117,10 @@ def test_task_list_fits_an_80_column_terminal(node):
     text = ok(admin(node, "task-list", env={"COLUMNS": "80"}))
     assert all(len(line) <= 80 for line in text.splitlines()), text
     header, rows, footer = table_rows(text)
-    assert header == TASK_COLUMNS
-    # Narrow: dates become relative, long IDs are cut with an ellipsis but stay recognisable.
-    [cut] = [row for row in rows if row.startswith("flaky-i")]
-    assert cut.endswith("…") and rows[cut][3] == "-" and rows[cut][4].endswith(" ago")
+    # Narrow: dates become relative and the Persistent column goes (the footer counts them); no ID is cut.
+    assert header == TASK_COLUMNS[:-1]
+    assert sorted(rows) == ["cancel-me", "disk-report", "flaky-import", "local-cache"]
+    assert rows["flaky-import"][3] == "-" and rows["flaky-import"][4].endswith(" ago")
     assert rows["cancel-me"][3].startswith("in ")
     assert footer == ["Showing 4 task(s) (3 in storage, 1 in memory)"]
 
@@ -131,7 +128,9 @@ def test_task_list_fits_an_80_column_terminal(node):
 def test_task_list_watch_redraws_in_place_until_interrupted(node):
     command = scheduler_command("task-list", "--watch", "0.2", "--url", node.url, "--token", node.token)
     output: list[str] = []
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        command, cwd=ROOT, env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
         reader = threading.Thread(target=lambda: output.extend(iter(lambda: process.stdout.read(1), "")), daemon=True)
         reader.start()
         try:
@@ -203,14 +202,27 @@ def test_cancel_then_retry_with_a_fresh_budget(node):
     wait_until(lambda: node.task("cancel-me")["successCount"] == 2, what="cancel-me to run again after the retry")
 
 
-def test_task_config_sets_retry_overrides_in_milliseconds(node):
+def test_task_config_sets_shows_and_clears_retry_overrides(node):
+    as_declared = "Task disk-report: maxRetries 3, retryDelay 1m (as declared: no override)\n"
+    assert ok(admin(node, "task-config", "disk-report")) == as_declared
     text = ok(admin(node, "task-config", "disk-report", "--max-retries", "5", "--retry-delay", "90s"))
-    assert text == "Task disk-report: maxRetries 5, retryDelay 1m30s (kept when its file is reloaded)\n"
+    assert text == (
+        "Task disk-report: maxRetries 5, retryDelay 1m30s "
+        "(set by task-config: maxRetries, retryDelay; kept when its file is reloaded)\n"
+    )
     task = node.task("disk-report")
     assert (task["maxRetries"], task["retryDelay"]) == (5, 90000)
     assert task["overrides"] == {"maxRetries": 5, "retryDelay": 90000}
     shown = show_fields(ok(admin(node, "task-show", "disk-report")))
     assert shown["Max Retries"] == "5 (set by task-config)" and shown["Retry Delay"] == "1m30s (set by task-config)"
+    assert ok(admin(node, "task-config", "disk-report")) == text  # no flag: the settings in force, unchanged
+    assert json.loads(ok(admin(node, "task-config", "disk-report", "-o", "json")))["overrides"] == task["overrides"]
+
+    assert ok(admin(node, "task-config", "disk-report", "--clear")) == as_declared
+    task = node.task("disk-report")
+    assert (task["maxRetries"], task["retryDelay"], "overrides" in task) == (3, 60000, False)
+    assert ok(admin(node, "reload")).startswith("Reloaded: ")  # the file's values stay: no override comes back
+    assert "overrides" not in node.task("disk-report")
 
 
 def test_task_run_makes_the_task_run_now(node):
@@ -274,11 +286,15 @@ def test_on_the_node_no_token_flag_is_needed(node, tmp_path):
          "scheduler: Task local-cache is SCHEDULED: only a CRASHED task can be resumed\n"),
         (["task-retry", "local-cache"], 1,
          "scheduler: Task local-cache is SCHEDULED: only a FAILED or CANCELLED task can be retried\n"),
-        (["task-config", "disk-report"], 2, "scheduler: task-config: give --max-retries and/or --retry-delay\n"),
+        (["task-config", "disk-report", "--clear", "--max-retries", "1"], 2,
+         "scheduler: task-config: --clear cannot be combined with --max-retries or --retry-delay\n"),
+        (["task-config", "nope", "--clear"], 1, "scheduler: Task not found: nope\n"),
         (["task-config", "disk-report", "--retry-delay", "soon"], 2,
          "scheduler: --retry-delay: expected a duration such as 90s, 5m, 1h30m or 7d, got 'soon'\n"),
         (["task-list", "--watch", "1", "-o", "json"], 2,
-         "scheduler: --watch redraws the table: it cannot be combined with -o json or -o yaml\n"),
+         "scheduler: --watch redraws the table: it cannot be combined with -o json\n"),
+        (["task-list", "--watch", "1", "-o", "name"], 2,
+         "scheduler: --watch redraws the table: it cannot be combined with -o name\n"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

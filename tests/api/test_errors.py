@@ -31,6 +31,16 @@ from tests.api.conftest import ADMIN, VIEWER
         ("limit=99999999999999999999", "Invalid limit: 99999999999999999999 (expected an integer from 1 to 1000)"),
         ("limit=%2B5", "Invalid limit: +5 (expected an integer from 1 to 1000)"),
         ("limit=%D9%A5", "Invalid limit: \u0665 (expected an integer from 1 to 1000)"),  # an Arabic-Indic digit
+        ("labelSelector=", "Invalid labelSelector: term 1 is empty "
+                           "(expected key=value, key!=value, key or !key, separated by commas)"),
+        ("labelSelector=team%3Ddata,", "Invalid labelSelector: term 2 is empty "
+                                       "(expected key=value, key!=value, key or !key, separated by commas)"),
+        ("labelSelector=a%3Db%3Dc", "Invalid labelSelector: term 1 'a=b=c': the label value 'b=c' contains = "
+                                    "(expected key=value, key!=value, key or !key, separated by commas)"),
+        ("labelSelector=tier+in+(a,b)", "Invalid labelSelector: term 1 'tier in (a': set-based selectors (in, notin) "
+                                        "are not supported (expected key=value, key!=value, key or !key, separated by commas)"),
+        ("labelSelector=a&labelSelector=b", "Parameter labelSelector given more than once"),
+        ("labelSelector=" + "k," * 20 + "k", "Invalid labelSelector: 21 terms, at most 20"),
     ],
 )
 async def test_bad_list_parameters_are_400(client, query, message):
@@ -55,6 +65,10 @@ async def test_query_values_are_data_not_operators(client, seed):
         response = await client.get("/cxs/tasks", params={"type": value}, headers=VIEWER)
         assert response.status == 200
         assert (await response.json())["totalSize"] == 0, value
+    for selector in ("team=x' OR 'a' <> 'b", "team=%", "team=*", "$ne", "team=.*", "team!=x' OR 'a' <> 'b"):
+        response = await client.get("/cxs/tasks", params={"labelSelector": selector}, headers=VIEWER)
+        assert response.status == 200
+        assert (await response.json())["totalSize"] == (1 if "!=" in selector else 0), selector
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 from scheduler.api.services import ApiServices
 from scheduler.model import NodeInfo, Outcome, Status
@@ -36,6 +37,10 @@ async def test_list_answers_the_unomi_shape(client, seed):
                 "failureCount": 0,
                 "persistent": True,
                 "parameters": {"targetSystem": "CRM", "batchSize": 1000},
+                "successCount": 1,
+                "lastOutcome": "success",
+                "node": None,
+                "labels": {},
             }
         ],
         "offset": 0,
@@ -57,6 +62,28 @@ async def test_list_filters_by_status_and_type(client, seed):
     assert [t["itemId"] for t in failed["list"]] == ["sync-b"] and failed["totalSize"] == 1
     assert [t["itemId"] for t in sync["list"]] == ["sync-a", "sync-b"] and sync["totalSize"] == 2
     assert [(t["itemId"], t["failureCount"]) for t in both["list"]] == [("sync-a", 1)]
+
+
+async def test_list_filters_by_label_selector_with_paging_and_totals(client, seed, memory_store):
+    await seed.task("etl-a", labels={"team": "data", "tier": "batch"})
+    await seed.task("etl-b", labels={"team": "data", "tier": "stream"})
+    await seed.task("etl-c", labels={"team": "data"})
+    await seed.task("web", labels={"team": "web", "tier": "stream"})
+    await seed.task("cache", persistent=False, store=memory_store, labels={"team": "data", "tier": "cache"})
+
+    async def ids(selector: str, paging: str = "") -> tuple[list[str], int]:
+        body = await get_json(client, f"/cxs/tasks?labelSelector={quote(selector)}{paging}")
+        return [t["itemId"] for t in body["list"]], body["totalSize"]
+
+    assert await ids("team=data,tier!=batch") == (["cache", "etl-b", "etl-c"], 3)
+    assert await ids("team==data,tier!=batch", "&offset=1&limit=1") == (["etl-b"], 3)
+    assert await ids("tier") == (["cache", "etl-a", "etl-b", "web"], 4)
+    assert await ids("team, !tier") == (["etl-c"], 1)
+    assert await ids("tier=stream", "&sortBy=itemId:desc") == (["web", "etl-b"], 2)
+    with_type = await get_json(client, "/cxs/tasks?status=SCHEDULED&labelSelector=team%3Dweb")
+    assert [t["itemId"] for t in with_type["list"]] == ["web"] and with_type["list"][0]["labels"] == {
+        "team": "web", "tier": "stream"
+    }
 
 
 async def test_list_sorts_and_pages(client, seed, clock):
@@ -286,6 +313,24 @@ async def test_config_without_parameters_shows_the_settings_in_force(client, see
     assert node.wakes == 0
 
 
+async def test_deleting_the_config_brings_back_the_files_values(client, seed, store, node):
+    await seed.task("data-sync", retry={"maxRetries": 1, "retryDelay": "10s"})
+    await client.put("/cxs/tasks/data-sync/config?maxRetries=5&retryDelay=60000", headers=ADMIN)
+
+    viewer = await client.delete("/cxs/tasks/data-sync/config", headers=VIEWER)
+    assert viewer.status == 403 and (await store.get_task("data-sync")).max_retries_override == 5
+
+    response = await client.delete("/cxs/tasks/data-sync/config", headers=ADMIN)
+    body = await response.json()
+    again = await client.delete("/cxs/tasks/data-sync/config", headers=ADMIN)
+
+    assert response.status == 200
+    assert (body["itemId"], body["maxRetries"], body["retryDelay"], "overrides" in body) == ("data-sync", 1, 10000, False)
+    shown = await get_json(client, "/cxs/tasks/data-sync")
+    assert (shown["maxRetries"], shown["retryDelay"], "overrides" in shown) == (1, 10000, False)
+    assert again.status == 200 and "overrides" not in await again.json()
+
+
 async def test_run_now_makes_the_task_due_and_refuses_while_running(client, seed, clock):
     await seed.task("nightly", schedule={"cron": "0 3 * * *"})
     await seed.task("busy")
@@ -365,11 +410,31 @@ async def test_purge_deletes_what_ended_before_the_given_days(client, seed, memo
     assert [t["itemId"] for t in remaining["list"]] == ["periodic", "recent-failure"]
 
 
+async def test_an_unknown_name_with_copies_per_node_names_them(client, store, clock):
+    spec = TaskSpec.from_dict({"name": "livez-check", "schedule": {"every": "1m"}, "runOn": "all"})
+    nodes = [f"node-{i:02d}" for i in range(12)]
+    for node_id in nodes:
+        await store.upsert_spec(spec, item_id=f"livez-check@{node_id}", node=node_id, first_due=clock())
+
+    for method, path in (("GET", "/cxs/tasks/livez-check"), ("POST", "/cxs/tasks/livez-check/run")):
+        response = await client.request(method, path, headers=ADMIN)
+        assert response.status == 404
+        assert await response.json() == {
+            "error": "Task not found", "code": "404",
+            "message": "No task exists with ID: livez-check (it runs as one copy per node: "
+            + ", ".join(f"livez-check@{n}" for n in nodes[:10]) + " and 2 more)",
+        }
+    for unrelated in ("livez", "livez-check@node-99"):
+        response = await client.get(f"/cxs/tasks/{unrelated}", headers=VIEWER)
+        assert (await response.json())["message"] == f"No task exists with ID: {unrelated}"
+
+
 async def test_unknown_task_is_404_on_every_task_route(client):
     routes = [
         ("GET", "/cxs/tasks/123e4567"), ("GET", "/cxs/tasks/123e4567/runs"), ("DELETE", "/cxs/tasks/123e4567"),
         ("POST", "/cxs/tasks/123e4567/retry"), ("POST", "/cxs/tasks/123e4567/resume"),
-        ("PUT", "/cxs/tasks/123e4567/config?maxRetries=1"), ("POST", "/cxs/tasks/123e4567/run"),
+        ("PUT", "/cxs/tasks/123e4567/config?maxRetries=1"), ("DELETE", "/cxs/tasks/123e4567/config"),
+        ("POST", "/cxs/tasks/123e4567/run"),
     ]
     for method, path in routes:
         response = await client.request(method, path, headers=ADMIN)

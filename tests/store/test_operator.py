@@ -147,6 +147,20 @@ async def test_update_config_overrides_survive_spec_updates(store, clock):
     assert task.max_retries == 5 and task.retry_delay == timedelta(seconds=90)
 
 
+async def test_update_config_clear_brings_back_the_specs_values(store, clock):
+    await add_task(store, clock(), "t", retry={"maxRetries": 1, "retryDelay": "5s"})
+    await store.update_config("t", max_retries=5, retry_delay=timedelta(seconds=90))
+    task = await store.update_config("t", clear=True)
+    assert (task.max_retries_override, task.retry_delay_override) == (None, None)
+    assert (task.max_retries, task.retry_delay) == (1, timedelta(seconds=5))
+    assert (await store.get_task("t")).max_retries_override is None
+    task = await store.update_config("t", max_retries=7, clear=True)  # cleared, then set, in one write
+    assert (task.max_retries_override, task.retry_delay_override) == (7, None)
+    await store.upsert_spec(make_spec("t", retry={"maxRetries": 2, "retryDelay": "6s"}), first_due=clock())
+    task = await store.get_task("t")
+    assert (task.max_retries, task.retry_delay) == (7, timedelta(seconds=6))
+
+
 @pytest.mark.parametrize(("max_retries", "retry_delay"), [(-1, None), (None, timedelta(seconds=-1))])
 async def test_update_config_rejects_negative_values(store, clock, max_retries, retry_delay):
     await add_task(store, clock(), "t")

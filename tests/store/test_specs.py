@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.errors import TaskNotFound
 from scheduler.model import SORT_FIELDS, Status, TaskQuery, UpsertResult
+from scheduler.selectors import parse_selector
 from scheduler.spec import Source
 
 from .helpers import HOUR, LEASE, add_task, claim_one, failure, final, make_spec, success
@@ -172,6 +173,13 @@ async def _populate(store, clock):
         (TaskQuery(labels={"team": "crm"}), ["a1", "c3"]),
         (TaskQuery(labels={"team": "crm", "tier": "1"}), ["c3"]),
         (TaskQuery(labels={"team": "ops"}), []),
+        (TaskQuery(label_selector=parse_selector("team=crm,tier==1")), ["c3"]),
+        (TaskQuery(label_selector=parse_selector("team!=crm")), ["b2", "d4", "e5", "f6"]),  # no label: not crm
+        (TaskQuery(label_selector=parse_selector("tier")), ["c3"]),
+        (TaskQuery(label_selector=parse_selector("team,!tier")), ["a1", "b2"]),
+        (TaskQuery(labels={"team": "crm"}, label_selector=parse_selector("!tier")), ["a1"]),
+        (TaskQuery(label_selector=parse_selector("tie,team")), []),  # a key is never a prefix of another
+        (TaskQuery(label_selector=parse_selector("team"), status=Status.SCHEDULED), ["a1", "c3"]),
         (TaskQuery(node="n1"), ["c3"]),
         (TaskQuery(persistent=False), ["c3"]),
         (TaskQuery(persistent=True, task_type="clean"), ["d4"]),
@@ -225,6 +233,38 @@ async def test_query_pages(store, clock):
     assert seen == SORTED["nextScheduledExecution"]
     empty = await store.query_tasks(TaskQuery(offset=10, limit=4))
     assert empty.items == [] and empty.total == 6
+
+
+# Keys that a text match would confuse: a prefix, JSON's escaped quote, a dot, a dollar, the empty value.
+ODD_LABELS = {"a": {"a": "1"}, "ab": {"ab": "1"}, "quote": {'a"': "1", "a": ""}, "dot": {"a.b": "x,y"}, "dollar": {"$a": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("a", ["a", "quote"]),
+        ("!a", ["ab", "dollar", "dot"]),
+        ('a"', ["quote"]),
+        ("a=", ["quote"]),
+        ("a!=1", ["ab", "dollar", "dot", "quote"]),
+        ("a.b", ["dot"]),
+        ("$a==1", ["dollar"]),
+        ("$a!=1,!a.b", ["a", "ab", "quote"]),
+    ],
+)
+async def test_label_selectors_compare_keys_and_values_as_plain_text(store, clock, selector, expected):
+    for name, labels in ODD_LABELS.items():
+        await add_task(store, clock(), name, labels=labels)
+    page = await store.query_tasks(TaskQuery(label_selector=parse_selector(selector), limit=2))
+    assert [task.item_id for task in page.items] == expected[:2] and page.total == len(expected)
+
+
+async def test_copies_of_a_task_are_its_ids_with_a_node(store, clock):
+    for item_id in ("web", "web@n1", "web@n2", "web-extra@n1", "webA", "we", "web@"):
+        spec = make_spec("web", runOn="all")  # the ids, not the names, are what is matched
+        await store.upsert_spec(spec, item_id=item_id, node=item_id.partition("@")[2] or None, first_due=clock())
+    page = await store.query_tasks(TaskQuery(copies_of="web", limit=2))
+    assert [task.item_id for task in page.items] == ["web@", "web@n1"] and page.total == 3
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,29 @@ ABSOLUTE_DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 TASK_COLUMNS = ["ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent"]
 
 
+def client_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a client process: only the given client settings and width, none inherited.
+
+    Always an explicit environment: the process's own C environment may hold a COLUMNS that
+    ``os.environ`` does not show (GNU readline exports one when it starts)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_") and k not in ("COLUMNS", "LINES")}
+    return {**base, **(env or {})}
+
+
 def scheduler(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
     """``scheduler ARGS`` with only the given client settings (none inherited from the test's environment)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_") and k != "COLUMNS"}
     return subprocess.run(
-        scheduler_command(*args), cwd=ROOT, env={**base, **(env or {})}, input=input,
-        capture_output=True, text=True, timeout=60,
+        scheduler_command(*args), cwd=ROOT, env=client_env(env), input=input, capture_output=True, text=True, timeout=60,
     )
+
+
+def node_with_tasks(root: Path, files: dict[str, str]) -> Daemon:
+    """A started node whose ``tasks.d`` (under ``root``, beside its state) holds ``files``: name -> text."""
+    tasks = root / "tasks.d"
+    tasks.mkdir()
+    for name, text in files.items():
+        (tasks / name).write_text(text)
+    return Daemon(state_dir=root / "state", tasks_dir=tasks).start()
 
 
 def admin(node: Daemon, *args: str, **options) -> subprocess.CompletedProcess:

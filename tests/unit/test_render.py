@@ -59,10 +59,10 @@ def test_schedule_text(schedule, text):
     assert render.schedule_text(schedule) == text
 
 
-def task(item_id: str, persistent: bool = True) -> dict:
+def task(item_id: str, persistent: bool = True, task_type: str = "dataSync", **fields) -> dict:
     return {
-        "itemId": item_id, "taskType": "dataSync", "status": "SCHEDULED", "failureCount": 0, "persistent": persistent,
-        "nextScheduledExecution": "2026-03-01T13:00:00Z", "lastExecutionDate": "2026-03-01T11:00:00Z",
+        "itemId": item_id, "taskType": task_type, "status": "SCHEDULED", "failureCount": 0, "persistent": persistent,
+        "nextScheduledExecution": "2026-03-01T13:00:00Z", "lastExecutionDate": "2026-03-01T11:00:00Z", **fields,
     }
 
 
@@ -76,21 +76,77 @@ def test_a_wide_table_keeps_absolute_dates_and_whole_ids():
 
 
 @pytest.mark.parametrize("width", [80, 100])
-def test_a_narrow_table_turns_dates_relative_and_cuts_ids(width):
+def test_a_narrow_table_turns_dates_relative_and_keeps_ids_whole(width):
     lines = render.task_table(TASKS, width=width, now=NOW).splitlines()
     assert max(len(line) for line in lines) <= width
-    assert "in 1h" in lines[2] and "1h ago" in lines[2] and "…" in lines[2]
-    assert lines[3].startswith("local-cache ")
+    assert lines[2].startswith("a-rather-long-task-name-for-a-table │ dataSync │ SCHEDULED │ in 1h ")
+    assert "…" not in "".join(lines) and lines[3].startswith("local-cache ")
 
 
-def test_dates_stay_absolute_while_cutting_ids_is_enough():
-    width = len(render.task_table([task("x" * 12)], width=None).splitlines()[0])
-    lines = render.task_table([task("x" * 20)], width=width, now=NOW).splitlines()
-    assert "2026-03-01 13:00:00" in lines[2] and lines[2].startswith("x" * 11 + "…")
+def test_columns_are_left_out_in_order_and_the_id_never_cut():
+    long_id = "a-task-name-so-long-that-it-fills-most-of-an-eighty-column-terminal@node-1"
+
+    def headers(width: int) -> list[str]:
+        return [cell.strip() for cell in render.task_table([task(long_id)], width=width, now=NOW).splitlines()[0].split("│")]
+
+    assert headers(200) == ["ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent"]
+    assert headers(142) == ["ID", "Type", "Status", "Next Run", "Last Run", "Failures"]
+    assert headers(129) == ["ID", "Type", "Status", "Next Run", "Failures"]
+    assert headers(118) == ["ID", "Type", "Status", "Next Run"]
+    assert headers(107) == ["ID", "Status", "Next Run"]
+    assert headers(96) == headers(20) == ["ID", "Status"]  # too narrow even so: wider than asked, the ID whole
+    assert render.task_table([task(long_id)], width=20, now=NOW).splitlines()[2] == f"{long_id} │ SCHEDULED"
+
+
+def test_the_type_is_cut_before_any_column_is_left_out():
+    tasks = [task("t", task_type="aVeryLongTaskTypeNameIndeed")]
+    width = len(render.task_table([task("t", task_type="short-type-x")], width=None).splitlines()[0])
+    lines = render.task_table(tasks, width=width, now=NOW).splitlines()
+    assert "2026-03-01 13:00:00" in lines[2] and lines[2].startswith("t  │ aVeryLongTa… │ SCHEDULED")
+
+
+def test_the_wide_table_adds_outcome_node_and_labels_after_the_usual_columns():
+    wide = task("web@node-1", successCount=3, lastOutcome="success", node="node-1", labels={"tier": "web", "team": "a"})
+    header, row = [[c.strip() for c in line.split("│")] for line in render.task_table([wide], wide=True).splitlines()[:3:2]]
+    assert header == [
+        "ID", "Type", "Status", "Next Run", "Last Run", "Failures", "Persistent", "Successes", "Last Outcome", "Node", "Labels"
+    ]
+    assert row[7:] == ["3", "success", "node-1", "team=a,tier=web"]
+    bare = render.task_table([task("t")], wide=True).splitlines()[2]
+    assert [c.strip() for c in bare.split("│")][7:] == ["0", "-", "-", "-"]
+
+
+def test_without_headers_the_lines_are_the_tasks_only():
+    assert render.task_table(TASKS, total=5, with_headers=False).splitlines() == [
+        line for line in render.task_table(TASKS, total=5).splitlines()[2:4]
+    ]
+    assert render.task_table([], with_headers=False) == ""
 
 
 def test_the_footer_says_when_the_limit_hid_tasks():
-    assert render.task_table(TASKS, total=5).splitlines()[-1] == "3 more task(s) not shown: raise --limit or filter with -s / -t"
+    assert render.task_table(TASKS, total=5).splitlines()[-1] == (
+        "3 more task(s) not shown: raise --limit or filter with -s, -t or -l"
+    )
+
+
+def test_node_ids_are_never_cut():
+    node = {"nodeId": "node-with-a-rather-long-name.example.org", "executor": True, "listen": "127.0.0.1:8181",
+            "version": "0.1.0", "taskTypes": ["aType", "anotherType"], "heartbeat": "2026-03-01T12:00:00Z"}
+    lines = render.node_table([node], width=60).splitlines()
+    assert lines[2].startswith("node-with-a-rather-long-name.example.org │ yes")
+    assert render.node_table([node], with_headers=False).startswith("node-with-a-rather-long-name.example.org │")
+
+
+@pytest.mark.parametrize(
+    "task_fields, text",
+    [
+        ({"maxRetries": 3, "retryDelay": 60000}, "Task t: maxRetries 3, retryDelay 1m (as declared: no override)"),
+        ({"maxRetries": 5, "retryDelay": 90000, "overrides": {"retryDelay": 90000}},
+         "Task t: maxRetries 5, retryDelay 1m30s (set by task-config: retryDelay; kept when its file is reloaded)"),
+    ],
+)
+def test_retry_settings_say_which_are_overrides(task_fields, text):
+    assert render.retry_settings_text({"itemId": "t", **task_fields}) == text
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Query filters and sort orders, built from typed values only.
 
-Every user-supplied value is wrapped in ``$eq`` (or ``$all`` of strings) after a
-type check, so a status or type such as ``{"$ne": null}`` or ``"$where"`` is
+Every user-supplied value is type-checked, then wrapped in ``$eq`` (or ``$ne``,
+or used as the bound of a string range; labels as the JSON text of a pair of
+strings), so a status or type such as ``{"$ne": null}`` or ``"$where"`` is
 compared literally and can never become a query operator.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Collection
 
-from ...model import SORT_FIELDS, Claim, Status, TaskQuery
+from ...model import SORT_FIELDS, Claim, LabelOperator, LabelRequirement, Status, TaskQuery, copies_range
 from .documents import label_pairs
 
 # API sort field -> document field. Every other sort field has the same name.
@@ -78,10 +79,14 @@ def held_claim(claim: Claim) -> dict[str, Any]:
     return {"_id": claim.item_id, "lease.owner": claim.node_id, "lease.fence": claim.fence}
 
 
-def _text(name: str, value: Any) -> dict[str, Any]:
+def _string(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
-    return {"$eq": str(value)}
+    return str(value)
+
+
+def _text(name: str, value: Any) -> dict[str, Any]:
+    return {"$eq": _string(name, value)}
 
 
 def _texts(name: str, values: Collection[Any]) -> list[str]:
@@ -109,12 +114,26 @@ def query_filter(query: TaskQuery) -> dict[str, Any]:
         criteria["persistent"] = _flag("persistent", query.persistent)
     if query.origin_file is not None:
         criteria["originFile"] = _flag("origin_file", query.origin_file)
-    if query.labels:
-        for key, value in query.labels.items():
-            _text("label key", key)
-            _text(f"label {key!r}", value)
-        criteria["labelPairs"] = {"$all": label_pairs(query.labels)}
+    labels = [_label_condition(requirement) for requirement in query.label_requirements()]
+    if labels:
+        criteria["$and"] = labels
+    if query.copies_of is not None:
+        low, high = copies_range(_string("task name", query.copies_of))
+        criteria["_id"] = {"$gte": low, "$lt": high}
     return criteria
+
+
+def _label_condition(requirement: LabelRequirement) -> dict[str, Any]:
+    """One selector term on ``labelPairs``, the JSON texts ``["key", "value"]`` of the task's labels."""
+    key = _string("label key", requirement.key)
+    if requirement.operator in (LabelOperator.EQUALS, LabelOperator.NOT_EQUALS):
+        [pair] = label_pairs({key: _string(f"label {key!r}", requirement.value)})
+        return {"labelPairs": {"$eq" if requirement.operator == LabelOperator.EQUALS else "$ne": pair}}
+    # The pairs of this key are the texts from '["key", "' (its value's opening quote) up to, not
+    # including, '["key", #': '#' follows '"', and json.dumps escapes any '"' inside the key.
+    opening = label_pairs({key: ""})[0][:-2]
+    some_pair = {"$elemMatch": {"$gte": opening, "$lt": opening[:-1] + "#"}}
+    return {"labelPairs": some_pair if requirement.operator == LabelOperator.EXISTS else {"$not": some_pair}}
 
 
 def query_sort(query: TaskQuery) -> list[tuple[str, int]]:

@@ -320,10 +320,10 @@ class MongoStore(Store):
         return await self._with_db_now(f"run task {item_id} now", tasks.run_now, item_id)
 
     async def _update_config(
-        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None
+        self, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool
     ) -> Task:
         return await self._with_db_now(
-            f"configure task {item_id}", tasks.update_config, item_id, max_retries, retry_delay
+            f"configure task {item_id}", tasks.update_config, item_id, max_retries, retry_delay, clear
         )
 
     # -- nodes ---------------------------------------------------------------

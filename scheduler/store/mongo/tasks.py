@@ -247,9 +247,11 @@ def run_now(db: Database, item_id: str, now: datetime) -> Task:
 
 
 def update_config(
-    db: Database, item_id: str, max_retries: int | None, retry_delay: timedelta | None, now: datetime
+    db: Database, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool, now: datetime
 ) -> Task:
     changes: dict[str, Any] = {"lastModified": now}
+    if clear:  # null reads as no override (``task_from_document``); one $set, so a cleared field can be set again
+        changes.update(maxRetriesOverride=None, retryDelayOverrideMs=None)
     if max_retries is not None:
         changes["maxRetriesOverride"] = max_retries
     if retry_delay is not None:
