@@ -29,6 +29,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/cxs/tasks/{id}", tasks.show_task, Role.VIEWER),
     Route("DELETE", "/cxs/tasks/{id}", tasks.cancel_task, Role.ADMINISTRATOR),
     Route("GET", "/cxs/tasks/{id}/runs", tasks.list_runs, Role.VIEWER),
+    Route("GET", "/cxs/tasks/{id}/runs/{runId}", tasks.show_run, Role.VIEWER),
     Route("GET", "/cxs/tasks/{id}/declarations", tasks.list_declarations, Role.VIEWER),
     Route("POST", "/cxs/tasks/{id}/retry", tasks.retry_task, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/resume", tasks.resume_task, Role.ADMINISTRATOR),

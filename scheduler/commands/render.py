@@ -221,25 +221,44 @@ def task_view(
     )
     if not runs:
         return view + "\n\nNo runs yet."
-    rows = [
-        (
-            short_date(r.get("startedAt")),
-            r.get("attempt", ""),
-            r.get("node", ""),
-            r.get("outcome") or "running",
-            "-" if r.get("durationMs") is None else duration_text(r["durationMs"] / 1000),
-            "-" if r.get("exitCode") is None else r["exitCode"],
-            r.get("error") or "",
-        )
-        for r in runs
-    ]
-    headers = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
-    text = view + "\n\nRecent runs (newest first):\n" + table(headers, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
+    rows = [_run_cells(r) for r in runs]
+    text = view + "\n\nRecent runs (newest first):\n" + table(RUN_HEADERS, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
     newest = runs[0]
     if newest.get("output"):
         tail = "\n".join("  " + line for line in newest["output"].rstrip("\n").splitlines()[-10:])
         text += f"\n\nOutput of the newest run ({newest.get('runId')}), last lines:\n{tail}"
     return text
+
+
+RUN_HEADERS = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
+
+
+def _run_cells(run: dict[str, Any]) -> tuple[Any, ...]:
+    """A run record as the cells of ``RUN_HEADERS``."""
+    return (
+        short_date(run.get("startedAt")),
+        run.get("attempt", ""),
+        run.get("node", ""),
+        run.get("outcome") or "running",
+        "-" if run.get("durationMs") is None else duration_text(run["durationMs"] / 1000),
+        "-" if run.get("exitCode") is None else run["exitCode"],
+        run.get("error") or "",
+    )
+
+
+def run_table(item_id: str, page: dict[str, Any], width: int | None = None) -> str:
+    """``task-runs``: a page of run records, newest first, numbered as ``task-logs`` takes them (1: the newest)."""
+    runs, offset, total = page["list"], page["offset"], page["totalSize"]
+    if not runs:
+        return f"No runs recorded for task {item_id}" + (f" from #{offset + 1} on ({total} in all)" if total else "")
+    rows = [(offset + i + 1, short_date(r.get("scheduledFor")), *_run_cells(r)) for i, r in enumerate(runs)]
+    headers = ("#", "Slot", *RUN_HEADERS)
+    lines = [
+        table(headers, rows, right=(0, 3, 6, 7), shrink=(4, 8), width=width),
+        f"Showing runs #{offset + 1}-#{offset + len(runs)} of {total}, newest first; "
+        f"scheduler task-logs {item_id} N prints the output of run #N",
+    ]
+    return "\n".join(lines)
 
 
 def runnable_text(task: dict[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ REQUESTS = {
     ("GET", "/cxs/tasks/{id}"): "/cxs/tasks/data-sync",
     ("DELETE", "/cxs/tasks/{id}"): "/cxs/tasks/data-sync",
     ("GET", "/cxs/tasks/{id}/runs"): "/cxs/tasks/data-sync/runs",
+    ("GET", "/cxs/tasks/{id}/runs/{runId}"): "/cxs/tasks/failed/runs/failed:1710943200000:1",  # its slot: START
     ("GET", "/cxs/tasks/{id}/declarations"): "/cxs/tasks/data-sync/declarations",
     ("POST", "/cxs/tasks/{id}/retry"): "/cxs/tasks/failed/retry",
     ("POST", "/cxs/tasks/{id}/resume"): "/cxs/tasks/crashed/resume",
@@ -38,6 +39,7 @@ EXPECTED_ROLE = {
     ("GET", "/cxs/tasks/{id}"): Role.VIEWER,
     ("DELETE", "/cxs/tasks/{id}"): Role.ADMINISTRATOR,
     ("GET", "/cxs/tasks/{id}/runs"): Role.VIEWER,
+    ("GET", "/cxs/tasks/{id}/runs/{runId}"): Role.VIEWER,
     ("GET", "/cxs/tasks/{id}/declarations"): Role.VIEWER,
     ("POST", "/cxs/tasks/{id}/retry"): Role.ADMINISTRATOR,
     ("POST", "/cxs/tasks/{id}/resume"): Role.ADMINISTRATOR,

@@ -161,6 +161,25 @@ async def test_runs_are_listed_newest_first_and_paged(client, seed, clock):
     assert [r["attempt"] for r in first_only["list"]] == [1]
 
 
+async def test_a_run_is_shown_by_its_run_id(client, seed, clock):
+    await seed.task("data-sync")
+    await seed.task("other")
+    await seed.run_all(Outcome.FAILURE, error="boom")
+    clock.advance(timedelta(minutes=1))
+    await seed.run_all(Outcome.SUCCESS)
+    runs = (await get_json(client, "/cxs/tasks/data-sync/runs"))["list"]
+
+    for run in runs:
+        assert await get_json(client, f"/cxs/tasks/data-sync/runs/{run['runId']}") == run
+    for run_id in (f"{runs[0]['runId']}0", "nope"):
+        assert await get_json(client, f"/cxs/tasks/data-sync/runs/{run_id}", 404) == {
+            "error": "Run not found", "code": "404", "message": f"No run {run_id} is recorded for task data-sync",
+        }
+    # A run of another task is not found under this one.
+    other = (await get_json(client, "/cxs/tasks/other/runs"))["list"][0]["runId"]
+    assert (await get_json(client, f"/cxs/tasks/data-sync/runs/{other}", 404))["error"] == "Run not found"
+
+
 async def test_a_url_quoted_in_an_error_or_output_is_shown_redacted(client, seed, clock):
     # Any executor's error may quote a URL (requests words an HTTPError so), and so may a command's output.
     error = "HTTPError: 401 Client Error: Unauthorized for url: https://bot:pa55word@api.example.com/v1/items?token=T0KEN&page=2"
@@ -356,6 +375,7 @@ async def test_purge_deletes_what_ended_before_the_given_days(client, seed, memo
 async def test_unknown_task_is_404_on_every_task_route(client):
     routes = [
         ("GET", "/cxs/tasks/123e4567"), ("GET", "/cxs/tasks/123e4567/runs"), ("DELETE", "/cxs/tasks/123e4567"),
+        ("GET", "/cxs/tasks/123e4567/runs/123e4567:1710943200000:1"),
         ("POST", "/cxs/tasks/123e4567/retry"), ("POST", "/cxs/tasks/123e4567/resume"),
         ("PUT", "/cxs/tasks/123e4567/config?maxRetries=1"), ("POST", "/cxs/tasks/123e4567/run"),
     ]
