@@ -14,12 +14,12 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .commands import admin, run, validate
+from .commands import admin, nextruns, run, validate
 from .logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (run, validate, admin)
+COMMANDS = (run, validate, admin, nextruns)
 EXIT_USAGE = 2
 
 

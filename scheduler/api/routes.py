@@ -31,6 +31,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/cxs/tasks/{id}/runs", tasks.list_runs, Role.VIEWER),
     Route("GET", "/cxs/tasks/{id}/runs/{runId}", tasks.show_run, Role.VIEWER),
     Route("GET", "/cxs/tasks/{id}/declarations", tasks.list_declarations, Role.VIEWER),
+    Route("GET", "/cxs/tasks/{id}/next", tasks.next_runs, Role.VIEWER),
     Route("POST", "/cxs/tasks/{id}/retry", tasks.retry_task, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/resume", tasks.resume_task, Role.ADMINISTRATOR),
     Route("PUT", "/cxs/tasks/{id}/config", tasks.configure_task, Role.ADMINISTRATOR),

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from .. import preview
 from ..model import Task
 from . import params, views
 from .errors import ApiError, bad_request
@@ -75,6 +76,14 @@ async def show_run(request: web.Request) -> web.Response:
     if run is None:
         raise ApiError(404, f"No run {run_id} is recorded for task {located.task.item_id}", "Run not found")
     return web.json_response(views.run_record(run))
+
+
+async def next_runs(request: web.Request) -> web.Response:
+    """The task's next fire times, in its time zone and in UTC, daylight-saving rules applied."""
+    count, after = params.next_runs(request)
+    located = await _locate(request)
+    entries, reason = preview.for_task(located.task, count, after, located.store.now())
+    return web.json_response(views.next_runs(located.task.item_id, located.task.spec.schedule, entries, reason))
 
 
 async def cancel_task(request: web.Request) -> web.Response:

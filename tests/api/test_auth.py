@@ -21,6 +21,7 @@ REQUESTS = {
     ("GET", "/cxs/tasks/{id}/runs"): "/cxs/tasks/data-sync/runs",
     ("GET", "/cxs/tasks/{id}/runs/{runId}"): "/cxs/tasks/failed/runs/failed:1710943200000:1",  # its slot: START
     ("GET", "/cxs/tasks/{id}/declarations"): "/cxs/tasks/data-sync/declarations",
+    ("GET", "/cxs/tasks/{id}/next"): "/cxs/tasks/data-sync/next",
     ("POST", "/cxs/tasks/{id}/retry"): "/cxs/tasks/failed/retry",
     ("POST", "/cxs/tasks/{id}/resume"): "/cxs/tasks/crashed/resume",
     ("PUT", "/cxs/tasks/{id}/config"): "/cxs/tasks/data-sync/config?maxRetries=2",
@@ -41,6 +42,7 @@ EXPECTED_ROLE = {
     ("GET", "/cxs/tasks/{id}/runs"): Role.VIEWER,
     ("GET", "/cxs/tasks/{id}/runs/{runId}"): Role.VIEWER,
     ("GET", "/cxs/tasks/{id}/declarations"): Role.VIEWER,
+    ("GET", "/cxs/tasks/{id}/next"): Role.VIEWER,
     ("POST", "/cxs/tasks/{id}/retry"): Role.ADMINISTRATOR,
     ("POST", "/cxs/tasks/{id}/resume"): Role.ADMINISTRATOR,
     ("PUT", "/cxs/tasks/{id}/config"): Role.ADMINISTRATOR,
