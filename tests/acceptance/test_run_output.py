@@ -232,10 +232,19 @@ def test_unknown_tasks_and_runs_are_refused_with_exit_code_1(node, args, code, m
     assert (result.returncode, result.stderr, result.stdout) == (code, message, "")
 
 
-@pytest.mark.parametrize("args", [["task-logs"], ["task-logs", "twice", "0"], ["task-runs", "twice", "--limit", "0"]], ids=" ".join)
-def test_bad_arguments_are_usage_errors(node, args):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["task-logs"], "the following arguments are required: ID"),
+        (["task-logs", "twice", "0"], "argument RUN: a run number goes from 1 (the newest) to 1,000,001"),
+        (["task-runs", "twice", "--limit", "0"], "argument --limit: must be at least 1"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_arguments_are_usage_errors(node, args, message):
     result = admin(node, *args)
-    assert result.returncode == 2 and "usage: scheduler" in result.stderr and result.stdout == ""
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"usage: scheduler {args[0]} ") and result.stderr.endswith(f": error: {message}\n")
 
 
 # -- code left running after its run was stopped ----------------------------------------------------
