@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from .errors import SpecError
 from .model import FINAL_STATUSES, Status, Task
@@ -24,6 +24,8 @@ MAX_COUNT = 1000
 FIXED_DELAY_NOTE = "at the earliest: a fixed delay counts from the end of the previous run"
 _SECOND = timedelta(seconds=1)
 _MAX_MERGED = 24 * 60 + 1  # wall-clock candidates a gap can merge (cron slots are at least a minute apart)
+# Dates near year 1 or 9999 overflow datetime arithmetic, and croniter says so its own way.
+_PAST_THE_CALENDAR = (OverflowError, ValueError, SpecError, CroniterError)
 
 
 @dataclass(frozen=True)
@@ -36,22 +38,30 @@ class FireTime:
 
 
 def parse_instant(text: str) -> datetime:
-    """An ISO 8601 time with a zone (``2027-03-28T00:00:00Z``, ``...+01:00``); ``ValueError`` otherwise."""
+    """An ISO 8601 time with a zone (``2027-03-28T00:00:00Z``, ``...+01:00``); ``ValueError`` otherwise.
+
+    Any year is taken: one whose offset leads out of the calendar is its first or last instant.
+    """
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"expected an ISO 8601 time such as 2027-03-28T00:00:00Z, got {text!r}") from None
     if moment.tzinfo is None:
         raise ValueError(f"time {text!r} has no time zone: add Z or an offset such as +01:00")
-    if not 1971 <= moment.year <= 9000:
-        raise ValueError(f"time {text!r} is out of range (years 1971 to 9000)")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def for_new_task(schedule: Schedule, key: str, registered_at: datetime, count: int) -> list[FireTime]:
     """The first ``count`` runs of a task registered at ``registered_at`` (a file's task, offline)."""
-    first = first_slot(schedule, registered_at)
-    return _runs(schedule, key, first, fire_time(first, schedule.jitter, key), count, registered_at)
+    try:
+        first = first_slot(schedule, registered_at)
+        due = fire_time(first, schedule.jitter, key)
+    except _PAST_THE_CALENDAR:
+        return []
+    return _runs(schedule, key, first, due, count, registered_at)
 
 
 def for_task(task: Task, count: int, after: datetime | None, now: datetime) -> tuple[list[FireTime], str | None]:
@@ -83,7 +93,10 @@ def for_task(task: Task, count: int, after: datetime | None, now: datetime) -> t
         start, due, note = _bounded(lambda: next_slot(catch_up_none, start, finished_at=after)), None, None
     if start is None:
         return [], "no run after that time" if after is not None else "a one-shot: nothing runs after the running one"
-    entries = _runs(schedule, task.item_id, start, due or fire_time(start, schedule.jitter, task.item_id), count, now)
+    due = due or _bounded(lambda: fire_time(start, schedule.jitter, task.item_id))
+    entries = [] if due is None else _runs(schedule, task.item_id, start, due, count, now)
+    if not entries:
+        return [], "no run after that time"
     entries[0] = replace(entries[0], note=_joined(note, entries[0].note))
     return entries, None
 
@@ -95,12 +108,15 @@ def _runs(schedule: Schedule, key: str, slot: datetime, due: datetime, count: in
     following: datetime | None = slot
     while following is not None and len(entries) < count:
         slot = following
-        estimated = bool(entries) and schedule.every is not None and not schedule.fixed_rate
-        notes = (dst_note(schedule, slot), FIXED_DELAY_NOTE if estimated else None, "due now" if due <= now else None)
-        entries.append(FireTime(slot, due, _joined(*notes)))
-        following = _bounded(lambda: next_slot(schedule, slot, finished_at=max(due, now)))
-        if following is not None:
-            due = fire_time(following, schedule.jitter, key)
+        try:
+            estimated = bool(entries) and schedule.every is not None and not schedule.fixed_rate
+            notes = (dst_note(schedule, slot), FIXED_DELAY_NOTE if estimated else None, "due now" if due <= now else None)
+            entries.append(FireTime(slot, due, _joined(*notes)))
+            following = next_slot(schedule, slot, finished_at=max(due, now))
+            if following is not None:
+                due = fire_time(following, schedule.jitter, key)
+        except _PAST_THE_CALENDAR:
+            break
     return entries
 
 
@@ -147,10 +163,10 @@ def _state_note(task: Task) -> str | None:
 
 
 def _bounded(compute: Callable[[], datetime | None]) -> datetime | None:
-    """The next slot, or None past the calendar's end (a ``from`` near year 9000) or when a cron never matches."""
+    """A slot or a time, or None past the calendar's ends (a ``from`` in year 1 or 9999)."""
     try:
         return compute()
-    except (OverflowError, SpecError):
+    except _PAST_THE_CALENDAR:
         return None
 
 
