@@ -14,12 +14,12 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .commands import admin, completion, run, validate
+from .commands import admin, completion, nextruns, run, validate
 from .logs import configure_logging
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (run, validate, admin, completion)
+COMMANDS = (run, validate, admin, nextruns, completion)
 EXIT_USAGE = 2
 
 

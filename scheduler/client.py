@@ -75,7 +75,16 @@ def resolve_token(token: str | None, env: Mapping[str, str] = os.environ) -> Cre
 
 def task_path(item_id: str, action: str = "") -> str:
     """``/cxs/tasks/{id}[/action]`` with the id percent-encoded, dots too: ``..`` must stay an id, not a step up."""
-    return f"/cxs/tasks/{quote(item_id, safe='@').replace('.', '%2E')}" + (f"/{action}" if action else "")
+    return f"/cxs/tasks/{_segment(item_id)}" + (f"/{action}" if action else "")
+
+
+def run_path(item_id: str, run_id: str) -> str:
+    """``/cxs/tasks/{id}/runs/{runId}``, both percent-encoded as ``task_path`` does."""
+    return task_path(item_id, f"runs/{_segment(run_id)}")
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="@").replace(".", "%2E")
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class ApiClient:
             return ClientError(f"forbidden: the token from {self.credentials.origin} may not do that ({message})", EXIT_AUTH)
         if status == 404 and isinstance(body, dict) and body.get("error") == "Task not found":
             return ClientError(f"Task not found: {message.removeprefix('No task exists with ID: ')}", EXIT_REFUSED)
+        if status == 404 and isinstance(body, dict) and body.get("error") == "Run not found":
+            return ClientError(message, EXIT_REFUSED)
         if status == 409:  # wrong state: the node's message says which state and what would be allowed
             return ClientError(message, EXIT_REFUSED)
         return ClientError(f"the node answered {status} {reason}: {message}", EXIT_REFUSED)

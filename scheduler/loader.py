@@ -266,6 +266,20 @@ def load_directory(
     return directory
 
 
+def locate_key(data: bytes, document_line: int, pointer: str) -> tuple[int, int]:
+    """Line and column of the key at ``pointer`` in the document of ``data`` that starts at
+    ``document_line`` (a spec's ``source.line``), for checks made once the file is loaded; the
+    document's own line when it cannot be found (the file changed meanwhile)."""
+    try:
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError:
+        return document_line, 1
+    for document in yamlsafe.parse(text).documents:
+        if document.line == document_line:
+            return yamlsafe.locate(document.root, pointer, key=True)
+    return document_line, 1
+
+
 def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> DirectoryResult:
     """``directory`` with its problems between files: a task name declared by two files.
 

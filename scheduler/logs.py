@@ -2,6 +2,8 @@
 
 Both formats redact the URLs in a line (``scheduler.redact``): a run's error, an
 exception's text or a traceback may quote a task's URL with its credentials.
+What Python task code logs during a run is that run's output, not the node's log
+(``scheduler.capture``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import sys
 import time
 
+from . import capture
 from .redact import redact_text
 
 # Keys modules pass in ``extra=`` so that a log line can be tied to a task, a run or a file.
@@ -43,7 +46,9 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "warning", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # The real standard error, never the per-run proxy: the node's lines must not land in a run's output.
+    handler = logging.StreamHandler(capture.real_stream(sys.stderr))
+    handler.addFilter(capture.NodeLogFilter())  # what Python tasks log is their runs' output
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime

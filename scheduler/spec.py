@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError
 
+from .cronwords import explain as explain_cron
 from .errors import SpecError
 from .redact import redact_url
 
@@ -125,6 +126,11 @@ def _parse_at(value: Any, pointer: str) -> datetime:
         raise SpecError(f"time {value!s} is out of range", pointer) from None
 
 
+def _invalid_cron(expression: str, pointer: str) -> SpecError:
+    """croniter refused ``expression``: say which field is wrong and why, when that can be told."""
+    return SpecError(f"invalid cron expression {expression!r}: {explain_cron(expression)}", pointer)
+
+
 def _check_cron_fires(expression: str, tz: str) -> None:
     """Refuse an expression that parses but never matches a date (``0 0 30 2 *``)."""
     from .schedule import cron_after  # schedule builds on this module
@@ -178,16 +184,12 @@ class Schedule:
         options: dict[str, Any] = {"timezone": tz}
         if kind == "cron":
             expression = str(doc["cron"]).strip()
-            invalid = SpecError(
-                f"invalid cron expression {expression!r} (expected 5 fields such as '0 * * * *' or @hourly, @daily...)",
-                f"{pointer}/cron",
-            )
             if len(expression.split()) not in (1, 5):
-                raise invalid
+                raise _invalid_cron(expression, f"{pointer}/cron")
             try:  # parses the expression once: computing its next slot is the validity check
                 _check_cron_fires(expression, tz)
             except CroniterError:
-                raise invalid from None
+                raise _invalid_cron(expression, f"{pointer}/cron") from None
             options["cron"] = expression
         elif kind == "every":
             every = parse_duration(doc["every"], f"{pointer}/every")

@@ -7,10 +7,11 @@ ignored (Unomi clients send extras); a known one given twice is an error.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
+from .. import preview
 from ..model import SORT_FIELDS, Status, TaskQuery
 from ..selectors import SelectorError, parse_selector
 from .errors import bad_request
@@ -22,6 +23,7 @@ MAX_TEXT = 256  # longest task type accepted as a filter
 MAX_RETRIES = 1000
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000  # 30 days
 MAX_PURGE_DAYS = 36500
+DEFAULT_NEXT_COUNT = 10
 
 
 def _one(request: web.Request, name: str) -> str | None:
@@ -92,6 +94,19 @@ def task_query(request: web.Request) -> TaskQuery:
         offset=offset,
         limit=limit,
     )
+
+
+def next_runs(request: web.Request) -> tuple[int, datetime | None]:
+    """``GET /cxs/tasks/{id}/next`` parameters: count (default 10) and from (an ISO 8601 time with a zone)."""
+    count = int_param(request, "count", DEFAULT_NEXT_COUNT, 1, preview.MAX_COUNT)
+    assert count is not None
+    raw = _one(request, "from")
+    if raw is None:
+        return count, None
+    try:
+        return count, preview.parse_instant(raw)
+    except ValueError as exc:
+        raise bad_request(f"Invalid from: {exc}") from None
 
 
 def retry_config(request: web.Request) -> tuple[int | None, timedelta | None]:

@@ -11,9 +11,10 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from .. import preview
 from ..model import Task
 from . import params, views
-from .errors import bad_request
+from .errors import ApiError, bad_request
 from .keys import FINDER, SERVICES
 from .listing import Located
 
@@ -65,6 +66,24 @@ async def list_runs(request: web.Request) -> web.Response:
     located = await _locate(request)
     runs = await located.store.list_runs(located.task.item_id, offset=offset, limit=limit)
     return web.json_response(views.runs_page(runs, limit))
+
+
+async def show_run(request: web.Request) -> web.Response:
+    """One run record of the task, by its ``runId`` (``<taskId>:<slot ms>:<attempt>``)."""
+    located = await _locate(request)
+    run_id = request.match_info["runId"]
+    run = await located.store.get_run(located.task.item_id, run_id)
+    if run is None:
+        raise ApiError(404, f"No run {run_id} is recorded for task {located.task.item_id}", "Run not found")
+    return web.json_response(views.run_record(run))
+
+
+async def next_runs(request: web.Request) -> web.Response:
+    """The task's next fire times, in its time zone and in UTC, daylight-saving rules applied."""
+    count, after = params.next_runs(request)
+    located = await _locate(request)
+    entries, reason = preview.for_task(located.task, count, after, located.store.now())
+    return web.json_response(views.next_runs(located.task.item_id, located.task.spec.schedule, entries, reason))
 
 
 async def cancel_task(request: web.Request) -> web.Response:

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..model import Declaration, NodeInfo, Page, RunRecord, Task
-from ..redact import redact_optional, redact_text
-from ..spec import utc_iso
+from ..redact import redact_optional, redact_text, redact_url
+from ..preview import FireTime
+from ..spec import RunSpec, Schedule, utc_iso
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -87,6 +88,9 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
         source=None if spec.source is None else {"path": spec.source.path, "line": spec.source.line},
         executorType=spec.executor_type,
         runnable=runnable,
+        run=run_shown(spec.run),
+        concurrency=spec.concurrency,
+        onCrash=spec.on_crash,
     )
     overrides = task_overrides(task)
     if overrides:
@@ -94,6 +98,25 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
     if history:
         doc["history"] = shown_history(task.history)
     return doc
+
+
+def run_shown(run: RunSpec | None) -> dict[str, Any] | None:
+    """What a task runs, as shown to viewers: the program and its arguments, the script, the method and
+    URL, or the python target, and the timeout (ms). Never the request's headers and body nor the values
+    of ``env``, which hold credentials; URLs anywhere in it are redacted."""
+    if run is None:
+        return None
+    shown: dict[str, Any]
+    if run.command is not None:
+        shown = {"command": [redact_text(arg) for arg in run.command]}
+    elif run.shell is not None:
+        shown = {"shell": redact_text(run.shell)}
+    elif run.http is not None:
+        shown = {"http": {"method": run.http.method, "url": redact_url(run.http.url)}}
+    else:
+        shown = {"python": run.python}
+    shown["timeout"] = millis(run.timeout)
+    return shown
 
 
 def shown_history(entries: Any) -> list[dict[str, Any]]:
@@ -130,6 +153,29 @@ def run_record(run: RunRecord) -> dict[str, Any]:
         "exitCode": run.exit_code,
         "output": redact_optional(run.output),
         "error": redact_optional(run.error),
+    }
+
+
+def next_runs(item_id: str, schedule: Schedule, entries: list[FireTime], reason: str | None) -> dict[str, Any]:
+    """``GET /cxs/tasks/{id}/next`` (and ``scheduler next`` of a file): each run's slot and fire time in
+    UTC, the fire time in the task's time zone (ISO 8601 with its offset), and what moved it."""
+    zone = schedule.zone
+    return {
+        "itemId": item_id,
+        "schedule": schedule.to_dict(),
+        "timezone": schedule.timezone,
+        "list": [
+            {
+                "slot": iso(entry.slot),
+                "fireTime": iso(entry.fire_time),
+                "local": entry.fire_time.astimezone(zone).isoformat(
+                    timespec="milliseconds" if entry.fire_time.microsecond else "seconds"
+                ),
+                "note": entry.note,
+            }
+            for entry in entries
+        ],
+        "reason": reason,
     }
 
 

@@ -27,7 +27,10 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from ..client import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiClient, ClientError, resolve_token, resolve_url, task_path
+from ..client import (
+    EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiClient, ClientError, resolve_token, resolve_url, run_path,
+    task_path,
+)
 from ..errors import SpecError
 from ..selectors import SelectorError, parse_selector
 from ..spec import parse_duration
@@ -36,6 +39,7 @@ from . import render
 Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
 STATUSES = ("SCHEDULED", "WAITING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 RECENT_RUNS = 10
+MAX_RUN_INDEX = 1_000_001  # the API pages up to offset 1,000,000
 EPILOG = (
     "Exit codes: 0 done, 1 refused by the node (unknown task, wrong state, rejected files, purge not confirmed), "
     "2 usage error, 3 cannot connect, 4 no token, token not accepted or role not allowed."
@@ -133,6 +137,36 @@ async def task_show(client: ApiClient, args: argparse.Namespace) -> int:
         lambda: render.task_view(task, runs, width=render.terminal_width(), declared=declared),
     )
     return EXIT_OK
+
+
+async def task_runs(client: ApiClient, args: argparse.Namespace) -> int:
+    page = (await client.call("GET", task_path(args.id, "runs"), {"offset": args.offset, "limit": args.limit})).body
+    _print(page, args, lambda: render.run_table(args.id, page, width=render.terminal_width()))
+    return EXIT_OK
+
+
+async def task_logs(client: ApiClient, args: argparse.Namespace) -> int:
+    run = await _run_record(client, args.id, args.run)
+    if args.output != "table":
+        print(render.dump(run, args.output))
+        return EXIT_OK
+    sys.stdout.write(run.get("output") or "")
+    if run.get("outcome") is None:  # said apart from the output, which scripts read
+        print(f"scheduler: run {run['runId']} is still running: its output is recorded when it ends", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _run_record(client: ApiClient, item_id: str, run: str) -> dict[str, Any]:
+    """The run ``run`` names: a runId, or ``N``, the Nth newest (``task-runs`` numbers them so)."""
+    if not run.isdigit():
+        return (await client.call("GET", run_path(item_id, run))).body
+    index = int(run)
+    page = (await client.call("GET", task_path(item_id, "runs"), {"offset": index - 1, "limit": 1})).body
+    if page["list"]:
+        return page["list"][0]
+    if not page["totalSize"]:
+        raise ClientError(f"Task {item_id} has no recorded run yet", EXIT_REFUSED)
+    raise ClientError(f"Task {item_id} has {page['totalSize']} recorded run(s): there is no run #{index}", EXIT_REFUSED)
 
 
 async def task_cancel(client: ApiClient, args: argparse.Namespace) -> int:
@@ -255,6 +289,14 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _run_reference(text: str) -> str:
+    if text.isdigit() and not 1 <= int(text) <= MAX_RUN_INDEX:
+        raise argparse.ArgumentTypeError(f"a run number goes from 1 (the newest) to {MAX_RUN_INDEX:,}")
+    if not text:
+        raise argparse.ArgumentTypeError("expected a runId or a run number")
+    return text
+
+
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -290,6 +332,14 @@ def register(subparsers: Any) -> None:
         "-w", "--watch", type=_interval, nargs="?", const=2.0, metavar="SECONDS", help="redraw every SECONDS (default 2) until Ctrl-C"
     )
     add("task-show", "show every field of a task, its recent runs and its last output", task_show)
+    parser = add("task-runs", "list a task's runs, newest first", task_runs)
+    parser.add_argument("--limit", type=_at_least(1), default=20, metavar="N", help="at most N runs (default 20, at most 1000)")
+    parser.add_argument("--offset", type=_at_least(0), default=0, metavar="N", help="skip the N newest runs (default 0)")
+    parser = add("task-logs", "print the output of one of a task's runs (the newest by default)", task_logs)
+    parser.add_argument(
+        "run", metavar="RUN", nargs="?", default="1", type=_run_reference,
+        help="a runId (as task-runs -o json gives it), or N for the Nth newest run as task-runs numbers them (default 1)",
+    )
     add("task-cancel", "cancel a task (a running one is stopped)", task_cancel)
     parser = add("task-retry", "retry a FAILED or CANCELLED task now", task_retry)
     parser.add_argument("--reset", action="store_true", help="reset the failure count (a fresh retry budget)")

@@ -7,9 +7,12 @@ Everything here is a pure function of the API's JSON (and of a width and a
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import textwrap
 from datetime import datetime, timezone
 from typing import Any, Iterable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -82,14 +85,26 @@ def schedule_text(schedule: dict[str, Any] | None) -> str:
         text = f"once, {duration_text(schedule.get('after', 0))} after registration"
     if schedule.get("jitter"):
         text += f", jitter {duration_text(schedule['jitter'])}"
-    if schedule.get("missedRuns") and schedule["missedRuns"] != "runOnce":
-        text += f", missed runs: {schedule['missedRuns']}"
     return text
 
 
 def labels_text(labels: dict[str, str] | None) -> str:
     """``team=data,tier=batch``, as a label selector would match them; ``-`` when none."""
     return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items())) or "-"
+
+
+def run_text(run: dict[str, Any] | None) -> str | None:
+    """What the task runs, from the API's ``run``: ``command: backup --full``, ``http: POST https://...``."""
+    if not run:
+        return None
+    if "command" in run:
+        return f"command: {shlex.join(run['command'])}"
+    if "shell" in run:
+        script = run["shell"].rstrip("\n")
+        return "shell:\n" + textwrap.indent(script, "  ") if "\n" in script else f"shell: {script}"
+    if "http" in run:
+        return f"http: {run['http']['method']} {run['http']['url']}"
+    return f"python: {run['python']}"
 
 
 TASK_COLUMNS = (
@@ -180,6 +195,11 @@ def task_view(
             ("Labels", task.get("labels")),
             ("Source", location),
             ("Schedule", schedule_text(task.get("schedule"))),
+            ("Missed Runs", (task.get("schedule") or {}).get("missedRuns")),
+            ("Run", run_text(task.get("run"))),
+            ("Timeout", _timeout_text(task.get("run"))),
+            ("Concurrency", task.get("concurrency")),
+            ("On Crash", task.get("onCrash")),
             ("Next Run", short_date(task.get("nextScheduledExecution"))),
             ("Last Run", short_date(task.get("lastExecutionDate"))),
             ("Last Finish", short_date(task.get("lastFinishDate"))),
@@ -202,25 +222,73 @@ def task_view(
     )
     if not runs:
         return view + "\n\nNo runs yet."
-    rows = [
-        (
-            short_date(r.get("startedAt")),
-            r.get("attempt", ""),
-            r.get("node", ""),
-            r.get("outcome") or "running",
-            "-" if r.get("durationMs") is None else duration_text(r["durationMs"] / 1000),
-            "-" if r.get("exitCode") is None else r["exitCode"],
-            r.get("error") or "",
-        )
-        for r in runs
-    ]
-    headers = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
-    text = view + "\n\nRecent runs (newest first):\n" + table(headers, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
+    rows = [_run_cells(r) for r in runs]
+    text = view + "\n\nRecent runs (newest first):\n" + table(RUN_HEADERS, rows, right=(1, 4, 5), shrink=(2, 6), width=width)
     newest = runs[0]
     if newest.get("output"):
         tail = "\n".join("  " + line for line in newest["output"].rstrip("\n").splitlines()[-10:])
         text += f"\n\nOutput of the newest run ({newest.get('runId')}), last lines:\n{tail}"
     return text
+
+
+RUN_HEADERS = ("Started", "Attempt", "Node", "Outcome", "Duration", "Exit", "Error")
+
+
+def _run_cells(run: dict[str, Any]) -> tuple[Any, ...]:
+    """A run record as the cells of ``RUN_HEADERS``."""
+    return (
+        short_date(run.get("startedAt")),
+        run.get("attempt", ""),
+        run.get("node", ""),
+        run.get("outcome") or "running",
+        "-" if run.get("durationMs") is None else duration_text(run["durationMs"] / 1000),
+        "-" if run.get("exitCode") is None else run["exitCode"],
+        run.get("error") or "",
+    )
+
+
+def run_table(item_id: str, page: dict[str, Any], width: int | None = None) -> str:
+    """``task-runs``: a page of run records, newest first, numbered as ``task-logs`` takes them (1: the newest)."""
+    runs, offset, total = page["list"], page["offset"], page["totalSize"]
+    if not runs:
+        return f"No runs recorded for task {item_id}" + (f" from #{offset + 1} on ({total} in all)" if total else "")
+    rows = [(offset + i + 1, short_date(r.get("scheduledFor")), *_run_cells(r)) for i, r in enumerate(runs)]
+    headers = ("#", "Slot", *RUN_HEADERS)
+    lines = [
+        table(headers, rows, right=(0, 3, 6, 7), shrink=(4, 8), width=width),
+        f"Showing runs #{offset + 1}-#{offset + len(runs)} of {total}, newest first; "
+        f"scheduler task-logs {item_id} N prints the output of run #N",
+    ]
+    return "\n".join(lines)
+
+
+def next_text(doc: dict[str, Any], width: int | None = None) -> str:
+    """``scheduler next``: a task's schedule, then its next fire times in its time zone and in UTC, and notes."""
+    title = f"{doc['itemId']}: {schedule_text(doc.get('schedule'))}"
+    if not doc["list"]:
+        return f"{title}\nNo next run: {doc.get('reason') or 'none'}"
+    zone = doc.get("timezone") or "UTC"
+    local = zone != "UTC"
+    rows = []
+    for index, entry in enumerate(doc["list"], 1):
+        cells = [index, _local_time(entry, zone)] if local else [index]
+        rows.append([*cells, short_date(entry["fireTime"]), entry.get("note") or ""])
+    headers = ["#", zone, "UTC", "Note"] if local else ["#", "UTC", "Note"]
+    if any(entry.get("note") for entry in doc["list"]):
+        return f"{title}\n" + table(headers, rows, right=(0,), shrink=(len(headers) - 1,), width=width)
+    return f"{title}\n" + table(headers[:-1], [row[:-1] for row in rows], right=(0,), width=width)
+
+
+def _local_time(entry: dict[str, Any], zone: str) -> str:
+    """``2027-03-28 03:00:00 CEST``: the zone's abbreviation when this machine knows the zone, else the offset."""
+    moment = parse_date(entry["local"])
+    if moment is None:
+        return entry["local"]
+    try:
+        moment = moment.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return moment.strftime("%Y-%m-%d %H:%M:%S %z")
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def runnable_text(task: dict[str, Any]) -> str | None:
@@ -258,6 +326,12 @@ def retry_settings_text(task: dict[str, Any]) -> str:
     if not overridden:
         return text + " (as declared: no override)"
     return text + f" (set by task-config: {', '.join(overridden)}; kept when its file is reloaded)"
+
+
+def _timeout_text(run: dict[str, Any] | None) -> str | None:
+    if not run:
+        return None
+    return "none" if run.get("timeout") is None else duration_text(run["timeout"] / 1000)
 
 
 def _yes_no(value: Any) -> str | None:
@@ -317,15 +391,16 @@ def dump(data: Any, output: str) -> str:
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> str:
-    """Aligned ``Key: value`` lines, absent values left out; nested data as indented YAML."""
+    """Aligned ``Key: value`` lines, absent values left out; nested data as indented YAML, text of
+    several lines (a shell script) indented under its key."""
     present = [(k, v) for k, v in pairs if v not in (None, {}, [])]
     width = max((len(k) for k, _ in present), default=0)
     lines = []
     for key, value in present:
-        if isinstance(value, (dict, list)):
-            nested = yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip()
+        if isinstance(value, (dict, list)) or (isinstance(value, str) and "\n" in value.rstrip("\n")):
+            nested = value if isinstance(value, str) else yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
             lines.append(f"{key}:")
-            lines.extend("  " + line for line in nested.splitlines())
+            lines.extend("  " + line for line in nested.rstrip().splitlines())
         else:
             lines.append(f"{key + ':':<{width + 1}} {value}")
     return "\n".join(lines)

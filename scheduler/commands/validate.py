@@ -6,6 +6,12 @@ between them), or ``-`` for standard input. Every problem is printed, one per li
 as ``path:line:col: message`` on standard output; a one-line summary goes to
 standard error. Exit 0 valid, 1 invalid, 2 usage or I/O error.
 
+``--check-imports`` also imports every ``python:`` target, each module in a
+child process of its own, killed after ``--import-timeout`` seconds
+(``scheduler.importcheck``): a typo in a module or function name is reported
+at the line of its ``python:`` key, like any other problem, instead of failing
+the task's first run.
+
 ``--config FILE`` also checks a node configuration (``scheduler.yaml``) as
 ``scheduler run`` reads it: the systemd unit runs it before every start, and
 Ansible as the ``validate:`` of the config template.
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import loader, yamlsafe
+from .. import importcheck, loader, yamlsafe
 from ..config import load_config
 from ..errors import ConfigError
 from ..loader import FileResult, Problem
@@ -46,11 +52,29 @@ def register(subparsers: Any) -> None:
         "--config", action="append", default=[], metavar="FILE", help="also check a node configuration file (scheduler.yaml)"
     )
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
+    parser.add_argument(
+        "--check-imports", action="store_true",
+        help="also import each python: target, in a child process of its own, as a node started here would",
+    )
+    parser.add_argument(
+        "--import-timeout", type=_timeout, default=importcheck.DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"with --check-imports: the longest a module's import may take (default {importcheck.DEFAULT_TIMEOUT:g})",
+    )
     parser.set_defaults(handler=run)
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("expected more than 0 and at most 3600 seconds")
+    return value
+
+
 @dataclass
-class _Report:
+class Report:
     """What the PATH arguments hold, gathered before anything is printed."""
 
     files: list[FileResult] = field(default_factory=list)
@@ -61,6 +85,7 @@ class _Report:
     unreadable_configs: int = 0
     config_errors: list[str] = field(default_factory=list)  # one message per invalid file, naming it
     checked_tasks: bool = True  # False when only --config was given
+    stdin: bytes | None = None  # what "-" read, to locate what later checks find in it
 
     def add(self, files: tuple[FileResult, ...], between: tuple[Problem, ...], tasks: tuple[TaskSpec, ...]) -> None:
         self.files.extend(files)
@@ -74,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.paths and not args.config:
         print("scheduler validate: error: the following arguments are required: PATH (or --config FILE)", file=sys.stderr)
         return EXIT_IO
-    report = _Report(checked_tasks=bool(args.paths))
+    report = Report(checked_tasks=bool(args.paths))
     for path in args.config:
         _check_config(path, report)
     for target in args.paths:
-        _check(target, report)
+        check_path(target, report)
+    if args.check_imports:
+        _check_imports(report, args.import_timeout)
     if args.output == "json":
         _print_json(report)
     else:
@@ -88,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_INVALID if report.problems or report.config_errors else EXIT_VALID
 
 
-def _check_config(path: str, report: _Report) -> None:
+def _check_config(path: str, report: Report) -> None:
     report.configs.append(path)
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         report.io_errors.append(f"{path}: no such file or not readable")
@@ -100,12 +127,13 @@ def _check_config(path: str, report: _Report) -> None:
         report.config_errors.append(exc.message)
 
 
-def _check(target: str, report: _Report) -> None:
+def check_path(target: str, report: Report) -> None:
     if target == "-":
         if sys.stdin is None:
             report.io_errors.append("cannot read standard input: it is closed")
             return
-        result = loader.load_bytes(sys.stdin.buffer.read(yamlsafe.MAX_FILE_BYTES + 1), STDIN_NAME)
+        report.stdin = sys.stdin.buffer.read(yamlsafe.MAX_FILE_BYTES + 1)
+        result = loader.load_bytes(report.stdin, STDIN_NAME)
         report.add((result,), (), result.specs)
     elif os.path.isdir(target):
         try:
@@ -121,7 +149,33 @@ def _check(target: str, report: _Report) -> None:
         report.add((result,), (), result.specs)
 
 
-def _print_text(report: _Report) -> None:
+def _check_imports(report: Report, timeout: float) -> None:
+    """A problem at the ``python:`` key of each valid task whose target a node could not import."""
+    specs = [s for s in report.tasks if s.run is not None and s.run.python and s.source is not None]
+    errors = importcheck.check({s.run.python for s in specs}, timeout) if specs else {}
+    texts: dict[str, bytes | None] = {}
+    found = []
+    for spec in specs:
+        error = errors[spec.run.python]
+        if error is None:
+            continue
+        path, line = spec.source.path, spec.source.line
+        if path not in texts:
+            texts[path] = report.stdin if path == STDIN_NAME else _read(path)
+        data = texts[path]
+        line, col = (line, 1) if data is None else loader.locate_key(data, line, "/run/python")
+        found.append(Problem(path, line, col, "/run/python", error))
+    report.problems.extend(sorted(found))
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        return loader.read_regular_file(path, yamlsafe.MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+
+
+def _print_text(report: Report) -> None:
     for error in report.config_errors:
         print(error)
     for problem in report.problems:
@@ -144,7 +198,7 @@ def _print_text(report: _Report) -> None:
     print("; ".join(parts), file=sys.stderr)
 
 
-def _print_json(report: _Report) -> None:
+def _print_json(report: Report) -> None:
     bad_paths = {p.path for p in report.problems}
     document = {
         "valid": not report.problems and not report.io_errors and not report.config_errors,

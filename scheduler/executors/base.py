@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import json
 import logging
 import threading
@@ -289,12 +290,15 @@ class RunContext:
 
     def _report(self, progress: Progress) -> None:
         on_loop = self._on_loop_thread()
+        # Delivery is the engine's work, not the run's: it must not run in the task code's context,
+        # where what it logs would count as the run's output (``scheduler.capture``).
+        engine_context = contextvars.Context()
         with self._lock:
             try:
                 if on_loop:
-                    self._loop.call_soon(self._enqueue, progress)
+                    self._loop.call_soon(self._enqueue, progress, context=engine_context)
                 else:
-                    self._loop.call_soon_threadsafe(self._enqueue, progress)
+                    self._loop.call_soon_threadsafe(self._enqueue, progress, context=engine_context)
             except RuntimeError:  # the loop is closed: the run is long over
                 logger.warning("run %s: progress report after the run ended was dropped: %s", self._run_id, progress)
                 return

@@ -18,14 +18,17 @@ cancelled with ``task.cancel()`` and gets the same grace period to unwind.
 Sync functions run in threads of their own (``threads.Workers``), not in the
 loop's default executor: user code that blocks or ignores a cancel must never
 starve the threads the engine and the store rely on.
+
+What the function prints and logs (and what its module prints when the first run
+imports it) is the run's output, kept as a command's is (``scheduler.capture``):
+each run writes to its own ``RunOutput``, so code still running after its run
+was stopped never writes into another run's record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import importlib
 import inspect
 import logging
 import time
@@ -33,7 +36,9 @@ import traceback
 from datetime import timedelta
 from typing import Any, Callable
 
+from .. import capture
 from ..model import Outcome
+from ..targets import import_target
 from .base import OUTPUT_LIMIT, Execution, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
 from .threads import default_workers
 
@@ -74,16 +79,19 @@ class CallableExecutor:
     async def execute(self, ctx: RunContext) -> Execution:
         return await self.call(ctx, run_timeout(ctx))
 
-    async def call(self, ctx: RunContext, timeout: timedelta | None) -> Execution:
-        """One execution, stopped after ``timeout`` (what is left of the run's)."""
+    async def call(self, ctx: RunContext, timeout: timedelta | None, output: capture.RunOutput | None = None) -> Execution:
+        """One execution, stopped after ``timeout`` (what is left of the run's); ``output``: the run's
+        output so far (what loading the target printed), else a new one."""
         args = (ctx,) if self._takes_context else ()
+        if output is None:
+            output = new_output()
         if self._is_async:
             try:
-                work = asyncio.ensure_future(self.fn(*args))
+                work = _start_coroutine(self.fn, args, output)
             except Exception as exc:  # e.g. a signature that does not accept the context
-                return _failure(exc)
+                return with_output(_failure(exc), output)
         else:
-            work = _start_thread(self.fn, args, ctx)
+            work = _start_thread(self.fn, args, ctx, output)
         try:
             stopped = await wait_or_stop(ctx, work, timeout)
         except asyncio.CancelledError:  # the engine abandoned this run: the function must stop too
@@ -91,7 +99,7 @@ class CallableExecutor:
             work.cancel()
             raise
         if not stopped:
-            return _outcome_of(work, self.fn)
+            return with_output(_outcome_of(work, self.fn), output)
         if self._is_async:
             work.cancel()
         await asyncio.wait({work}, timeout=self.grace_period)
@@ -104,7 +112,7 @@ class CallableExecutor:
             ctx.leave_running(work)
         elif not work.cancelled() and work.exception() is not None:
             logger.info("run %s: stopped function raised %r", ctx.run_id, work.exception())
-        return Execution(ctx.cancel_reason, error=stop_message(ctx))
+        return with_output(Execution(ctx.cancel_reason, error=stop_message(ctx)), output)
 
 
 class PythonExecutor:
@@ -125,22 +133,24 @@ class PythonExecutor:
         if not target:
             return Execution(Outcome.FAILURE, error=f"task {ctx.task_id!r} has no python target")
         timeout = run_timeout(ctx)
+        output = new_output()
         executor = self._loaded.get(target)
         if executor is None:
             began = time.monotonic()
-            loading = _start_thread(self._load, (target,), ctx)
+            loading = _start_thread(self._load, (target,), ctx, output)
             if await wait_or_stop(ctx, loading, timeout):
                 logger.warning("run %s: python target %r was still loading when the run stopped", ctx.run_id, target)
                 ctx.leave_running(loading)
-                return Execution(ctx.cancel_reason, error=stop_message(ctx))
+                return with_output(Execution(ctx.cancel_reason, error=stop_message(ctx)), output)
             try:
                 executor = loading.result()
             except (Exception, SystemExit) as exc:  # an import runs arbitrary module code: any error is the target's
                 failure = _failure(exc)
-                return dataclasses.replace(failure, error=f"cannot load python target {target!r}: {failure.error}")
+                failure = dataclasses.replace(failure, error=f"cannot load python target {target!r}: {failure.error}")
+                return with_output(failure, output)
             if timeout is not None:
                 timeout = max(timedelta(0), timeout - timedelta(seconds=time.monotonic() - began))
-        return await executor.call(ctx, timeout)
+        return await executor.call(ctx, timeout, output)
 
     def _load(self, target: str) -> CallableExecutor:
         """In a worker thread: import the target and wrap it."""
@@ -149,15 +159,18 @@ class PythonExecutor:
         return executor
 
 
-def import_target(target: str) -> Any:
-    """``package.module:attribute`` -> the attribute (``attribute`` may be dotted)."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"expected 'module:function', got {target!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    return obj
+def new_output() -> capture.RunOutput:
+    """A run's own output, with the capture in place (``scheduler.capture``)."""
+    capture.install()
+    return capture.RunOutput(OUTPUT_LIMIT)
+
+
+def with_output(execution: Execution, output: capture.RunOutput) -> Execution:
+    """``execution`` with what the run wrote before its own output (a traceback, an executor's text), cut to the tail."""
+    written = output.data()
+    if not written:
+        return execution
+    return dataclasses.replace(execution, output=text_tail(written + execution.output.encode(), OUTPUT_LIMIT))
 
 
 def _outcome_of(work: asyncio.Future, fn: Callable[..., Any]) -> Execution:
@@ -182,11 +195,19 @@ def _failure(exc: BaseException) -> Execution:
     return Execution(Outcome.FAILURE, output=text_tail(output, OUTPUT_LIMIT), error=f"{type(exc).__name__}: {exc}")
 
 
-def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext) -> asyncio.Future:
-    """Run ``fn(*args)`` in a worker thread; the returned future settles on the loop."""
+def _start_coroutine(fn: Callable[..., Any], args: tuple, output: capture.RunOutput) -> asyncio.Future:
+    """Run the coroutine ``fn(*args)`` as a task of its own, writing to ``output``."""
+    awaitable = fn(*args)
+    if not asyncio.iscoroutine(awaitable):  # an object whose __call__ returns some other awaitable
+        return asyncio.ensure_future(awaitable)
+    return asyncio.get_running_loop().create_task(awaitable, context=capture.run_context(output))
+
+
+def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext, output: capture.RunOutput) -> asyncio.Future:
+    """Run ``fn(*args)`` in a worker thread, writing to ``output``; the returned future settles on the loop."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
-    context = contextvars.copy_context()
+    context = capture.run_context(output)
 
     def settle(result: Any, error: BaseException | None) -> None:
         if future.done():  # nobody waits any more: the run was stopped

@@ -40,8 +40,8 @@ from datetime import datetime, timedelta
 from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
-    SORT_FIELDS, Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Status,
-    Settled, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    SORT_FIELDS, Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult,
+    Settled, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -230,6 +230,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         """``list_runs`` with its arguments checked."""
+
+    @abc.abstractmethod
+    async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:
+        """The run record ``run_id`` of task ``item_id``, or None (a run of another task is None too)."""
 
     async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
         """The earliest instant at which ``claim_due`` or ``recover_expired``

@@ -33,8 +33,8 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from ..errors import StoreError
 from ..spec import TaskSpec
 from ..model import (
-    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
-    Settled, Transition, UpsertResult, system_clock,
+    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult, Settled,
+    Task, TaskQuery, Transition, UpsertResult, system_clock,
 )
 from . import sqlite_claims as claims_sql
 from . import sqlite_declarations as declarations_sql
@@ -270,6 +270,9 @@ class SQLiteStore(Store):
 
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._read(tasks_sql.list_runs, item_id, offset, limit)
+
+    async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:
+        return await self._read(tasks_sql.get_run, item_id, run_id)
 
     async def _next_due_time(self, node_id: str, task_types: frozenset[str] | None) -> datetime | None:
         return await self._read(tasks_sql.next_due, node_id, task_types)

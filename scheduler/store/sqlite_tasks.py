@@ -16,8 +16,8 @@ from typing import Any, Collection
 
 from .. import policy
 from ..model import (
-    FINAL_STATUSES, LabelOperator, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task,
-    TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source,
+    FINAL_STATUSES, LabelOperator, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, RunRecord, Status,
+    Task, TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source,
 )
 from ..spec import TaskSpec
 from .sqlite_claims import read_row, transition
@@ -202,6 +202,12 @@ def list_runs(conn: sqlite3.Connection, now: datetime, item_id: str, offset: int
         (item_id, limit, offset),
     ).fetchall()
     return Page(items=[run_from_row(row) for row in rows], offset=offset, total=total)
+
+
+def get_run(conn: sqlite3.Connection, now: datetime, item_id: str, run_id: str) -> RunRecord | None:
+    # The primary key starts with task_id: this reads only that task's records.
+    row = conn.execute("SELECT * FROM runs WHERE task_id = ? AND run_id = ?", (item_id, run_id)).fetchone()
+    return None if row is None else run_from_row(row)
 
 
 def next_due(

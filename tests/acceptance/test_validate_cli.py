@@ -1,6 +1,7 @@
 """``scheduler validate`` as a user runs it: a real process, its output and exit code."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.task_corpus import BASE, INVALID, _bomb
+from tests.task_corpus import BASE, HEAD, INVALID, RUN, _bomb
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID, INVALID_EXIT, USAGE = 0, 1, 2
@@ -186,6 +187,142 @@ def test_an_unreadable_file_in_a_directory_exits_2(tmp_path):
     (tmp_path / "dangling.yaml").symlink_to(tmp_path / "gone.yaml")
     code, _, stderr = validate(tmp_path)
     assert code == USAGE and f"dangling.yaml: cannot read: dangling symbolic link to {tmp_path / 'gone.yaml'}" in stderr
+
+
+CRON_MESSAGES = {
+    "61 * * * *": "minute 61 is out of range 0-59",
+    "0 24 * * *": "hour 24 is out of range 0-23",
+    "0 0 32 * *": "day of month 32 is out of range 1-31",
+    "0 0 0 * *": "day of month 0 is out of range 1-31",
+    "0 0 * 13 *": "month 13 is out of range 1-12 or JAN-DEC",
+    "0 0 * * 8": "day of week 8 is out of range 0-7 or SUN-SAT",
+    "0 9-25 * * *": "hour 25 is out of range 0-23",
+    "0 0 * * * *": "expected 5 fields (minute hour day-of-month month day-of-week), got 6: a seconds or a year field is not supported",
+    "0 0 * *": "expected 5 fields (minute hour day-of-month month day-of-week), got 4",
+    "0 0 * MON *": "month 'MON' is a day of week name: minute hour day-of-month month day-of-week is the order of the fields",
+    "0 0 * * MONDAY": "day of week 'MONDAY': write the three-letter name MON (or its number)",
+    "*/0 * * * *": "minute step 0 in '*/0': a step must be at least 1",
+    "*/x * * * *": "minute step 'x' in '*/x' is not a whole number",
+    "0 0,,12 * * *": "hour '0,,12' has an empty item in its list",
+    "@reboot": "unknown shortcut @reboot (expected one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)",
+}
+
+
+VALID_CRONS = ("0 9 * * MON-FRI", "*/15 0-6,22-23 * JAN,JUL *", "0 0 L * *", "0 0 * * 7", "@daily")
+
+
+def test_a_bad_cron_expression_names_its_field_and_range(tmp_path):
+    """Each refused expression says which field is wrong; names, ranges, lists and steps cron takes stay valid."""
+    cases = [*CRON_MESSAGES.items(), *((expression, None) for expression in VALID_CRONS)]
+    paths = {}
+    for index, (expression, message) in enumerate(cases):
+        paths[tmp_path / f"cron-{index:02d}.yaml"] = (expression, message)
+        (tmp_path / f"cron-{index:02d}.yaml").write_text(HEAD + f"schedule: {{cron: '{expression}'}}\n" + RUN)
+    code, stdout, stderr = validate(*paths)
+    assert code == INVALID_EXIT
+    assert stdout.splitlines() == [
+        f"{path}:4:18: schedule.cron: invalid cron expression '{expression}': {message}"
+        for path, (expression, message) in paths.items() if message is not None
+    ]
+    assert stderr == f"{len(VALID_CRONS)} task(s) in {len(cases)} file(s): {len(CRON_MESSAGES)} problem(s) in {len(CRON_MESSAGES)} file(s)\n"
+
+
+# -- --check-imports -----------------------------------------------------------------------------
+
+JOBS = """\
+import os, pathlib, subprocess, time
+
+print("jobs module imported")  # never mistaken for the answer of the check
+CONFIG = {"batch": 10}
+
+
+def nightly(ctx):
+    pass
+"""
+
+HANGS = """\
+import os, pathlib, subprocess, time
+
+child = subprocess.Popen(["sleep", "60"])
+pathlib.Path(os.environ["PIDS_FILE"]).write_text(f"{os.getpid()} {child.pid}")
+time.sleep(60)
+"""
+
+
+def python_task(name: str, target: str) -> str:
+    return f"apiVersion: scheduler/v1\nkind: Task\nname: {name}\nschedule: {{every: 1h}}\nrun:\n  timeout: 5m\n  python: {target}\n"
+
+
+def check_imports(tmp_path, *args, input=""):
+    process = subprocess.run(
+        [sys.executable, "-m", "scheduler", "validate", *map(str, args)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, input=input,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "PIDS_FILE": str(tmp_path / "pids")},
+    )
+    assert "Traceback" not in process.stdout + process.stderr
+    return process.returncode, process.stdout, process.stderr
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped by init) is dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def test_check_imports_reports_targets_a_node_could_not_run_at_their_python_key(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    (tasks / "jobs.yaml").write_text("---\n".join([
+        python_task("good", "jobs:nightly"),
+        python_task("typo-module", "jbos:nightly"),
+        python_task("typo-function", "jobs:nigthly"),
+        python_task("not-callable", "jobs:CONFIG"),
+    ]))
+    assert check_imports(tmp_path, tasks) == (VALID, "", "4 task(s) in 1 file(s): valid\n")  # opt-in
+
+    code, stdout, stderr = check_imports(tmp_path, "--check-imports", tasks)
+    path = tasks / "jobs.yaml"
+    assert (code, stderr) == (INVALID_EXIT, "4 task(s) in 1 file(s): 3 problem(s) in 1 file(s)\n")
+    assert stdout.splitlines() == [
+        f"{path}:15:3: python target 'jbos:nightly' cannot be imported: ModuleNotFoundError: No module named 'jbos'",
+        f"{path}:23:3: python target 'jobs:nigthly': module 'jobs' has no attribute 'nigthly'",
+        f"{path}:31:3: python target 'jobs:CONFIG': a node cannot run it: an executor must be callable or have an"
+        " execute(ctx) method, got {'batch': 10}",
+    ]
+    report = json.loads(check_imports(tmp_path, "--check-imports", "-o", "json", tasks)[1])
+    assert [(p["line"], p["col"], p["pointer"]) for p in report["problems"]] == [(15, 3, "/run/python"), (23, 3, "/run/python"), (31, 3, "/run/python")]
+    code, stdout, _ = check_imports(tmp_path, "--check-imports", "-", input=python_task("piped", "jobs:nigthly"))
+    assert (code, stdout) == (INVALID_EXIT, "<stdin>:7:3: python target 'jobs:nigthly': module 'jobs' has no attribute 'nigthly'\n")
+
+
+def test_check_imports_stops_an_import_that_hangs_and_what_it_started(tmp_path):
+    (tmp_path / "hangs.py").write_text(HANGS)
+    (tmp_path / "task.yaml").write_text(python_task("stuck", "hangs:job"))
+    code, stdout, _ = check_imports(tmp_path, "--check-imports", "--import-timeout", "2", tmp_path / "task.yaml")
+    assert code == INVALID_EXIT
+    assert stdout == (
+        f"{tmp_path / 'task.yaml'}:7:3: python target 'hangs:job': importing module 'hangs' took more than 2s"
+        " (--import-timeout): its import-time code blocks\n"
+    )
+    pids = [int(pid) for pid in (tmp_path / "pids").read_text().split()]
+    assert not [pid for pid in pids if alive(pid)]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "expected more than 0 and at most 3600 seconds"),
+        ("3601", "expected more than 0 and at most 3600 seconds"),
+        ("soon", "expected seconds, got 'soon'"),
+    ],
+)
+def test_a_bad_import_timeout_is_a_usage_error(value, message):
+    code, stdout, stderr = validate("--check-imports", "--import-timeout", value, "-", stdin=BASE)
+    assert (code, stdout) == (USAGE, "") and f"argument --import-timeout: {message}" in stderr
 
 
 MEASURE = textwrap.dedent(

@@ -188,6 +188,102 @@ async def test_runs_are_listed_newest_first_and_paged(client, seed, clock):
     assert [r["attempt"] for r in first_only["list"]] == [1]
 
 
+async def test_a_run_is_shown_by_its_run_id(client, seed, clock):
+    await seed.task("data-sync")
+    await seed.task("other")
+    await seed.run_all(Outcome.FAILURE, error="boom")
+    clock.advance(timedelta(minutes=1))
+    await seed.run_all(Outcome.SUCCESS)
+    runs = (await get_json(client, "/cxs/tasks/data-sync/runs"))["list"]
+
+    for run in runs:
+        assert await get_json(client, f"/cxs/tasks/data-sync/runs/{run['runId']}") == run
+    for run_id in (f"{runs[0]['runId']}0", "nope"):
+        assert await get_json(client, f"/cxs/tasks/data-sync/runs/{run_id}", 404) == {
+            "error": "Run not found", "code": "404", "message": f"No run {run_id} is recorded for task data-sync",
+        }
+    # A run of another task is not found under this one.
+    other = (await get_json(client, "/cxs/tasks/other/runs"))["list"][0]["runId"]
+    assert (await get_json(client, f"/cxs/tasks/data-sync/runs/{other}", 404))["error"] == "Run not found"
+
+
+async def test_next_lists_the_slots_in_utc_and_in_the_tasks_zone(client, seed, clock):
+    await seed.task("nightly", schedule={"cron": "30 2 * * *", "timezone": "Europe/Paris"})
+    shown = await get_json(client, "/cxs/tasks/nightly/next?count=3&from=2024-03-30T12:00:00Z")
+    assert shown == {
+        "itemId": "nightly",
+        "schedule": {"cron": "30 2 * * *", "timezone": "Europe/Paris", "jitter": 0, "missedRuns": "runOnce"},
+        "timezone": "Europe/Paris",
+        "list": [
+            {"slot": "2024-03-31T01:00:00Z", "fireTime": "2024-03-31T01:00:00Z", "local": "2024-03-31T03:00:00+02:00",
+             "note": "02:30 does not exist that day (clocks go forward): runs at 03:00"},
+            {"slot": "2024-04-01T00:30:00Z", "fireTime": "2024-04-01T00:30:00Z", "local": "2024-04-01T02:30:00+02:00",
+             "note": None},
+            {"slot": "2024-04-02T00:30:00Z", "fireTime": "2024-04-02T00:30:00Z", "local": "2024-04-02T02:30:00+02:00",
+             "note": None},
+        ],
+        "reason": None,
+    }
+    first = (await get_json(client, "/cxs/tasks/nightly/next?count=1"))["list"]  # from the task's next run
+    assert [entry["slot"] for entry in first] == ["2024-03-21T01:30:00Z"]  # START is 2024-03-20T14:00Z
+
+
+async def test_next_follows_the_tasks_state(client, seed, clock):
+    await seed.task("hourly", retry={"maxRetries": 1, "retryDelay": "10m"})
+    await seed.task("off", enabled=False)
+    await seed.task("once", schedule={"after": "0s"})
+    clock.advance(timedelta(hours=1))
+    [hourly, once] = await seed.claim()
+    running = await get_json(client, "/cxs/tasks/hourly/next?count=2")  # the slot after the running one
+    assert [e["slot"] for e in running["list"]] == ["2024-03-20T16:00:00Z", "2024-03-20T17:00:00Z"]
+    assert await get_json(client, "/cxs/tasks/once/next") == {
+        "itemId": "once", "schedule": {"after": 0, "jitter": 0, "missedRuns": "runOnce"}, "timezone": "UTC",
+        "list": [], "reason": "a one-shot: nothing runs after the running one",
+    }
+    clock.advance(timedelta(seconds=5))
+    await seed.finish(hourly, Outcome.FAILURE, "boom")
+    await seed.finish(once, Outcome.SUCCESS)
+
+    retry, following = (await get_json(client, "/cxs/tasks/hourly/next?count=2"))["list"]
+    assert (retry["slot"], retry["fireTime"], retry["note"]) == (
+        "2024-03-20T14:00:00Z", "2024-03-20T15:10:05Z", "attempt 2 (a retry)",
+    )
+    assert following["slot"] == "2024-03-20T16:00:00Z"
+    assert (await get_json(client, "/cxs/tasks/once/next"))["reason"] == "the task is COMPLETED"
+    assert (await get_json(client, "/cxs/tasks/off/next"))["reason"] == "the task is disabled"
+
+
+async def test_next_shows_how_missed_slots_are_caught_up(client, seed, clock):
+    await seed.task("every-slot", schedule={"every": "1h", "missedRuns": "runAll"})
+    await seed.task("one-for-all", schedule={"every": "1h"})
+    clock.advance(timedelta(hours=2, minutes=30))  # nobody ran the slots of 14:00, 15:00 and 16:00
+
+    caught_up = (await get_json(client, "/cxs/tasks/every-slot/next?count=4"))["list"]
+    collapsed = (await get_json(client, "/cxs/tasks/one-for-all/next?count=2"))["list"]
+    assert [(e["slot"][11:16], e["note"]) for e in caught_up] == [
+        ("14:00", "due now"), ("15:00", "due now"), ("16:00", "due now"), ("17:00", None),
+    ]
+    assert [(e["slot"][11:16], e["note"]) for e in collapsed] == [("14:00", "due now"), ("17:00", None)]
+    later = (await get_json(client, "/cxs/tasks/every-slot/next?count=1&from=2024-03-21T10:30:00Z"))["list"]
+    assert [e["slot"] for e in later] == ["2024-03-21T11:00:00Z"]  # the task's phase, after that time
+
+
+async def test_next_refuses_bad_parameters(client, seed):
+    await seed.task("hourly")
+    for query, message in [
+        ("count=0", "Invalid count: 0 (expected an integer from 1 to 1000)"),
+        ("count=1001", "Invalid count: 1001 (expected an integer from 1 to 1000)"),
+        ("from=tomorrow", "Invalid from: expected an ISO 8601 time such as 2027-03-28T00:00:00Z, got 'tomorrow'"),
+        ("from=2027-03-28T00:00:00", "Invalid from: time '2027-03-28T00:00:00' has no time zone: add Z or an offset such as +01:00"),
+    ]:
+        assert await get_json(client, f"/cxs/tasks/hourly/next?{query}", 400) == {
+            "error": "Bad Request", "code": "400", "message": message,
+        }
+    # Any date-time is taken; past the calendar's end there is simply no run.
+    last = await get_json(client, "/cxs/tasks/hourly/next?from=9999-12-31T23:59:59-02:00")
+    assert (last["list"], last["reason"]) == ([], "no run after that time")
+
+
 async def test_a_url_quoted_in_an_error_or_output_is_shown_redacted(client, seed, clock):
     # Any executor's error may quote a URL (requests words an HTTPError so), and so may a command's output.
     error = "HTTPError: 401 Client Error: Unauthorized for url: https://bot:pa55word@api.example.com/v1/items?token=T0KEN&page=2"
@@ -432,6 +528,7 @@ async def test_an_unknown_name_with_copies_per_node_names_them(client, store, cl
 async def test_unknown_task_is_404_on_every_task_route(client):
     routes = [
         ("GET", "/cxs/tasks/123e4567"), ("GET", "/cxs/tasks/123e4567/runs"), ("DELETE", "/cxs/tasks/123e4567"),
+        ("GET", "/cxs/tasks/123e4567/runs/123e4567:1710943200000:1"), ("GET", "/cxs/tasks/123e4567/next"),
         ("POST", "/cxs/tasks/123e4567/retry"), ("POST", "/cxs/tasks/123e4567/resume"),
         ("PUT", "/cxs/tasks/123e4567/config?maxRetries=1"), ("DELETE", "/cxs/tasks/123e4567/config"),
         ("POST", "/cxs/tasks/123e4567/run"),

@@ -162,6 +162,18 @@ async def test_claim_sets_the_lease_and_returns_the_run(store, clock):
     assert record.outcome is None and record.finished_at is None
 
 
+async def test_a_run_record_is_read_by_its_task_and_run_id(store, clock):
+    await add_task(store, clock(), "t")
+    await add_task(store, clock(), "u")
+    claim = await claim_one(store, "a")
+    other = await claim_one(store, "a")
+    await store.finish_run(claim, *success(claim, clock()))
+    assert await store.get_run(claim.item_id, claim.run_id) == (await store.list_runs(claim.item_id)).items[0]
+    assert await store.get_run(other.item_id, other.run_id) == (await store.list_runs(other.item_id)).items[0]
+    assert await store.get_run(other.item_id, claim.run_id) is None  # another task's run
+    assert await store.get_run(claim.item_id, claim.run_id + "0") is None
+
+
 async def test_claim_takes_the_earliest_due_first_up_to_the_limit(store, clock):
     for minutes_ago, name in [(5, "late"), (1, "early"), (3, "middle"), (0, "now")]:
         await add_task(store, clock() - timedelta(minutes=minutes_ago), name)

@@ -32,8 +32,8 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...redact import redact_url
 from ...model import (
-    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunResult, Task, TaskQuery,
-    Settled, Transition, UpsertResult, system_clock, truncate_ms,
+    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult, Settled,
+    Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ...spec import TaskSpec
 from ..base import Store
@@ -255,6 +255,9 @@ class MongoStore(Store):
 
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._with_db(f"list runs of task {item_id}", tasks.list_runs, item_id, offset, limit)
+
+    async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:
+        return await self._with_db(f"read run {run_id}", tasks.get_run, item_id, run_id)
 
     async def _next_due_time(self, node_id: str, task_types: frozenset[str] | None) -> datetime | None:
         return await self._with_db("find the next due time", tasks.next_due_time, node_id, task_types)

@@ -20,8 +20,8 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, ONE_MS, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, Status, Task,
-    TaskQuery, UpsertResult,
+    FINAL_STATUSES, ONE_MS, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, RunRecord, Status,
+    Task, TaskQuery, UpsertResult,
 )
 from ...policy import Change
 from ...spec import TaskSpec
@@ -165,6 +165,11 @@ def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
         cursor = db["runs"].find(criteria, sort=[("startedAt", -1), ("attempt", -1)], skip=offset, limit=limit)
         items = [run_from_document(doc) for doc in cursor]
     return Page(items=items, offset=offset, total=total)
+
+
+def get_run(db: Database, item_id: str, run_id: str) -> RunRecord | None:
+    doc = db["runs"].find_one({"_id": {"$eq": run_id}, "taskId": {"$eq": item_id}})
+    return None if doc is None else run_from_document(doc)
 
 
 def next_due_time(db: Database, node_id: str, task_types: Collection[str] | None) -> datetime | None:
