@@ -617,6 +617,9 @@ class Engine:
                 pass
         if run.handed_back or context.cancel_reason is not None:  # cancelled, taken over or handed back
             return Execution(outcome=context.cancel_reason or Outcome.LEASE_LOST, error="stopped before it started")
+        if context.lease_lapsed:  # the node stalled since the claim (frozen, starved): a peer may run the task now
+            context.cancel(Outcome.LEASE_LOST)
+            return Execution(outcome=Outcome.LEASE_LOST, error="the lease ran out before the run started")
         run.started_at = store.now()
         log.info("run %s started", claim.run_id, extra={"task": claim.item_id, "run": claim.run_id})
         self.listener.run_started(claim)

@@ -111,13 +111,17 @@ class Readiness:
             self._check = asyncio.ensure_future(self._store.check())
             # Its error is read here or by no one: never reported as "never retrieved".
             self._check.add_done_callback(lambda done: done.cancelled() or done.exception())
-        limit = self._limits.store_check.total_seconds()
+        check, limit = self._check, self._limits.store_check.total_seconds()
+        # Not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the check answers,
+        # and the node's stop, which cancels the watch and waits for it, would wait for ever.
+        # asyncio.wait leaves the check running when the limit passes, for the next evaluation.
+        await asyncio.wait({check}, timeout=limit)
+        if not check.done():
+            return f"the store did not answer a check within {round(limit, 3):g}s"
         try:
-            await asyncio.wait_for(asyncio.shield(self._check), timeout=limit)
+            check.result()
         except StoreError as exc:
             return str(exc)
-        except TimeoutError:
-            return f"the store did not answer a check within {round(limit, 3):g}s"
         return None
 
     def _record(self, problems: list[str]) -> None:

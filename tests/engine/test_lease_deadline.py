@@ -46,3 +46,19 @@ async def test_a_run_learns_its_lease_deadline_at_claim_and_at_each_renewal(stor
     # Taken before the claim (and the renewal) was asked for: ahead, but never more than a lease.
     assert started < first <= started + LEASE
     assert renewed_at < second <= renewed_at + LEASE and second > first
+
+
+async def test_a_run_whose_lease_ran_out_before_it_started_does_not_start(store, clock, make_engine):
+    # A node that stalls between a claim and the start of the run (frozen, starved of CPU: the
+    # chaos soak froze one while a run claimed ahead waited for its due time) may find its lease
+    # gone, and a peer running the task already. A lease of a microsecond has run out by the start.
+    calls: list[int] = []
+    await register(store, clock, {"name": "t", "type": "job", "schedule": {"after": "0s"}})
+    engine = make_engine(store, "a", job=lambda ctx: calls.append(ctx.attempt), lease_duration=timedelta(microseconds=1))
+
+    await engine.run_until_idle()
+
+    assert calls == []
+    clock.advance(timedelta(seconds=1))
+    [recovered] = await store.recover_expired("b")
+    assert recovered.status is Status.CRASHED and recovered.attempt == 2

@@ -52,6 +52,7 @@ class Daemon:
     config: Path | None = None
     extra_args: tuple[str, ...] = ()
     command_prefix: tuple[str, ...] = ()  # a program that runs the node, e.g. in its own mount namespace
+    cwd: Path = ROOT  # with PYTHONPATH in env, another checkout's scheduler can run the node
     env: dict[str, str] = field(default_factory=dict)
     state_dir_from_env: bool = False  # SCHEDULER_STATE_DIR, as the README's quick start sets it, not --state-dir
     port: int = field(default_factory=free_port)
@@ -82,13 +83,16 @@ class Daemon:
         self.log_path = self.state_dir.parent / f"{self.state_dir.name}-{self.node_id}.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*self.command_prefix, *scheduler_command(*args, *self.extra_args)], cwd=ROOT,
+                [*self.command_prefix, *scheduler_command(*args, *self.extra_args)], cwd=self.cwd,
                 stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         if wait_ready:
-            wait_until(self._ready, timeout=30, what=f"{self.node_id} ready (log: {self.log_path})")
+            self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(self._ready, timeout=timeout, what=f"{self.node_id} ready (log: {self.log_path})")
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -19,8 +19,8 @@ async def wait_for(get: Callable[[], Awaitable[Any]], predicate: Callable[[Any],
         await asyncio.sleep(0.02)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    """Synchronous twin for subprocess tests: poll ``check()`` until it returns a truthy value."""
+def wait_until(check: Callable[[], Any], timeout: float = 10, what: str = "condition", every: float = 0.02) -> Any:
+    """Synchronous twin for subprocess tests: poll ``check()`` every ``every`` seconds until it returns a truthy value."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -28,4 +28,4 @@ def wait_until(check: Callable[[], Any], timeout: float = 10, what: str = "condi
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.02)
+        time.sleep(every)

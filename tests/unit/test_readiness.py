@@ -115,3 +115,40 @@ async def test_each_change_is_logged_once_from_the_start_of_the_watch(store, cap
 
 async def _now(value):
     return value
+
+
+class CancellingStore:
+    """A store whose check answers at once, and whose first answer is followed, ``turns`` turns
+    of the event loop later, by a cancel of the readiness watch: a node stopping on SIGTERM
+    cancels the watch whenever the signal comes, maybe while a check is answering."""
+
+    def __init__(self, turns: int) -> None:
+        self.turns = turns
+        self.watch: asyncio.Task | None = None
+
+    async def check(self) -> None:
+        if self.watch is not None:
+            _cancel_later(self.watch, self.turns)
+            self.watch = None  # once: a second cancel would hide a first one lost
+
+
+def _cancel_later(task: asyncio.Task, turns: int) -> None:
+    if turns == 0:
+        task.cancel()
+    else:
+        asyncio.get_running_loop().call_soon(_cancel_later, task, turns - 1)
+
+
+@pytest.mark.parametrize("turns", range(8))
+async def test_the_watch_ends_when_cancelled_whenever_a_store_check_answers(turns):
+    # Python 3.11's asyncio.wait_for returned the answer and dropped a cancel that landed while it
+    # was being delivered: the watch ran on, and a node stopping on SIGTERM waited for it for ever,
+    # its engine still claiming tasks, until it was killed.
+    store = CancellingStore(turns)
+    readiness = Readiness("node-1", store, Engine(), None, LIMITS)
+    watch = store.watch = asyncio.create_task(readiness.watch(timedelta(minutes=1)))
+    try:
+        await asyncio.wait({watch}, timeout=5)
+        assert watch.cancelled()
+    finally:
+        watch.cancel()
