@@ -57,7 +57,7 @@ def test_bash_completes_subcommands_options_and_choices():
     assert result.returncode == 0, result.stderr
     answers = [block.split() for block in result.stdout.split("--\n")[:-1]]
     assert answers == [
-        ["task-list"],
+        ["task-list", "task-logs"],
         ["table", "wide", "name", "json", "yaml"],
         ["table", "name", "json", "yaml"],
         ["--clear"],
