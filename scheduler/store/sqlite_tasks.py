@@ -342,7 +342,7 @@ def purge(
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
     ).rowcount
-    runs += conn.execute(_BEYOND_KEEP_RUNS).rowcount
+    runs += sum(conn.execute(statement).rowcount for statement in _BEYOND_KEEP_RUNS_BY_KIND)
     if keep_history is not None:
         for item_id, history in conn.execute(
             "SELECT item_id, history FROM tasks WHERE json_array_length(history) > ?", (keep_history,)
@@ -355,20 +355,23 @@ def purge(
     return PurgeCounts(tasks=tasks, runs=runs)
 
 
-# The finished run records of each task past its spec's ``keepRuns``: ranked newest first (as
-# ``list_runs`` shows them) among the task's successful runs, or among its other runs.
-_BEYOND_KEEP_RUNS = f"""
+# The finished run records of each task past its spec's ``keepRuns`` for one kind of outcome, ranked
+# newest first as ``list_runs`` shows them. One statement per kind, each walking the tasks that have
+# limits, then their runs in the order of ``runs_by_task`` (CROSS JOIN keeps that nesting): the runs
+# of other tasks are never read, and nothing is sorted.
+_BEYOND_KEEP_RUNS = """
 DELETE FROM runs WHERE (task_id, scheduled_for, attempt) IN (
     SELECT task_id, scheduled_for, attempt FROM (
-        SELECT runs.task_id, runs.scheduled_for, runs.attempt,
-            CASE WHEN runs.outcome = 'success' THEN keep_successful ELSE keep_failed END AS keep,
-            ROW_NUMBER() OVER (
-                PARTITION BY runs.task_id, runs.outcome = 'success' ORDER BY runs.started_at DESC, runs.attempt DESC
-            ) AS position
-        FROM tasks INDEXED BY tasks_keep_runs JOIN runs ON runs.task_id = tasks.item_id
-        WHERE {KEEPS_RUNS} AND runs.finished_at IS NOT NULL
+        SELECT runs.task_id, runs.scheduled_for, runs.attempt, {keep} AS keep,
+            ROW_NUMBER() OVER (PARTITION BY tasks.item_id ORDER BY runs.started_at DESC, runs.attempt DESC) AS position
+        FROM tasks INDEXED BY tasks_keep_runs CROSS JOIN runs INDEXED BY runs_by_task ON runs.task_id = tasks.item_id
+        WHERE {keeps_runs} AND {keep} IS NOT NULL AND runs.finished_at IS NOT NULL AND {outcome}
     ) WHERE position > keep
 )"""
+_BEYOND_KEEP_RUNS_BY_KIND = [
+    _BEYOND_KEEP_RUNS.format(keep=keep, keeps_runs=KEEPS_RUNS, outcome=outcome)
+    for keep, outcome in (("keep_successful", "runs.outcome = 'success'"), ("keep_failed", "runs.outcome != 'success'"))
+]
 
 
 # -- helpers -------------------------------------------------------------------------------
