@@ -127,6 +127,20 @@ async def run_task(request: web.Request) -> web.Response:
     return await _task_answer(request, await located.store.run_now(located.task.item_id))
 
 
+async def suspend_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    task = await located.store.suspend(located.task.item_id)
+    log.info("task %s suspended through the API", task.item_id, extra={"task": task.item_id})
+    return await _task_answer(request, task)
+
+
+async def unsuspend_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    task = await located.store.unsuspend(located.task.item_id)
+    log.info("task %s unsuspended through the API", task.item_id, extra={"task": task.item_id})
+    return await _task_answer(request, task)  # wakes the engine: its kept slot may be due
+
+
 async def purge_tasks(request: web.Request) -> web.Response:
     """Delete tasks that ended (COMPLETED, FAILED, CANCELLED) and run records older than ``days``."""
     days = params.purge_days(request)

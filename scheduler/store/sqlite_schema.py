@@ -137,6 +137,9 @@ CREATE INDEX IF NOT EXISTS tasks_creation ON tasks (creation_date, item_id);
 CREATE INDEX IF NOT EXISTS tasks_failures ON tasks (failure_count, item_id);
 CREATE INDEX IF NOT EXISTS tasks_successes ON tasks (success_count, item_id);
 CREATE INDEX IF NOT EXISTS tasks_keep_runs ON tasks (item_id) WHERE {KEEPS_RUNS};
+-- Held tasks, few as a rule: the metrics count them at every scrape without reading every task.
+CREATE INDEX IF NOT EXISTS tasks_disabled ON tasks (item_id) WHERE enabled = 0;
+CREATE INDEX IF NOT EXISTS tasks_suspended ON tasks (item_id) WHERE suspended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT NOT NULL,
     task_id TEXT NOT NULL,

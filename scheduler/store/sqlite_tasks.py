@@ -189,9 +189,9 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     if request.copies_of is not None:
         conditions.append("item_id >= ? AND item_id < ?")
         params.extend(copies_range(str(request.copies_of)))
+    # Written out, not bound: the partial indexes tasks_disabled and tasks_suspended serve a literal condition only.
     if request.enabled is not None:
-        conditions.append("enabled = ?")
-        params.append(int(request.enabled))
+        conditions.append("enabled = 1" if request.enabled else "enabled = 0")
     if request.suspended is not None:
         conditions.append("suspended_at IS NOT NULL" if request.suspended else "suspended_at IS NULL")
     where = " AND ".join(conditions) or "1"

@@ -321,6 +321,8 @@ async def busy_store(tmp_path):
          "tasks_next"),
         ("by failures", lambda store: store.query_tasks(TaskQuery(sort_by="failureCount")), "tasks_failures"),
         ("runs", lambda store: store.list_runs("t001"), "runs_by_task"),
+        ("disabled count", lambda store: store.query_tasks(TaskQuery(enabled=False, limit=0)), "tasks_disabled"),
+        ("suspended count", lambda store: store.query_tasks(TaskQuery(suspended=True, limit=0)), "tasks_suspended"),
     ],
 )
 async def test_queries_are_served_by_an_index(busy_store, name, action, index):

@@ -25,6 +25,8 @@ Collection ``tasks`` (``_id`` is the itemId):
   Only finished one-shots carry the field; documents without it never expire.
 - ``keepRuns`` ``(spec.keepRuns)``, sparse: the purge reads the tasks whose spec
   bounds their run records; only those carry the field.
+- ``enabled`` ``(enabled)`` and ``suspendedAt`` ``(suspendedAt)``: the metrics count
+  the held tasks (disabled, suspended) at every scrape; both values rarely change.
 
 Collection ``runs`` (``_id`` is ``<taskId>:<scheduledFor ms>:<attempt>``):
 
@@ -89,6 +91,8 @@ def task_indexes() -> list[IndexModel]:
         IndexModel([("status", ASCENDING), ("_id", ASCENDING)], name="status_itemId"),
         IndexModel([("taskType", ASCENDING), ("_id", ASCENDING)], name="taskType"),
         IndexModel([("spec.keepRuns", ASCENDING)], name="keepRuns", sparse=True),
+        IndexModel([("enabled", ASCENDING)], name="enabled"),
+        IndexModel([("suspendedAt", ASCENDING)], name="suspendedAt"),
         _ttl(),
     ]
 
