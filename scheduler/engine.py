@@ -505,7 +505,7 @@ class Engine:
                     continue  # it ended while the renewal was under way: nothing of it was lost
                 if run.claim.run_id not in lost:
                     run.lease_renewed(deadline)
-                    self._replace_if_overdue(run, now)
+                    await self._replace_if_overdue(run, now)
                 elif not run.lost:
                     run.lost = True
                     item_id = run.claim.item_id
@@ -518,17 +518,26 @@ class Engine:
         """Taken just before a claim or renewal is asked for: never later than the expiry the store writes."""
         return time.monotonic() + self.config.lease_duration.total_seconds()
 
-    def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
-        """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start."""
+    async def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
+        """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start.
+
+        Not while the task is held (suspended, or disabled by its spec since the claim): the next
+        slot would not start, and a run in progress when a task is held finishes normally."""
         claim = run.claim
         spec = claim.task.spec
         if spec.concurrency != "replace" or spec.schedule.one_shot or not spec.schedule.fixed_rate:
             return
         following = next_slot(spec.schedule, claim.scheduled_for, finished_at=claim.started_at)
-        if following is not None and now >= fire_time(following, spec.schedule.jitter, claim.item_id):
-            run.replaced_by = following
-            if run.context is not None:
-                run.context.cancel(Outcome.CANCELLED)
+        if following is None or now < fire_time(following, spec.schedule.jitter, claim.item_id):
+            return
+        try:  # read only for a run that overlaps its next slot: rare, and once per renewal at most
+            if (await run.store.get_task(claim.item_id)).held:
+                return
+        except TaskNotFound:
+            return  # removed: the renewal reports the run lost
+        run.replaced_by = following
+        if run.context is not None:
+            run.context.cancel(Outcome.CANCELLED)
 
     async def _heartbeat(self) -> None:
         await self.stores[0].heartbeat(
