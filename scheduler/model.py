@@ -384,7 +384,8 @@ class Retention:
 @dataclass(frozen=True)
 class PurgeCounts:
     tasks: int = 0
-    runs: int = 0
+    runs: int = 0  # by time: retention, expiry, ``finished_before``
+    runs_beyond_keep_runs: int = 0  # past their task's ``keepRuns``
 
 
 def is_file_source(source: Source | None) -> bool:

@@ -501,8 +501,9 @@ class Store(abc.ABC):
         operator's explicit request. Open run records are never deleted. Always,
         whatever the other arguments: the finished run records of a task whose
         spec has ``keepRuns`` beyond its limits, newest ``started_at`` first
-        among its ``success`` records and among its others (counted with the
-        runs); the limits only ever delete sooner than the time rules. With
+        among its ``success`` records and among its others (counted apart, in
+        ``runs_beyond_keep_runs``); the limits only ever delete sooner than the
+        time rules. With
         ``keep_history``, trim each task's history list to that many newest
         entries (not counted). Never touches other tasks."""
         check_count("keep_history", keep_history)

@@ -342,7 +342,7 @@ def purge(
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
     ).rowcount
-    runs += sum(conn.execute(statement).rowcount for statement in _BEYOND_KEEP_RUNS_BY_KIND)
+    beyond = sum(conn.execute(statement).rowcount for statement in _BEYOND_KEEP_RUNS_BY_KIND)
     if keep_history is not None:
         for item_id, history in conn.execute(
             "SELECT item_id, history FROM tasks WHERE json_array_length(history) > ?", (keep_history,)
@@ -350,9 +350,9 @@ def purge(
             conn.execute(
                 "UPDATE tasks SET history = ? WHERE item_id = ?", (to_json(json.loads(history)[:keep_history]), item_id)
             )
-    if tasks or runs:
-        logger.info("purged %s task(s) and %s run record(s)", tasks, runs)
-    return PurgeCounts(tasks=tasks, runs=runs)
+    if tasks or runs or beyond:
+        logger.info("purged %s task(s), %s run record(s) and %s beyond keepRuns", tasks, runs, beyond)
+    return PurgeCounts(tasks=tasks, runs=runs, runs_beyond_keep_runs=beyond)
 
 
 # The finished run records of each task past its spec's ``keepRuns`` for one kind of outcome, ranked

@@ -41,7 +41,7 @@ async def test_the_purge_keeps_the_newest_runs_of_each_kind(store, clock):
     ids = await _runs(store, clock, "t", [S, F, S, Outcome.TIMEOUT, S, Outcome.SKIPPED, S])
     open_run = (await claim_one(store)).run_id  # a run still going is never deleted nor counted
 
-    assert await store.purge() == PurgeCounts(runs=4)
+    assert await store.purge() == PurgeCounts(runs_beyond_keep_runs=4)
     # Newest first: the two newest successes, the newest of the others (skipped, a non-success).
     assert await _kept(store, "t") == [open_run, ids[6], ids[5], ids[4]]
     assert await store.purge() == PurgeCounts()
@@ -54,7 +54,7 @@ async def test_a_limit_of_one_kind_leaves_the_other_kind_and_other_tasks_alone(s
     await add_task(store, clock(), "u")
     others = await _runs(store, clock, "u", [F, F, S])
 
-    assert await store.purge() == PurgeCounts(runs=2)
+    assert await store.purge() == PurgeCounts(runs_beyond_keep_runs=2)
     assert await _kept(store, "t") == [ids[3], ids[1]]
     assert await _kept(store, "u") == others[::-1]
 
@@ -73,7 +73,7 @@ async def test_the_limits_are_those_of_the_spec_in_force(store, clock):
     await store.upsert_spec(make_spec("t", description="no limit any more"), first_due=clock())
     assert await store.purge() == PurgeCounts()
     await store.upsert_spec(make_spec("t", keepRuns={"successful": 2}), first_due=clock())
-    assert await store.purge() == PurgeCounts(runs=1)
+    assert await store.purge() == PurgeCounts(runs_beyond_keep_runs=1)
     assert await _kept(store, "t") == [ids[2], ids[1]]
 
 

@@ -308,16 +308,16 @@ def purge(
     final = [status.value for status in FINAL_STATUSES]
     tasks = db["tasks"].delete_many({"status": {"$in": final}, "$or": task_terms}).deleted_count
     runs = db["runs"].delete_many({"finishedAt": {"$ne": None}, "$or": run_terms}).deleted_count
-    runs += _delete_beyond_keep_runs(db)
+    beyond = _delete_beyond_keep_runs(db)
     if keep_history is not None:
         # Only documents holding more entries than kept; an empty $each with $slice trims in place.
         db["tasks"].update_many(
             {f"history.{keep_history}": {"$exists": True}},
             {"$push": {"history": {"$each": [], "$slice": keep_history}}},
         )
-    if tasks or runs:
-        log.info("purged %d task(s) and %d run record(s)", tasks, runs)
-    return PurgeCounts(tasks=tasks, runs=runs)
+    if tasks or runs or beyond:
+        log.info("purged %d task(s), %d run record(s) and %d beyond keepRuns", tasks, runs, beyond)
+    return PurgeCounts(tasks=tasks, runs=runs, runs_beyond_keep_runs=beyond)
 
 
 # Run ids per delete: keeps each command document far below MongoDB's 16 MB.
