@@ -91,6 +91,14 @@ def schedule_text(schedule: dict[str, Any] | None) -> str:
     return text
 
 
+def missed_runs_text(schedule: dict[str, Any] | None) -> str | None:
+    """``skip, past 15m late`` (with a ``missedRunGrace``), ``runOnce``: what becomes of a late slot."""
+    if not schedule or not schedule.get("missedRuns"):
+        return None
+    grace = schedule.get("missedRunGrace")
+    return schedule["missedRuns"] + ("" if grace is None else f", past {duration_text(grace)} late")
+
+
 def labels_text(labels: dict[str, str] | None) -> str:
     """``team=data,tier=batch``, as a label selector would match them; ``-`` when none."""
     return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items())) or "-"
@@ -212,7 +220,7 @@ def task_view(
             ("Labels", task.get("labels")),
             ("Source", location),
             ("Schedule", schedule_text(task.get("schedule"))),
-            ("Missed Runs", (task.get("schedule") or {}).get("missedRuns")),
+            ("Missed Runs", missed_runs_text(task.get("schedule"))),
             ("Run", run_text(task.get("run"))),
             ("Timeout", _timeout_text(task.get("run"))),
             ("Concurrency", task.get("concurrency")),

@@ -200,3 +200,9 @@ def test_held_tasks_show_what_holds_them_instead_of_a_next_run():
     assert render.next_run_text({**task, "enabled": True}) == "suspended"
     assert render.next_run_text({"nextScheduledExecution": "2026-03-01T12:05:00Z"}) == "2026-03-01 12:05:00"
     assert _unsuspended(EVERY, None, enabled=False).startswith("it is still disabled (enabled: false in its spec)")
+
+
+def test_missed_runs_text_says_past_which_lateness_a_slot_is_skipped():
+    assert render.missed_runs_text({"every": 3600, "missedRuns": "skip", "missedRunGrace": 900}) == "skip, past 15m late"
+    assert render.missed_runs_text({"every": 3600, "missedRuns": "runOnce"}) == "runOnce"
+    assert render.missed_runs_text(None) is None
