@@ -500,12 +500,13 @@ class Engine:
                 self.config.node_id, [run.claim for run in runs], self.config.lease_duration
             )
             now = store.now()
+            renewed = []
             for run in runs:
                 if self._active.get(run.claim.run_id) is not run:
                     continue  # it ended while the renewal was under way: nothing of it was lost
                 if run.claim.run_id not in lost:
                     run.lease_renewed(deadline)
-                    await self._replace_if_overdue(run, now)
+                    renewed.append(run)
                 elif not run.lost:
                     run.lost = True
                     item_id = run.claim.item_id
@@ -513,6 +514,10 @@ class Engine:
                     self.listener.lease_lost(run.claim)
                     if run.context is not None:
                         run.context.cancel(Outcome.LEASE_LOST)
+            # Once every deadline is pushed back: the check may read the store, which may fail.
+            for run in renewed:
+                if self._active.get(run.claim.run_id) is run:
+                    await self._replace_if_overdue(run, now)
 
     def _lease_deadline(self) -> float:
         """Taken just before a claim or renewal is asked for: never later than the expiry the store writes."""
@@ -535,6 +540,9 @@ class Engine:
                 return
         except TaskNotFound:
             return  # removed: the renewal reports the run lost
+        except StoreError as exc:  # the run goes on; the next renewal looks again
+            log.warning("cannot tell whether %s is held: %s", claim.item_id, exc, extra={"task": claim.item_id})
+            return
         run.replaced_by = following
         if run.context is not None:
             run.context.cancel(Outcome.CANCELLED)
