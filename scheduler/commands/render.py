@@ -331,10 +331,14 @@ def unsuspended_text(task: dict[str, Any]) -> str:
     now = parse_date(task.get("lastModified"))  # the node's time of the unsuspend
     if due is None:
         return f"status {task.get('status')}, nothing to run"
+    schedule = task.get("schedule") or {}
+    if "afterSuccessOf" in schedule:
+        return f"it runs once {schedule['afterSuccessOf']} has succeeded since its last run (at once if it has)"
+    if task.get("waitingOnTasks"):
+        return f"status {task.get('status')}: it waits for {', '.join(task['waitingOnTasks'])} (dependsOn), then runs"
     if now is None or due > now:
         return f"next run {short_date(task['nextScheduledExecution'])}"
     since = short_date(task["nextScheduledExecution"])
-    schedule = task.get("schedule") or {}
     missed = schedule.get("missedRuns", "runOnce")
     if task.get("status") != "SCHEDULED" or "at" in schedule or "after" in schedule:
         return f"it was due at {since}: it runs now"

@@ -188,10 +188,17 @@ EVERY = {"every": 60, "fixedRate": True, "initialDelay": 0, "jitter": 0}
          "it was due at 2026-03-01 11:00:00: it runs now"),
         ({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T11:59:00Z", "CRASHED", "it was due at 2026-03-01 11:59:00: it runs now"),
         ({**EVERY, "missedRuns": "runOnce"}, None, "FAILED", "status FAILED, nothing to run"),
+        ({"afterSuccessOf": "export", "jitter": 0, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "WAITING",
+         "it runs once export has succeeded since its last run (at once if it has)"),
     ],
 )
 def test_unsuspended_text_says_what_becomes_of_the_missed_slots(schedule, due, status, text):
     assert _unsuspended(schedule, due, status) == text
+
+
+def test_unsuspending_a_dependent_says_what_it_waits_for():
+    text = _unsuspended({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "WAITING", waitingOnTasks=["a", "b"])
+    assert text == "status WAITING: it waits for a, b (dependsOn), then runs"
 
 
 def test_held_tasks_show_what_holds_them_instead_of_a_next_run():
