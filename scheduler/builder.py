@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .errors import SpecError
 from .executors import Executor, executor_from_callable
 from .model import Task
-from .spec import NAME_PATTERN, RetryPolicy, RunSpec, Schedule, Source, TaskSpec, dependencies, freeze
+from .spec import (
+    NAME_PATTERN, KeepRuns, RetryPolicy, RunSpec, Schedule, Source, TaskSpec, dependencies, format_seconds, freeze,
+)
 
 if TYPE_CHECKING:
     from .embedded import Scheduler
@@ -53,6 +55,9 @@ class TaskBuilder:
         self._run: RunSpec | None = None
         self._on_crash = "resume"
         self._depends_on: tuple[str, ...] = ()
+        self._missed_runs: str | None = None
+        self._missed_run_grace: timedelta | None = None
+        self._keep_runs: dict[str, int] | None = None
 
     # -- when -------------------------------------------------------------------
 
@@ -84,6 +89,14 @@ class TaskBuilder:
         """Run once: at ``at``, or after the initial delay (at once without one)."""
         self._one_shot = True
         self._at = at
+        return self
+
+    def with_missed_runs(self, policy: str, grace: timedelta | None = None) -> TaskBuilder:
+        """What becomes of slots missed while no node ran the task (or while it was suspended):
+        ``"runOnce"`` (the default), ``"skip"`` or ``"runAll"``. With ``"skip"``, ``grace`` is how late
+        a slot may start before it is skipped (the file's ``missedRunGrace``)."""
+        self._missed_runs = policy
+        self._missed_run_grace = grace
         return self
 
     # -- what -------------------------------------------------------------------
@@ -135,6 +148,13 @@ class TaskBuilder:
         self._run_on = "all"
         return self
 
+    def with_keep_runs(self, successful: int | None = None, failed: int | None = None) -> TaskBuilder:
+        """Keep at most this many finished run records of each kind, newest first (the file's
+        ``keepRuns``): ``successful`` runs, and ``failed`` ones (every other outcome)."""
+        self._keep_runs = {key: value for key, value in (("successful", successful), ("failed", failed))
+                           if value is not None}
+        return self
+
     def with_manual_resume(self) -> TaskBuilder:
         """After a crash, wait for an operator's resume instead of resuming at once."""
         self._on_crash = "manual"
@@ -156,6 +176,7 @@ class TaskBuilder:
             run_on=self._run_on,
             on_crash=self._on_crash,
             depends_on=dependencies(self._name, list(self._depends_on)),
+            keep_runs=None if self._keep_runs is None else KeepRuns.from_dict(self._keep_runs),
             source=BUILDER_SOURCE,
         )
 
@@ -169,6 +190,16 @@ class TaskBuilder:
         return await self._scheduler.add_task(spec, self._executor)
 
     def _schedule(self) -> Schedule:
+        """The schedule, with its missed-run settings checked as a file's would be."""
+        schedule = self._slots()
+        if self._missed_runs is None and self._missed_run_grace is None:
+            return schedule
+        doc = {**schedule.to_dict(), "missedRuns": self._missed_runs or "runOnce"}
+        if self._missed_run_grace is not None:
+            doc["missedRunGrace"] = format_seconds(self._missed_run_grace)
+        return Schedule.from_dict(doc)
+
+    def _slots(self) -> Schedule:
         if self._period is not None and self._period <= timedelta(0):
             raise SpecError(f"the period must be positive, got {self._period}")
         if self._initial_delay < timedelta(0):

@@ -500,12 +500,13 @@ class Engine:
                 self.config.node_id, [run.claim for run in runs], self.config.lease_duration
             )
             now = store.now()
+            renewed = []
             for run in runs:
                 if self._active.get(run.claim.run_id) is not run:
                     continue  # it ended while the renewal was under way: nothing of it was lost
                 if run.claim.run_id not in lost:
                     run.lease_renewed(deadline)
-                    self._replace_if_overdue(run, now)
+                    renewed.append(run)
                 elif not run.lost:
                     run.lost = True
                     item_id = run.claim.item_id
@@ -513,22 +514,38 @@ class Engine:
                     self.listener.lease_lost(run.claim)
                     if run.context is not None:
                         run.context.cancel(Outcome.LEASE_LOST)
+            # Once every deadline is pushed back: the check may read the store, which may fail.
+            for run in renewed:
+                if self._active.get(run.claim.run_id) is run:
+                    await self._replace_if_overdue(run, now)
 
     def _lease_deadline(self) -> float:
         """Taken just before a claim or renewal is asked for: never later than the expiry the store writes."""
         return time.monotonic() + self.config.lease_duration.total_seconds()
 
-    def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
-        """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start."""
+    async def _replace_if_overdue(self, run: ActiveRun, now: datetime) -> None:
+        """``concurrency: replace``: stop a run that overlaps its next slot so that slot can start.
+
+        Not while the task is held (suspended, or disabled by its spec since the claim): the next
+        slot would not start, and a run in progress when a task is held finishes normally."""
         claim = run.claim
         spec = claim.task.spec
         if spec.concurrency != "replace" or spec.schedule.one_shot or not spec.schedule.fixed_rate:
             return
         following = next_slot(spec.schedule, claim.scheduled_for, finished_at=claim.started_at)
-        if following is not None and now >= fire_time(following, spec.schedule.jitter, claim.item_id):
-            run.replaced_by = following
-            if run.context is not None:
-                run.context.cancel(Outcome.CANCELLED)
+        if following is None or now < fire_time(following, spec.schedule.jitter, claim.item_id):
+            return
+        try:  # read only for a run that overlaps its next slot: rare, and once per renewal at most
+            if (await run.store.get_task(claim.item_id)).held:
+                return
+        except TaskNotFound:
+            return  # removed: the renewal reports the run lost
+        except StoreError as exc:  # the run goes on; the next renewal looks again
+            log.warning("cannot tell whether %s is held: %s", claim.item_id, exc, extra={"task": claim.item_id})
+            return
+        run.replaced_by = following
+        if run.context is not None:
+            run.context.cancel(Outcome.CANCELLED)
 
     async def _heartbeat(self) -> None:
         await self.stores[0].heartbeat(

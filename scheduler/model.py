@@ -120,6 +120,16 @@ class Task:
     waiting_on: tuple[str, ...] = ()
     dependencies_ready: bool = False
     dependencies_seen: dict[str, datetime | None] = field(default_factory=dict)
+    suspended_at: datetime | None = None  # an operator's suspension (kept across reloads); None: not suspended
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_at is not None
+
+    @property
+    def held(self) -> bool:
+        """Disabled by its spec (``enabled: false``) or suspended: no claim takes it, whatever its status."""
+        return not self.spec.enabled or self.suspended
 
     @property
     def max_retries(self) -> int:
@@ -249,6 +259,8 @@ class TaskQuery:
     node: str | None = None
     persistent: bool | None = None
     origin_file: bool | None = None  # True: tasks declared in files; False: API/builder tasks
+    enabled: bool | None = None  # the spec's ``enabled``
+    suspended: bool | None = None  # suspended by an operator
     sort_by: str = "itemId"  # one of SORT_FIELDS
     descending: bool = False
     offset: int = 0
@@ -372,7 +384,8 @@ class Retention:
 @dataclass(frozen=True)
 class PurgeCounts:
     tasks: int = 0
-    runs: int = 0
+    runs: int = 0  # by time: retention, expiry, ``finished_before``
+    runs_beyond_keep_runs: int = 0  # past their task's ``keepRuns``
 
 
 def is_file_source(source: Source | None) -> bool:

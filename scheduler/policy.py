@@ -13,7 +13,7 @@ status                event                        next status                  
 ====================  ===========================  =============================================  ==============
 SCHEDULED             dependencies unmet           WAITING                                        any node
 WAITING               dependencies met             SCHEDULED (due, its slot checked)              any node
-SCHEDULED             claim                        RUNNING                                        a node
+SCHEDULED             claim (enabled, unsuspended) RUNNING                                        a node
 CRASHED               claim (``onCrash: resume``)  RUNNING                                        a node
 RUNNING               success                      SCHEDULED (next slot), COMPLETED (no slot)     the lease owner
 RUNNING               failure, attempts left       SCHEDULED (same slot, after ``retryDelay``)    the lease owner
@@ -24,8 +24,16 @@ RUNNING               release (never started)      SCHEDULED (same attempt)     
 all but FAILED        cancel                       CANCELLED                                      ADMINISTRATOR
 FAILED, CANCELLED     retry                        SCHEDULED (due now)                            ADMINISTRATOR
 CRASHED               resume                       SCHEDULED (due now, checkpoint kept)           ADMINISTRATOR
-all but RUNNING       run now                      SCHEDULED (due now, new slot)                  ADMINISTRATOR
+all but RUNNING       run now (enabled, unsusp.)   SCHEDULED (due now, new slot)                  ADMINISTRATOR
+any                   suspend, unsuspend           the same (claims skip a suspended task)        ADMINISTRATOR
 ====================  ===========================  =============================================  ==============
+
+A task disabled by its spec (``enabled: false``) or suspended by an operator
+is *held*: it keeps its status, slot and counters, no claim takes it, and
+run now is refused (it would either run nothing or run what the operator
+held). A run in progress when the task is suspended finishes normally. When
+the hold ends, the slot it kept is due: the ``missedRuns`` policy decides
+what becomes of the slots that passed meanwhile, as after downtime.
 
 A *crash* is a run whose node stopped renewing its lease (SIGKILL, a frozen
 node, a lost store) or a run a stopping node hands back after its grace
@@ -388,13 +396,46 @@ def resume(task: Task, now: datetime) -> Change:
 
 
 def run_now(task: Task, now: datetime) -> Change:
-    """Any status but RUNNING -> SCHEDULED, due now, as a new slot (attempt 1); the checkpoint kept."""
+    """Any status but RUNNING -> SCHEDULED, due now, as a new slot (attempt 1); the checkpoint kept.
+
+    Refused for a held task: no claim would take it, and taking it would run what the operator
+    (or the file) held."""
     if task.status is Status.RUNNING:
         raise InvalidState(f"Task {task.item_id} is RUNNING: it cannot be run again before this run ends")
+    if not task.spec.enabled:
+        where = f" in {task.spec.source}" if is_file_source(task.spec.source) else ""
+        raise InvalidState(
+            f"Task {task.item_id} is disabled (enabled: false{where}): it runs nothing until its spec enables it"
+        )
+    if task.suspended_at is not None:
+        raise InvalidState(
+            f"Task {task.item_id} is suspended (since {utc_iso(task.suspended_at)}): it runs nothing until it is "
+            "unsuspended"
+        )
     return Change({
         "status": Status.SCHEDULED, "next_scheduled_execution": now, "scheduled_for": now, "attempt": 1,
         "expires_at": None,
     })
+
+
+def suspend(task: Task, now: datetime) -> Change:
+    """Hold the task in whatever status it is: no claim takes it until ``unsuspend``.
+
+    Nothing else changes: a run in progress finishes normally (its result moves the
+    task on as usual, and the task stays suspended), a retry or a crash resume waits.
+    """
+    if task.suspended_at is not None:
+        raise InvalidState(f"Task {task.item_id} is already suspended (since {utc_iso(task.suspended_at)})")
+    return Change({"suspended_at": now})
+
+
+def unsuspend(task: Task, now: datetime) -> Change:
+    """End a suspension. The task is due when its kept slot is: slots that passed meanwhile
+    go by its ``missedRuns`` policy, as after downtime (runOnce: one run now; skip: the late
+    slot is skipped; runAll: each runs)."""
+    if task.suspended_at is None:
+        raise InvalidState(f"Task {task.item_id} is not suspended")
+    return Change({"suspended_at": None})
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ Missed runs (``missedRuns``: what happens to slots that passed while no node ran
     ``runOnce`` (default) the overdue slot runs once as soon as possible; the next slot is the first
                 one after that run finished, so any number of missed slots collapse into one run.
     ``skip``    a slot later than its grace period is not run: it is recorded as skipped and the task
-                moves to the first slot after now. Grace: 60 s for cron, ``min(60 s, every)`` for
-                ``every``, plus the ``jitter``. Slots on time (within the grace) run normally.
+                moves to the first slot after now. Grace: ``missedRunGrace`` when the task sets it, else
+                60 s for cron and ``min(60 s, every)`` for ``every``; plus the ``jitter``. Slots on time
+                (within the grace) run normally.
     ``runAll``  every missed slot runs, oldest first, one after the other (a fixed-rate task down for a
                 day with ``every: 1m`` runs 1,440 times to catch up).
     One-shots are never missed: an ``at`` or ``after`` task whose time passed runs once when a node
@@ -117,16 +118,22 @@ def next_slot(schedule: Schedule, slot: datetime, *, finished_at: datetime) -> d
 def is_missed(schedule: Schedule, slot: datetime, now: datetime) -> bool:
     """Whether a ``missedRuns: skip`` slot is too late at ``now`` to run (it is recorded as skipped).
 
-    Late means ``now - slot > grace + jitter`` with a grace of 60 s for cron (cron slots are at least
-    a minute apart) and ``min(60 s, every)`` for every. Always False for one-shots and for the
-    runOnce and runAll policies, whose late slots still run.
+    Late means ``now - slot > grace + jitter`` with the schedule's ``missedRunGrace``, or by default a
+    grace of 60 s for cron (cron slots are at least a minute apart) and ``min(60 s, every)`` for every.
+    Always False for one-shots and for the runOnce and runAll policies, whose late slots still run.
     """
     slot = _utc(slot, "slot")
     now = _utc(now, "now")
     if schedule.missed_runs != "skip" or schedule.one_shot or schedule.kind == "afterSuccessOf":
         return False
-    grace = MISSED_GRACE if schedule.every is None else min(MISSED_GRACE, schedule.every)
-    return now - slot > grace + schedule.jitter
+    return now - slot > missed_grace(schedule) + schedule.jitter
+
+
+def missed_grace(schedule: Schedule) -> timedelta:
+    """How late a ``missedRuns: skip`` slot may start, jitter apart (see ``is_missed``)."""
+    if schedule.missed_run_grace is not None:
+        return schedule.missed_run_grace
+    return MISSED_GRACE if schedule.every is None else min(MISSED_GRACE, schedule.every)
 
 
 def fire_time(slot: datetime, jitter: timedelta, key: str) -> datetime:

@@ -39,6 +39,11 @@ ON_CRASH = ("resume", "manual")
 RUN_ON = ("any", "all")
 BACKOFF = ("fixed", "exponential")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# ``missedRunGrace``: below a second, a slot started late only by a busy node would be skipped;
+# beyond a week, ``missedRuns: runOnce`` says what is meant.
+MIN_MISSED_GRACE = timedelta(seconds=1)
+MAX_MISSED_GRACE = timedelta(days=7)
+KEEP_RUNS_KINDS = ("successful", "failed")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -152,6 +157,9 @@ class Schedule:
     jitter: timedelta = timedelta(0)
     missed_runs: str = "runOnce"
     after_success_of: str | None = None  # a chain: one run after each success of that task
+    # How late a ``missedRuns: skip`` slot may start before it is skipped (``startingDeadlineSeconds``
+    # in Kubernetes); None: the default grace of ``schedule.is_missed``.
+    missed_run_grace: timedelta | None = None
 
     @property
     def kind(self) -> str:
@@ -221,6 +229,8 @@ class Schedule:
         if missed not in MISSED_RUNS:
             raise SpecError(f"missedRuns must be one of {', '.join(MISSED_RUNS)}", f"{pointer}/missedRuns")
         options["missed_runs"] = missed
+        if "missedRunGrace" in doc:
+            options["missed_run_grace"] = _missed_run_grace(doc["missedRunGrace"], kind, missed, pointer)
         return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,7 +251,26 @@ class Schedule:
             doc["after"] = format_seconds(self.after)
         doc["jitter"] = format_seconds(self.jitter)
         doc["missedRuns"] = self.missed_runs
+        if self.missed_run_grace is not None:  # absent by default: specs written before it keep their hash
+            doc["missedRunGrace"] = format_seconds(self.missed_run_grace)
         return doc
+
+
+def _missed_run_grace(value: Any, kind: str, missed: str, pointer: str) -> timedelta:
+    pointer = f"{pointer}/missedRunGrace"
+    if kind in ("at", "after"):
+        raise SpecError("missedRunGrace does not apply to a one-shot (at, after): a one-shot is never missed", pointer)
+    if kind == "afterSuccessOf":
+        raise SpecError("missedRunGrace does not apply to afterSuccessOf: a chained run is never missed", pointer)
+    if missed != "skip":
+        raise SpecError(
+            f"missedRunGrace only applies with missedRuns: skip (missedRuns is {missed}, whose late slots still run)",
+            pointer,
+        )
+    grace = parse_duration(value, pointer)
+    if not MIN_MISSED_GRACE <= grace <= MAX_MISSED_GRACE:
+        raise SpecError(f"missedRunGrace must be between 1s and 7d, got {value!r}", pointer)
+    return grace
 
 
 @dataclass(frozen=True)
@@ -407,6 +436,33 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class KeepRuns:
+    """How many finished run records of the task the purge keeps, newest first, by outcome
+    (Kubernetes' ``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit``); None: no limit.
+
+    ``successful`` counts the runs whose outcome is ``success``; ``failed`` every other
+    outcome (failure, timeout, crashed, cancelled, lease_lost, skipped)."""
+
+    successful: int | None = None
+    failed: int | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], pointer: str = "/keepRuns") -> KeepRuns:
+        if not isinstance(doc, Mapping) or not doc:
+            raise SpecError("keepRuns needs successful and/or failed, each a number of run records", pointer)
+        for key, value in doc.items():
+            if key not in KEEP_RUNS_KINDS:
+                raise SpecError(f"unknown field {key!r} in keepRuns (allowed: successful, failed)", f"{pointer}/{key}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"keepRuns.{key} must be an integer >= 0, got {value!r}", f"{pointer}/{key}")
+        return cls(successful=doc.get("successful"), failed=doc.get("failed"))
+
+    def to_dict(self) -> dict[str, int]:
+        return {key: value for key, value in (("successful", self.successful), ("failed", self.failed))
+                if value is not None}
+
+
+@dataclass(frozen=True)
 class Source:
     """Where a spec was declared: a file and the line of its document, or ``<api>``/``<builder>``."""
 
@@ -436,6 +492,7 @@ class TaskSpec:
     nodes: tuple[str, ...] = ()
     on_crash: str = "resume"
     depends_on: tuple[str, ...] = ()  # task ids whose success each run waits for (README: Dependencies)
+    keep_runs: KeepRuns | None = None  # None: run records go by time only (the purge's retention)
     source: Source | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -494,6 +551,7 @@ class TaskSpec:
             nodes=tuple(str(n) for n in doc.get("nodes", ())),
             on_crash=doc.get("onCrash", "resume"),
             depends_on=dependencies(name, doc.get("dependsOn", ())),
+            keep_runs=KeepRuns.from_dict(doc["keepRuns"]) if doc.get("keepRuns") is not None else None,
             source=source,
         )
 
@@ -538,6 +596,8 @@ class TaskSpec:
         )
         if self.depends_on:  # only when set: the hash of every spec without dependencies stays what it was
             doc["dependsOn"] = list(self.depends_on)
+        if self.keep_runs is not None:  # absent by default: specs written before it keep their hash
+            doc["keepRuns"] = self.keep_runs.to_dict()
         return doc
 
     def spec_hash(self) -> str:

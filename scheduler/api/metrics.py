@@ -42,7 +42,7 @@ class _TaskTimes(Collector):
         )
         next_run = GaugeMetricFamily(
             "scheduler_task_next_run_timestamp_seconds",
-            "When the task is next due (Unix time); absent when it is not scheduled.",
+            "When the task is next due (Unix time); absent when it is not scheduled, or held (scheduler_task_held).",
             labels=["task"],
         )
         last_run = GaugeMetricFamily(
@@ -55,9 +55,18 @@ class _TaskTimes(Collector):
             "When the task's last successful run ended (Unix time); absent until it has succeeded.",
             labels=["task"],
         )
+        held = GaugeMetricFamily(
+            "scheduler_task_held",
+            "1 for a task that runs nothing until the hold ends: reason disabled (enabled: false in its spec) "
+            "or suspended (by an operator); absent otherwise.",
+            labels=["task", "reason"],
+        )
         for task in self.tasks:
+            for reason, holds in (("disabled", not task.spec.enabled), ("suspended", task.suspended)):
+                if holds:
+                    held.add_metric([task.item_id, reason], 1)
             for family, moment in (
-                (next_run, task.next_scheduled_execution),
+                (next_run, None if task.held else task.next_scheduled_execution),
                 (last_run, task.last_execution_date),
                 (last_success, task.last_success_date),
             ):
@@ -66,6 +75,7 @@ class _TaskTimes(Collector):
         yield next_run
         yield last_run
         yield last_success
+        yield held
 
 
 class _Divergence(Collector):
@@ -137,6 +147,12 @@ class Metrics(EngineListener):
             "scheduler_stuck_runs",
             "Stopped runs whose code has not ended (functions that ignore their cancel); each holds a run slot.",
             registry=self.registry,
+        )
+        self.held = Gauge(
+            "scheduler_tasks_held",
+            "Tasks that run nothing until the hold ends, by reason: disabled (enabled: false in their spec) or "
+            "suspended (by an operator). A task may be both.",
+            ["reason"], registry=self.registry,
         )
         self.unrunnable = Gauge(
             "scheduler_tasks_unrunnable",

@@ -37,6 +37,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/cxs/tasks/{id}/config", tasks.configure_task, Role.ADMINISTRATOR),
     Route("DELETE", "/cxs/tasks/{id}/config", tasks.clear_task_config, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/run", tasks.run_task, Role.ADMINISTRATOR),
+    Route("POST", "/cxs/tasks/{id}/suspend", tasks.suspend_task, Role.ADMINISTRATOR),
+    Route("POST", "/cxs/tasks/{id}/unsuspend", tasks.unsuspend_task, Role.ADMINISTRATOR),
     Route("GET", "/cxs/nodes", system.list_nodes, Role.VIEWER),
     Route("GET", "/cxs/config", system.show_config, Role.VIEWER),
     Route("POST", "/-/reload", system.reload, Role.ADMINISTRATOR),

@@ -64,15 +64,20 @@ async def metrics(request: web.Request) -> web.Response:
     nodes = await services.store.list_nodes()
     now = services.store.now()
     unrunnable = 0
+    held = {"disabled": 0, "suspended": 0}
     for store in request.app[FINDER].stores:
         page = await store.query_tasks(TaskQuery(limit=METRICS_TASK_LIMIT))
         tasks.extend(page.items)
         total += page.total
+        held["disabled"] += (await store.query_tasks(TaskQuery(enabled=False, limit=0))).total
+        held["suspended"] += (await store.query_tasks(TaskQuery(suspended=True, limit=0))).total
         for requirement, count in (await store.count_waiting()).items():
             if not requirement.met_by_any(nodes, now, services.node_timeout):
                 unrunnable += count
     services.metrics.set_task_times(tasks, total)
     services.metrics.unrunnable.set(unrunnable)
+    for reason, count in held.items():
+        services.metrics.held.labels(reason=reason).set(count)
     # A task's run counts go with the task: only ids the snapshot did not show are looked up.
     unseen = services.metrics.counted_tasks() - {task.item_id for task in tasks}
     for store in request.app[FINDER].stores:

@@ -127,12 +127,27 @@ async def run_task(request: web.Request) -> web.Response:
     return await _task_answer(request, await located.store.run_now(located.task.item_id))
 
 
+async def suspend_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    task = await located.store.suspend(located.task.item_id)
+    log.info("task %s suspended through the API", task.item_id, extra={"task": task.item_id})
+    return await _task_answer(request, task)
+
+
+async def unsuspend_task(request: web.Request) -> web.Response:
+    located = await _locate(request)
+    task = await located.store.unsuspend(located.task.item_id)
+    log.info("task %s unsuspended through the API", task.item_id, extra={"task": task.item_id})
+    return await _task_answer(request, task)  # wakes the engine: its kept slot may be due
+
+
 async def purge_tasks(request: web.Request) -> web.Response:
     """Delete tasks that ended (COMPLETED, FAILED, CANCELLED) and run records older than ``days``."""
     days = params.purge_days(request)
-    tasks = runs = 0
+    tasks = runs = beyond = 0
     for store in request.app[FINDER].stores:
         counts = await store.purge(finished_before=store.now() - timedelta(days=days))
-        tasks, runs = tasks + counts.tasks, runs + counts.runs
-    log.info("purged %d task(s) and %d run record(s) older than %d day(s) through the API", tasks, runs, days)
-    return web.json_response({"tasks": tasks, "runs": runs})
+        tasks, runs, beyond = tasks + counts.tasks, runs + counts.runs, beyond + counts.runs_beyond_keep_runs
+    log.info("purged %d task(s) and %d run record(s) older than %d day(s) through the API, and %d run record(s) "
+             "beyond their task's keepRuns", tasks, runs, days, beyond)
+    return web.json_response({"tasks": tasks, "runs": runs, "runsBeyondKeepRuns": beyond})

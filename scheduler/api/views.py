@@ -37,12 +37,15 @@ def jsonable(value: Any) -> Any:
 
 
 def task_summary(task: Task) -> dict[str, Any]:
-    """The list item: the fields of Unomi's ``GET /cxs/tasks`` example, then ours (``task-list -o wide``)."""
+    """The list item: the fields of Unomi's ``GET /cxs/tasks`` example, then ours (``task-list -o wide``).
+
+    A held task (disabled in its spec, or suspended) shows no next run: it runs nothing, whatever
+    slot it keeps for when the hold ends."""
     return {
         "itemId": task.item_id,
         "taskType": task.spec.type,
         "status": task.status.value,
-        "nextScheduledExecution": iso(task.next_scheduled_execution),
+        "nextScheduledExecution": None if task.held else iso(task.next_scheduled_execution),
         "lastExecutionDate": iso(task.last_execution_date),
         "failureCount": task.failure_count,
         "persistent": task.spec.persistent,
@@ -51,6 +54,8 @@ def task_summary(task: Task) -> dict[str, Any]:
         "lastOutcome": last_outcome(task),
         "node": task.node,
         "labels": jsonable(task.spec.labels),
+        "enabled": task.spec.enabled,
+        "suspended": task.suspended,
     }
 
 
@@ -71,7 +76,7 @@ def task_detail(task: Task, *, runnable: bool, history: bool = True) -> dict[str
         checkpointData=jsonable(task.checkpoint_data),
         maxRetries=task.max_retries,
         retryDelay=millis(task.retry_delay),
-        enabled=spec.enabled,
+        suspendedAt=iso(task.suspended_at),
         description=spec.description,
         schedule=spec.schedule.to_dict(),
         lastError=redact_optional(task.last_error),

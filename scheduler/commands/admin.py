@@ -177,7 +177,18 @@ async def task_cancel(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _summary(task: dict[str, Any]) -> str:
-    return f"status {task['status']}, next run {render.short_date(task.get('nextScheduledExecution'))}"
+    text = f"status {task['status']}, next run {render.next_run_text(task)}"
+    return text + _held_note(task)
+
+
+def _held_note(task: dict[str, Any]) -> str:
+    """What keeps a task that an action made due from running: a hold, or no live node able to."""
+    if task.get("suspended"):
+        return f"; it is suspended: it runs once unsuspended (scheduler task-unsuspend {task['itemId']})"
+    if task.get("enabled") is False:
+        return "; it is disabled (enabled: false in its spec): it runs once its spec enables it"
+    reason = render.unrunnable_reason(task)
+    return "" if reason is None else f"; {reason}"
 
 
 async def task_retry(client: ApiClient, args: argparse.Namespace) -> int:
@@ -216,8 +227,28 @@ async def task_config(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def task_run(client: ApiClient, args: argparse.Namespace) -> int:
-    task = (await client.call("POST", task_path(args.id, "run"))).body
-    _print(task, args, lambda: f"Task {args.id} will run now: {_summary(task)}")
+    task = (await client.call("POST", task_path(args.id, "run"))).body  # refused while the task is held
+    reason = render.unrunnable_reason(task)
+    if reason is None:
+        _print(task, args, lambda: f"Task {args.id} will run now: {_summary(task)}")
+    else:
+        _print(task, args, lambda: f"Task {args.id} is due now but does not run yet: {reason}")
+    return EXIT_OK
+
+
+async def task_suspend(client: ApiClient, args: argparse.Namespace) -> int:
+    task = (await client.call("POST", task_path(args.id, "suspend"))).body
+    running = "; its current run finishes normally" if task["status"] == "RUNNING" else ""
+    _print(task, args, lambda: (
+        f"Task {args.id} suspended: nothing runs it until `scheduler task-unsuspend {args.id}` "
+        f"(status {task['status']}{running})"
+    ))
+    return EXIT_OK
+
+
+async def task_unsuspend(client: ApiClient, args: argparse.Namespace) -> int:
+    task = (await client.call("POST", task_path(args.id, "unsuspend"))).body
+    _print(task, args, lambda: f"Task {args.id} unsuspended: {render.unsuspended_text(task)}")
     return EXIT_OK
 
 
@@ -239,7 +270,11 @@ async def task_purge(client: ApiClient, args: argparse.Namespace) -> int:
     ):
         raise ClientError("nothing purged (not confirmed; --force skips the question)", EXIT_REFUSED)
     counts = (await client.call("POST", "/-/purge", {"days": args.days})).body
-    _print(counts, args, lambda: f"Purged {counts['tasks']} task(s) and {counts['runs']} run record(s) that ended {scope}")
+    beyond = counts.get("runsBeyondKeepRuns", 0)
+    limits = f", and {beyond} run record(s) beyond their task's keepRuns" if beyond else ""
+    _print(counts, args, lambda: (
+        f"Purged {counts['tasks']} task(s) and {counts['runs']} run record(s) that ended {scope}{limits}"
+    ))
     return EXIT_OK
 
 
@@ -348,7 +383,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-retries", type=_at_least(0), metavar="N")
     parser.add_argument("--retry-delay", metavar="DURATION", help="e.g. 90s, 5m, 1h30m")
     parser.add_argument("--clear", action="store_true", help="remove the overrides: the file's values are in force again")
-    add("task-run", "run a task now", task_run)
+    add("task-run", "run a task now (refused while it is disabled or suspended)", task_run)
+    add("task-suspend", "hold a task: nothing runs it until task-unsuspend (a run in progress finishes)", task_suspend)
+    add("task-unsuspend", "end a suspension: missed slots go by the task's missedRuns", task_unsuspend)
     parser = add("task-purge", "delete finished tasks and old run records", task_purge, with_id=False)
     parser.add_argument("--days", type=_at_least(0), default=7, metavar="N", help="that ended more than N days ago (default 7; 0: all)")
     parser.add_argument("--force", action="store_true", help="do not ask for confirmation")

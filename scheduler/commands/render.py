@@ -11,11 +11,14 @@ import shlex
 import shutil
 import textwrap
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from ..errors import SpecError
+from ..schedule import is_missed
+from ..spec import Schedule
 from .tables import Column, columns_fit, columns_table, table
 
 TEXT_FLOOR = 12  # below this, a type is hard to read: switch the dates to relative ones first
@@ -88,6 +91,14 @@ def schedule_text(schedule: dict[str, Any] | None) -> str:
     return text
 
 
+def missed_runs_text(schedule: dict[str, Any] | None) -> str | None:
+    """``skip, past 15m late`` (with a ``missedRunGrace``), ``runOnce``: what becomes of a late slot."""
+    if not schedule or not schedule.get("missedRuns"):
+        return None
+    grace = schedule.get("missedRunGrace")
+    return schedule["missedRuns"] + ("" if grace is None else f", past {duration_text(grace)} late")
+
+
 def labels_text(labels: dict[str, str] | None) -> str:
     """``team=data,tier=batch``, as a label selector would match them; ``-`` when none."""
     return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items())) or "-"
@@ -107,11 +118,23 @@ def run_text(run: dict[str, Any] | None) -> str | None:
     return f"python: {run['python']}"
 
 
+def held_text(task: dict[str, Any]) -> str | None:
+    """Why nothing runs the task (``disabled``, ``suspended`` or both), or None when nothing holds it."""
+    reasons = [reason for reason, holds in (("disabled", task.get("enabled") is False), ("suspended", task.get("suspended")))
+               if holds]
+    return ", ".join(reasons) or None
+
+
+def next_run_text(task: dict[str, Any], date: Callable[[str | None], str] = short_date) -> str:
+    """The Next Run cell: a date, ``-`` when none is planned, or what holds the task (it runs nothing)."""
+    return held_text(task) or date(task.get("nextScheduledExecution"))
+
+
 TASK_COLUMNS = (
     Column("ID", lambda t, date: t.get("itemId", "")),
     Column("Type", lambda t, date: t.get("taskType", "")),
     Column("Status", lambda t, date: t.get("status", "")),
-    Column("Next Run", lambda t, date: date(t.get("nextScheduledExecution"))),
+    Column("Next Run", next_run_text),
     Column("Last Run", lambda t, date: date(t.get("lastExecutionDate"))),
     Column("Failures", lambda t, date: t.get("failureCount", 0), right=True),
     Column("Persistent", lambda t, date: "Storage" if t.get("persistent", True) else "Memory"),
@@ -185,7 +208,9 @@ def task_view(
             ("Type", task.get("taskType")),
             ("Status", task.get("status")),
             ("Description", task.get("description") or None),
-            ("Enabled", _yes_no(task.get("enabled"))),
+            ("Enabled", "no: enabled: false in its spec, nothing runs it" if task.get("enabled") is False
+             else _yes_no(task.get("enabled"))),
+            ("Suspended", suspended_text(task)),
             ("Persistent", "Storage" if task.get("persistent", True) else "Memory"),
             ("Node", task.get("node")),
             ("Executor Type", task.get("executorType")),
@@ -195,12 +220,12 @@ def task_view(
             ("Labels", task.get("labels")),
             ("Source", location),
             ("Schedule", schedule_text(task.get("schedule"))),
-            ("Missed Runs", (task.get("schedule") or {}).get("missedRuns")),
+            ("Missed Runs", missed_runs_text(task.get("schedule"))),
             ("Run", run_text(task.get("run"))),
             ("Timeout", _timeout_text(task.get("run"))),
             ("Concurrency", task.get("concurrency")),
             ("On Crash", task.get("onCrash")),
-            ("Next Run", short_date(task.get("nextScheduledExecution"))),
+            ("Next Run", next_run_text(task)),
             ("Last Run", short_date(task.get("lastExecutionDate"))),
             ("Last Finish", short_date(task.get("lastFinishDate"))),
             ("Last Success", short_date(task.get("lastSuccessDate"))),
@@ -291,15 +316,62 @@ def _local_time(entry: dict[str, Any], zone: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def suspended_text(task: dict[str, Any]) -> str | None:
+    if not task.get("suspended"):
+        return None
+    return (f"since {short_date(task.get('suspendedAt'))}: nothing runs it until "
+            f"`scheduler task-unsuspend {task.get('itemId')}`")
+
+
+def unsuspended_text(task: dict[str, Any]) -> str:
+    """What follows an unsuspend: when the task runs next, and what becomes of the slots it missed."""
+    if task.get("enabled") is False:
+        return "it is still disabled (enabled: false in its spec): nothing runs it until its spec enables it"
+    due = parse_date(task.get("nextScheduledExecution"))
+    now = parse_date(task.get("lastModified"))  # the node's time of the unsuspend
+    if due is None:
+        return f"status {task.get('status')}, nothing to run"
+    schedule = task.get("schedule") or {}
+    if "afterSuccessOf" in schedule:
+        return f"it runs once {schedule['afterSuccessOf']} has succeeded since its last run (at once if it has)"
+    if task.get("waitingOnTasks"):
+        return f"status {task.get('status')}: it waits for {', '.join(task['waitingOnTasks'])} (dependsOn), then runs"
+    if now is None or due > now:
+        return f"next run {short_date(task['nextScheduledExecution'])}"
+    since = short_date(task["nextScheduledExecution"])
+    missed = schedule.get("missedRuns", "runOnce")
+    if task.get("status") != "SCHEDULED" or "at" in schedule or "after" in schedule:
+        return f"it was due at {since}: it runs now"
+    if missed == "runAll":
+        return f"every slot missed since {since} runs now, oldest first (missedRuns: runAll)"
+    if missed == "skip" and _too_late(schedule, due, now):
+        return f"the slot of {since} is skipped, too late (missedRuns: skip); then it keeps to its schedule"
+    return f"the slot of {since} runs now, once for all the slots missed (missedRuns: {missed})"
+
+
+def _too_late(schedule: dict[str, Any], due: datetime, now: datetime) -> bool:
+    """Whether the node skips a slot due at ``due`` when it claims it at ``now`` (``schedule.is_missed``)."""
+    try:
+        return is_missed(Schedule.from_dict(schedule), due, now)
+    except SpecError:  # a schedule this client cannot read (a newer node): say it runs, as most do
+        return False
+
+
 def runnable_text(task: dict[str, Any]) -> str | None:
     """Whether a live node can run the task, and what it waits for when none can."""
     if task.get("runnable") is None:
         return None
-    if task["runnable"]:
-        return "yes"
+    reason = unrunnable_reason(task)
+    return "yes" if reason is None else f"no: {reason}"
+
+
+def unrunnable_reason(task: dict[str, Any]) -> str | None:
+    """Why no live node can run the task (it waits), or None when one can (or the answer does not say)."""
+    if task.get("runnable") is not False:
+        return None
     if task.get("executorType"):
-        return f"no: no live node has an executor for type {task['executorType']} (the task waits for one)"
-    return "no: none of the nodes it may run on is live (the task waits for one)"
+        return f"no live node has an executor for type {task['executorType']} (the task waits for one)"
+    return "none of the nodes it may run on is live (the task waits for one)"
 
 
 def declarations_text(declared: dict[str, Any] | None) -> list[str] | None:

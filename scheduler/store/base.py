@@ -253,7 +253,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_waiting(self) -> dict[Requirement, int]:
-        """Tasks waiting to be claimed (enabled; SCHEDULED, or CRASHED with
+        """Tasks waiting to be claimed (enabled, not suspended; SCHEDULED, or CRASHED with
         ``onCrash: resume``; with a ``nextScheduledExecution``, due or not),
         counted by what a node needs to claim them: the executor type of their
         spec, their pinned ``node`` and the spec's ``nodes``. The metrics tell
@@ -272,7 +272,7 @@ class Store(abc.ABC):
     ) -> list[Claim]:
         """Claim up to ``limit`` due tasks for ``node_id``, earliest due first.
 
-        Eligible: enabled; status SCHEDULED, or CRASHED with ``onCrash: resume``;
+        Eligible: enabled; not suspended; status SCHEDULED, or CRASHED with ``onCrash: resume``;
         ``nextScheduledExecution <= now + horizon`` (a node may claim a little
         ahead, in one batch, and start each run at its due time: ``Claim.started_at``
         is ``max(now, nextScheduledExecution)`` and the run record says so); ``node`` is null or ``node_id``; the
@@ -437,6 +437,18 @@ class Store(abc.ABC):
         """``policy.run_now``: due now as a new slot, from any status but
         RUNNING (``InvalidState``)."""
 
+    @abc.abstractmethod
+    async def suspend(self, item_id: str) -> Task:
+        """``policy.suspend``: from now on no claim takes the task, whatever its status, until
+        ``unsuspend``; a run in progress finishes normally. Spec updates keep the suspension
+        (an override, like ``update_config``'s); it goes with the task. ``InvalidState`` when
+        already suspended."""
+
+    @abc.abstractmethod
+    async def unsuspend(self, item_id: str) -> Task:
+        """``policy.unsuspend``: claims take the task again; its kept slot is due as it was, so
+        the slots missed meanwhile go by its ``missedRuns``. ``InvalidState`` when not suspended."""
+
     async def update_config(
         self, item_id: str, *, max_retries: int | None = None, retry_delay: timedelta | None = None, clear: bool = False
     ) -> Task:
@@ -486,7 +498,12 @@ class Store(abc.ABC):
         that ended longer ago than ``retention.runs``. Tasks declared in files are
         only deleted with their file (a purged one-shot would be created again
         by the next reload, and run twice), except by ``finished_before``, an
-        operator's explicit request. Open run records are never deleted. With
+        operator's explicit request. Open run records are never deleted. Always,
+        whatever the other arguments: the finished run records of a task whose
+        spec has ``keepRuns`` beyond its limits, newest ``started_at`` first
+        among its ``success`` records and among its others (counted apart, in
+        ``runs_beyond_keep_runs``); the limits only ever delete sooner than the
+        time rules. With
         ``keep_history``, trim each task's history list to that many newest
         entries (not counted). Never touches other tasks."""
         check_count("keep_history", keep_history)

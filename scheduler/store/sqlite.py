@@ -340,6 +340,12 @@ class SQLiteStore(Store):
     async def run_now(self, item_id: str) -> Task:
         return await self._write(tasks_sql.run_now, item_id)
 
+    async def suspend(self, item_id: str) -> Task:
+        return await self._write(tasks_sql.suspend, item_id)
+
+    async def unsuspend(self, item_id: str) -> Task:
+        return await self._write(tasks_sql.unsuspend, item_id)
+
     async def _update_config(
         self, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool
     ) -> Task:

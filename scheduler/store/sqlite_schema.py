@@ -26,7 +26,7 @@ from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 5000
 
 # The claim's eligibility apart from time, node and lease. The partial index
@@ -34,7 +34,7 @@ BUSY_TIMEOUT_MS = 5000
 # WHERE contains the index's WHERE terms as written.
 # A task with dependencies is claimable once its slot passed the dependency check (``settle_dependencies``).
 CLAIMABLE = (
-    "enabled = 1 AND (depends_on IS NULL OR dependencies_ready = 1)"
+    "enabled = 1 AND suspended_at IS NULL AND (depends_on IS NULL OR dependencies_ready = 1)"
     " AND (status = 'SCHEDULED' OR (status = 'CRASHED' AND on_crash = 'resume'))"
 )
 # The planner's estimates do not favour the partial index over (status, item_id)
@@ -57,6 +57,10 @@ NODE_ELIGIBLE = (
     "(node IS NULL OR node = :node)"
     " AND (nodes = '[]' OR EXISTS (SELECT 1 FROM json_each(tasks.nodes) WHERE value = :node))"
 )
+
+# Tasks whose spec bounds their run records (``keepRuns``): the purge trims their runs. The partial
+# index below repeats it verbatim, so that the purge reads only those tasks.
+KEEPS_RUNS = "(keep_successful IS NOT NULL OR keep_failed IS NOT NULL)"
 
 # A run record's identity, which its run id spells out: one b-tree, no second unique key.
 RUN_KEY = "task_id = :task_id AND scheduled_for = :scheduled_for AND attempt = :attempt"
@@ -116,7 +120,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     depends_on TEXT, -- the spec's dependsOn (JSON), NULL without dependencies
     waiting_on TEXT, -- JSON list of the dependencies a WAITING task waits for
     dependencies_ready INTEGER NOT NULL DEFAULT 0, -- its slot passed the dependency check
-    dependencies_seen TEXT -- JSON: dependency -> the success (ms) its last check consumed
+    dependencies_seen TEXT, -- JSON: dependency -> the success (ms) its last check consumed
+    suspended_at INTEGER,
+    keep_successful INTEGER,
+    keep_failed INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_dependents ON tasks (next_at) WHERE depends_on IS NOT NULL AND dependencies_ready = 0;
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (executor_type, next_at, item_id, node, nodes) WHERE {CLAIMABLE};
@@ -129,6 +136,10 @@ CREATE INDEX IF NOT EXISTS tasks_last_execution ON tasks (last_execution_date, i
 CREATE INDEX IF NOT EXISTS tasks_creation ON tasks (creation_date, item_id);
 CREATE INDEX IF NOT EXISTS tasks_failures ON tasks (failure_count, item_id);
 CREATE INDEX IF NOT EXISTS tasks_successes ON tasks (success_count, item_id);
+CREATE INDEX IF NOT EXISTS tasks_keep_runs ON tasks (item_id) WHERE {KEEPS_RUNS};
+-- Held tasks, few as a rule: the metrics count them at every scrape without reading every task.
+CREATE INDEX IF NOT EXISTS tasks_disabled ON tasks (item_id) WHERE enabled = 0;
+CREATE INDEX IF NOT EXISTS tasks_suspended ON tasks (item_id) WHERE suspended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
@@ -195,6 +206,16 @@ ALTER TABLE tasks ADD COLUMN depends_on TEXT;
 ALTER TABLE tasks ADD COLUMN waiting_on TEXT;
 ALTER TABLE tasks ADD COLUMN dependencies_ready INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN dependencies_seen TEXT;
+DROP INDEX IF EXISTS tasks_claim
+""",
+    # 4 -> 5: an operator's suspension, which claims skip: it is part of CLAIMABLE, so the
+    # claim index is built again with it (a scheduler of version 4 still running on the file
+    # then finds no claim index for its own condition, and its claims fail until it is
+    # upgraded, rather than run suspended tasks). The spec's keepRuns limits, for the purge.
+    4: """
+ALTER TABLE tasks ADD COLUMN suspended_at INTEGER;
+ALTER TABLE tasks ADD COLUMN keep_successful INTEGER;
+ALTER TABLE tasks ADD COLUMN keep_failed INTEGER;
 DROP INDEX IF EXISTS tasks_claim
 """,
 }
@@ -382,6 +403,7 @@ def task_from_row(row: sqlite3.Row, *, with_history: bool = True) -> Task:
         dependencies_seen={
             item_id: datetime_or_none(ms) for item_id, ms in json.loads(row["dependencies_seen"] or "{}").items()
         },
+        suspended_at=datetime_or_none(row["suspended_at"]),
     )
 
 
@@ -445,4 +467,5 @@ TASK_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "lease_until": ("lease_until", ms_or_none),
     "checkpoint_data": ("checkpoint_data", _json_or_none),
     "status_details": ("status_details", lambda details: to_json(thaw(details))),
+    "suspended_at": ("suspended_at", ms_or_none),
 }

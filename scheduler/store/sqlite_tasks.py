@@ -24,6 +24,7 @@ from .sqlite_claims import read_row, transition
 from .sqlite_schema import (
     CLAIMABLE,
     FROM_CLAIMABLE,
+    KEEPS_RUNS,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
     datetime_or_none,
@@ -83,6 +84,8 @@ def upsert(
         "persistent": int(spec.persistent),
         "origin_file": int(is_file_source(spec.source)),
         "on_crash": spec.on_crash,
+        "keep_successful": None if spec.keep_runs is None else spec.keep_runs.successful,
+        "keep_failed": None if spec.keep_runs is None else spec.keep_runs.failed,
         "nodes": to_json(list(spec.nodes)),
         "labels": to_json(dict(spec.labels)),
         "node": node,
@@ -186,6 +189,11 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     if request.copies_of is not None:
         conditions.append("item_id >= ? AND item_id < ?")
         params.extend(copies_range(str(request.copies_of)))
+    # Written out, not bound: the partial indexes tasks_disabled and tasks_suspended serve a literal condition only.
+    if request.enabled is not None:
+        conditions.append("enabled = 1" if request.enabled else "enabled = 0")
+    if request.suspended is not None:
+        conditions.append("suspended_at IS NOT NULL" if request.suspended else "suspended_at IS NULL")
     where = " AND ".join(conditions) or "1"
     total = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
@@ -267,6 +275,14 @@ def run_now(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
     return transition(conn, now, item_id, lambda task: policy.run_now(task, now))
 
 
+def suspend(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    return transition(conn, now, item_id, lambda task: policy.suspend(task, now))
+
+
+def unsuspend(conn: sqlite3.Connection, now: datetime, item_id: str) -> Task:
+    return transition(conn, now, item_id, lambda task: policy.unsuspend(task, now))
+
+
 def update_config(
     conn: sqlite3.Connection, now: datetime, item_id: str, max_retries: int | None, retry_delay: timedelta | None,
     clear: bool,
@@ -326,6 +342,7 @@ def purge(
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
     ).rowcount
+    beyond = sum(conn.execute(statement).rowcount for statement in _BEYOND_KEEP_RUNS_BY_KIND)
     if keep_history is not None:
         for item_id, history in conn.execute(
             "SELECT item_id, history FROM tasks WHERE json_array_length(history) > ?", (keep_history,)
@@ -333,9 +350,28 @@ def purge(
             conn.execute(
                 "UPDATE tasks SET history = ? WHERE item_id = ?", (to_json(json.loads(history)[:keep_history]), item_id)
             )
-    if tasks or runs:
-        logger.info("purged %s task(s) and %s run record(s)", tasks, runs)
-    return PurgeCounts(tasks=tasks, runs=runs)
+    if tasks or runs or beyond:
+        logger.info("purged %s task(s), %s run record(s) and %s beyond keepRuns", tasks, runs, beyond)
+    return PurgeCounts(tasks=tasks, runs=runs, runs_beyond_keep_runs=beyond)
+
+
+# The finished run records of each task past its spec's ``keepRuns`` for one kind of outcome, ranked
+# newest first as ``list_runs`` shows them. One statement per kind, each walking the tasks that have
+# limits, then their runs in the order of ``runs_by_task`` (CROSS JOIN keeps that nesting): the runs
+# of other tasks are never read, and nothing is sorted.
+_BEYOND_KEEP_RUNS = """
+DELETE FROM runs WHERE (task_id, scheduled_for, attempt) IN (
+    SELECT task_id, scheduled_for, attempt FROM (
+        SELECT runs.task_id, runs.scheduled_for, runs.attempt, {keep} AS keep,
+            ROW_NUMBER() OVER (PARTITION BY tasks.item_id ORDER BY runs.started_at DESC, runs.attempt DESC) AS position
+        FROM tasks INDEXED BY tasks_keep_runs CROSS JOIN runs INDEXED BY runs_by_task ON runs.task_id = tasks.item_id
+        WHERE {keeps_runs} AND {keep} IS NOT NULL AND runs.finished_at IS NOT NULL AND {outcome}
+    ) WHERE position > keep
+)"""
+_BEYOND_KEEP_RUNS_BY_KIND = [
+    _BEYOND_KEEP_RUNS.format(keep=keep, keeps_runs=KEEPS_RUNS, outcome=outcome)
+    for keep, outcome in (("keep_successful", "runs.outcome = 'success'"), ("keep_failed", "runs.outcome != 'success'"))
+]
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def test_a_viewer_may_look_but_not_act(tmp_path):
         assert refused.stderr.startswith("scheduler: forbidden: the token from SCHEDULER_TOKEN may not do that (")
         assert "\n" not in refused.stderr.rstrip("\n")
         assert secured.request("GET", "/cxs/tasks/cancel-me", token="admin-token-for-operators-000001")[1]["status"] != "CANCELLED"
+        refused = scheduler("task-suspend", "cancel-me", env=viewer)
+        assert refused.returncode == 4 and refused.stderr.startswith("scheduler: forbidden: ")
+        assert secured.request("GET", "/cxs/tasks/cancel-me", token="viewer-token-for-dashboards-0001")[1]["suspended"] is False
         ok(scheduler("task-cancel", "cancel-me", "--url", secured.url, "--token", "admin-token-for-operators-000001"))
     finally:
         secured.kill()
@@ -83,7 +86,7 @@ def test_task_purge_asks_first_and_says_how_many_it_purged(tmp_path):
 
         ok(admin(purging, "task-cancel", "keeper"))
         forced = admin(purging, "task-purge", "--days", "0", "--force", "-o", "json")
-        assert json.loads(ok(forced)) == {"tasks": 1, "runs": 0}
+        assert json.loads(ok(forced)) == {"tasks": 1, "runs": 0, "runsBeyondKeepRuns": 0}
         assert purging.get("/cxs/tasks")["totalSize"] == 0
     finally:
         purging.kill()

@@ -27,6 +27,8 @@ REQUESTS = {
     ("PUT", "/cxs/tasks/{id}/config"): "/cxs/tasks/data-sync/config?maxRetries=2",
     ("DELETE", "/cxs/tasks/{id}/config"): "/cxs/tasks/data-sync/config",
     ("POST", "/cxs/tasks/{id}/run"): "/cxs/tasks/data-sync/run",
+    ("POST", "/cxs/tasks/{id}/suspend"): "/cxs/tasks/data-sync/suspend",
+    ("POST", "/cxs/tasks/{id}/unsuspend"): "/cxs/tasks/suspended/unsuspend",
     ("GET", "/cxs/nodes"): "/cxs/nodes",
     ("GET", "/cxs/config"): "/cxs/config",
     ("POST", "/-/reload"): "/-/reload",
@@ -49,6 +51,8 @@ EXPECTED_ROLE = {
     ("PUT", "/cxs/tasks/{id}/config"): Role.ADMINISTRATOR,
     ("DELETE", "/cxs/tasks/{id}/config"): Role.ADMINISTRATOR,
     ("POST", "/cxs/tasks/{id}/run"): Role.ADMINISTRATOR,
+    ("POST", "/cxs/tasks/{id}/suspend"): Role.ADMINISTRATOR,
+    ("POST", "/cxs/tasks/{id}/unsuspend"): Role.ADMINISTRATOR,
     ("GET", "/cxs/nodes"): Role.VIEWER,
     ("GET", "/cxs/config"): Role.VIEWER,
     ("POST", "/-/reload"): Role.ADMINISTRATOR,
@@ -71,6 +75,7 @@ async def states(seed):
     await seed.task("crashed", onCrash="manual")
     await seed.crash()
     await seed.task("data-sync")
+    await seed.store.suspend(await seed.task("suspended"))
 
 
 @pytest.mark.parametrize("route", sorted(EXPECTED_ROLE), ids=lambda r: f"{r[0]} {r[1]}")

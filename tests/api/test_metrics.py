@@ -86,6 +86,31 @@ async def test_next_and_last_run_timestamps_per_task(client, seed, memory_store)
     assert samples[("scheduler_tasks", ())] == 2
 
 
+async def test_held_tasks_are_counted_and_show_no_next_run(client, seed, store, memory_store, monkeypatch):
+    monkeypatch.setattr("scheduler.api.system.METRICS_TASK_LIMIT", 2)  # per store: c-both is left out of the snapshot
+    await seed.task("a-plain")
+    await seed.task("b-off", enabled=False)
+    await seed.task("c-both", enabled=False)
+    await seed.task("d-held", persistent=False, store=memory_store)
+    await store.suspend("c-both")
+    await memory_store.suspend("d-held")
+
+    samples = await scrape(client)
+
+    assert samples[("scheduler_tasks_held", (("reason", "disabled"),))] == 2
+    assert samples[("scheduler_tasks_held", (("reason", "suspended"),))] == 2
+    held = {(dict(labels)["task"], dict(labels)["reason"]) for name, labels in samples if name == "scheduler_task_held"}
+    assert held == {("b-off", "disabled"), ("d-held", "suspended")}
+    next_runs = {dict(labels)["task"] for name, labels in samples if name == "scheduler_task_next_run_timestamp_seconds"}
+    assert next_runs == {"a-plain"}
+
+    await memory_store.unsuspend("d-held")
+    samples = await scrape(client)
+    assert samples[("scheduler_tasks_held", (("reason", "suspended"),))] == 1
+    assert ("scheduler_task_held", (("reason", "suspended"), ("task", "d-held"))) not in samples
+    assert ("scheduler_task_next_run_timestamp_seconds", (("task", "d-held"),)) in samples
+
+
 NODE_TIMEOUT = ApiServices.__dataclass_fields__["node_timeout"].default  # a node silent for longer is gone
 
 

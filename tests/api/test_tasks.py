@@ -41,6 +41,8 @@ async def test_list_answers_the_unomi_shape(client, seed):
                 "lastOutcome": "success",
                 "node": None,
                 "labels": {},
+                "enabled": True,
+                "suspended": False,
             }
         ],
         "offset": 0,
@@ -441,6 +443,58 @@ async def test_run_now_makes_the_task_due_and_refuses_while_running(client, seed
     assert busy.status == 409
 
 
+async def test_suspend_holds_the_task_and_unsuspend_gives_back_its_slot(client, seed, store, node, clock):
+    await seed.task("nightly", schedule={"cron": "0 3 * * *"})
+    clock.advance(timedelta(minutes=5))
+
+    response = await client.post("/cxs/tasks/nightly/suspend", headers=ADMIN)
+    body = await response.json()
+    assert response.status == 200 and node.wakes == 1
+    assert (body["status"], body["suspended"], body["suspendedAt"]) == ("SCHEDULED", True, "2024-03-20T14:05:00Z")
+    assert body["nextScheduledExecution"] is None  # nothing is planned while it is held
+    listed = (await get_json(client, "/cxs/tasks"))["list"][0]
+    assert (listed["suspended"], listed["enabled"], listed["nextScheduledExecution"]) == (True, True, None)
+    again = await client.post("/cxs/tasks/nightly/suspend", headers=ADMIN)
+    assert again.status == 409
+    assert (await again.json())["message"] == "Task nightly is already suspended (since 2024-03-20T14:05:00Z)"
+    refused = await client.post("/cxs/tasks/nightly/run", headers=ADMIN)
+    assert refused.status == 409 and (await refused.json())["message"].startswith("Task nightly is suspended (since")
+    assert (await store.get_task("nightly")).suspended_at == clock()
+
+    response = await client.post("/cxs/tasks/nightly/unsuspend", headers=ADMIN)
+    body = await response.json()
+    assert response.status == 200 and node.wakes == 2
+    assert (body["suspended"], body["suspendedAt"], body["nextScheduledExecution"]) == (
+        False, None, "2024-03-21T03:00:00Z"
+    )
+    again = await client.post("/cxs/tasks/nightly/unsuspend", headers=ADMIN)
+    assert again.status == 409 and (await again.json())["message"] == "Task nightly is not suspended"
+
+
+async def test_suspend_needs_an_administrator_and_a_known_task(client, seed, store):
+    await seed.task("nightly")
+    for action in ("suspend", "unsuspend"):
+        viewer = await client.post(f"/cxs/tasks/nightly/{action}", headers=VIEWER)
+        unknown = await client.post(f"/cxs/tasks/nope/{action}", headers=ADMIN)
+        assert (viewer.status, unknown.status) == (403, 404)
+    assert not (await store.get_task("nightly")).suspended
+
+
+async def test_a_disabled_task_shows_no_next_run_and_refuses_run_now(client, seed, store):
+    await seed.task("off", enabled=False)
+
+    listed = (await get_json(client, "/cxs/tasks"))["list"][0]
+    refused = await client.post("/cxs/tasks/off/run", headers=ADMIN)
+
+    assert (listed["enabled"], listed["suspended"], listed["nextScheduledExecution"]) == (False, False, None)
+    assert refused.status == 409
+    assert (await refused.json())["message"] == (
+        "Task off is disabled (enabled: false in /etc/scheduler/tasks.d/demo.yaml:3): it runs nothing until its "
+        "spec enables it"
+    )
+    assert (await store.get_task("off")).next_scheduled_execution is not None  # kept for when it is enabled
+
+
 async def test_show_tells_whether_a_live_node_can_run_the_task(client, seed, store, memory_store, clock):
     await seed.task("shell-job", run={"shell": "true"})
     await seed.task("app-job", type="appJob")
@@ -501,8 +555,8 @@ async def test_purge_deletes_what_ended_before_the_given_days(client, seed, memo
     purged = await client.post("/-/purge?days=2", headers=ADMIN)
     remaining = await get_json(client, "/cxs/tasks")
 
-    assert (kept.status, await kept.json()) == (200, {"tasks": 0, "runs": 0})
-    assert (purged.status, await purged.json()) == (200, {"tasks": 2, "runs": 2})
+    assert (kept.status, await kept.json()) == (200, {"tasks": 0, "runs": 0, "runsBeyondKeepRuns": 0})
+    assert (purged.status, await purged.json()) == (200, {"tasks": 2, "runs": 2, "runsBeyondKeepRuns": 0})
     assert [t["itemId"] for t in remaining["list"]] == ["periodic", "recent-failure"]
 
 

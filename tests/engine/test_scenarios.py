@@ -74,6 +74,44 @@ async def test_missed_runs_after_downtime(store, clock, make_engine, missed_runs
     assert task.scheduled_for == recorder.registered_at + timedelta(minutes=4)
 
 
+@pytest.mark.parametrize(("missed_runs", "expected_runs"), [("runOnce", 1), ("runAll", 4), ("skip", 0)])
+async def test_slots_missed_while_suspended_go_by_missed_runs_as_after_downtime(
+    store, clock, make_engine, missed_runs, expected_runs
+):
+    recorder = Recorder(clock)
+    await register(
+        store, clock, {"name": "t", "type": "job", "schedule": {"every": "1m", "missedRuns": missed_runs}}
+    )
+    engine = make_engine(store, "a", job=recorder.job())
+    await store.suspend("t")
+    clock.advance(timedelta(minutes=3, seconds=30))  # slots at 0, 1, 2, 3 minutes pass while it is held
+    await engine.run_until_idle()
+    assert recorder.starts == []
+
+    await store.unsuspend("t")
+    await engine.run_until_idle()
+
+    assert len(recorder.starts) == expected_runs
+    task = await store.get_task("t")
+    assert task.status is Status.SCHEDULED
+    assert task.scheduled_for == recorder.registered_at + timedelta(minutes=4)
+
+
+@pytest.mark.parametrize(("late_by", "ran"), [(timedelta(minutes=4), True), (timedelta(minutes=6), False)])
+async def test_missed_run_grace_decides_when_a_late_slot_is_skipped(store, clock, make_engine, late_by, ran):
+    recorder = Recorder(clock)
+    schedule = {"every": "1h", "missedRuns": "skip", "missedRunGrace": "5m"}
+    await register(store, clock, {"name": "t", "type": "job", "schedule": schedule})
+    engine = make_engine(store, "a", job=recorder.job())
+    clock.advance(late_by)  # the node comes late to the first slot (60 s late would be skipped without the grace)
+
+    await engine.run_until_idle()
+
+    assert recorder.slots == ([recorder.registered_at] if ran else [])
+    [run] = (await store.list_runs("t")).items
+    assert run.outcome is (Outcome.SUCCESS if ran else Outcome.SKIPPED)
+
+
 async def test_fixed_delay_keeps_gaps_of_at_least_the_period(store, clock, make_engine):
     recorder = Recorder(clock, duration=timedelta(seconds=3))
     await register(store, clock, {"name": "t", "type": "job", "schedule": {"every": "10s", "fixedRate": False}})
@@ -487,6 +525,43 @@ async def test_concurrency_replace_stops_an_overrunning_run_for_the_next_slot(st
     assert slots[1] - slots[0] == timedelta(seconds=1)
     first = (await store.list_runs("t")).items[-1]
     assert first.outcome is Outcome.CANCELLED and "replaced by the run of" in first.error
+
+
+@pytest.mark.realtime
+async def test_a_run_in_progress_when_its_task_is_suspended_finishes_normally_even_with_replace(
+    store, real_clock, make_engine
+):
+    slots: list = []
+    release = asyncio.Event()
+
+    async def job(ctx):
+        slots.append(ctx.scheduled_for)
+        await release.wait()  # overruns its slot: replace would stop it, were the task not suspended
+
+    await register(
+        store, real_clock, {"name": "t", "type": "job", "schedule": {"every": "1s"}, "concurrency": "replace"}
+    )
+    lease = timedelta(seconds=1.2)
+    engine = make_engine(store, "a", job=job, lease_duration=lease, poll_interval=timedelta(seconds=0.05))
+    await engine.start()
+    try:
+        await wait_for(lambda: _async(slots), lambda started: len(started) == 1, timeout=15)
+        await store.suspend("t")
+        next_slot_at = slots[0] + timedelta(seconds=1)
+        # A renewal after the next slot came due: the point where replace would have stopped the run.
+        task = await wait_for(
+            lambda: store.get_task("t"),
+            lambda task: task.lease_until is None or task.lease_until > next_slot_at + lease, timeout=15,
+        )
+        assert task.status is Status.RUNNING
+        release.set()
+        task = await wait_for(lambda: store.get_task("t"), lambda task: task.status is not Status.RUNNING, timeout=15)
+    finally:
+        await engine.stop()
+
+    [run] = (await store.list_runs("t")).items
+    assert run.outcome is Outcome.SUCCESS and len(slots) == 1
+    assert (task.status, task.suspended, task.success_count) == (Status.SCHEDULED, True, 1)
 
 
 @pytest.mark.realtime

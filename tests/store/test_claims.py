@@ -32,6 +32,16 @@ async def _disabled(store, clock):
     await add_task(store, clock(), "t", enabled=False)
 
 
+async def _suspended(store, clock):
+    await add_task(store, clock(), "t")
+    await store.suspend("t")
+
+
+async def _unsuspended(store, clock):
+    await _suspended(store, clock)
+    await store.unsuspend("t")
+
+
 async def _pinned_to_me(store, clock):
     await store.upsert_spec(make_spec("t"), item_id="t", node="a", first_due=clock())
 
@@ -116,6 +126,8 @@ async def _lease_expired_1ms_after_until(store, clock):
         (_due_in_1ms, False),
         (_never_due, False),
         (_disabled, False),
+        (_suspended, False),
+        (_unsuspended, True),
         (_pinned_to_me, True),
         (_pinned_to_other_node, False),
         (_nodes_include_me, True),

@@ -103,6 +103,34 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path):
     assert _claim_index_columns(path) == ["executor_type", "next_at", "item_id", "node", "nodes"]
 
 
+V4_DUMP = Path(__file__).parent / "data" / "schema_v4.sql"
+
+
+async def test_a_version_4_file_gets_suspensions_and_keep_runs(tmp_path):
+    path = tmp_path / "v4.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V4_DUMP.read_text())
+        claim_condition = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_claim'").fetchone()[0]
+    conn.close()
+    assert "suspended_at" not in claim_condition
+    clock = ManualClock(datetime(2030, 1, 1, 13, 0, tzinfo=timezone.utc))  # both tasks due
+
+    async with SQLiteStore(path, clock) as store:
+        assert not (await store.get_task("backup")).suspended
+        await store.suspend("backup")
+        assert [claim.item_id for claim in await store.claim_due("node-a", 10, LEASE)] == ["report"]
+        assert (await store.list_runs("backup")).total == 1
+        assert (await store.purge()).runs == 0  # no keepRuns in the old specs: nothing trimmed
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        claim_condition = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_claim'").fetchone()[0]
+        limits = conn.execute("SELECT keep_successful, keep_failed FROM tasks").fetchall()
+    conn.close()
+    assert SCHEMA_VERSION == 5 and "suspended_at IS NULL" in claim_condition
+    assert [tuple(row) for row in limits] == [(None, None), (None, None)]
+
+
 async def test_sqlite_errors_become_store_errors(tmp_path):
     store = SQLiteStore(tmp_path / "missing-dir" / "s.db")
     with pytest.raises(StoreError, match="unable to open") as error:
@@ -293,6 +321,8 @@ async def busy_store(tmp_path):
          "tasks_next"),
         ("by failures", lambda store: store.query_tasks(TaskQuery(sort_by="failureCount")), "tasks_failures"),
         ("runs", lambda store: store.list_runs("t001"), "runs_by_task"),
+        ("disabled count", lambda store: store.query_tasks(TaskQuery(enabled=False, limit=0)), "tasks_disabled"),
+        ("suspended count", lambda store: store.query_tasks(TaskQuery(suspended=True, limit=0)), "tasks_suspended"),
     ],
 )
 async def test_queries_are_served_by_an_index(busy_store, name, action, index):
@@ -301,3 +331,14 @@ async def test_queries_are_served_by_an_index(busy_store, name, action, index):
     assert any(index in plan for plan in plans), f"{name} does not use {index}: {plans}"
     assert not any("TEMP B-TREE" in plan for plan in plans), f"{name} sorts in a temporary b-tree: {plans}"
     assert not any(plan.startswith("SCAN tasks") and "INDEX" not in plan for plan in plans), plans
+
+
+async def test_the_keep_runs_purge_reads_only_the_tasks_with_limits_and_their_runs(busy_store):
+    statements = await _statements(busy_store, busy_store.purge)
+    plans = [_plan(busy_store.path, sql) for sql in statements if "tasks_keep_runs" in sql]
+    assert len(plans) == 2, statements  # one per kind of outcome
+    for plan in plans:
+        assert "SCAN tasks USING INDEX tasks_keep_runs" in plan and "SEARCH runs USING INDEX runs_by_task" in plan
+        assert "SCAN runs" not in plan, plan  # the runs of tasks without limits are never read
+        # At most the runs of one task are put in order (they come by task from the index).
+        assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan

@@ -4,7 +4,7 @@ import pytest
 
 from scheduler.builder import TaskBuilder
 from scheduler.errors import SpecError
-from scheduler.spec import Schedule
+from scheduler.spec import KeepRuns, Schedule
 
 
 def builder(task_type="dataSync"):
@@ -51,8 +51,12 @@ def test_every_option_reaches_the_spec():
         .with_max_retries(5)
         .with_retry_delay(timedelta(seconds=10))
         .with_manual_resume()
+        .with_missed_runs("skip", grace=timedelta(minutes=2))
+        .with_keep_runs(successful=3, failed=10)
         .build()
     )
+    assert (spec.schedule.missed_runs, spec.schedule.missed_run_grace) == ("skip", timedelta(minutes=2))
+    assert spec.keep_runs == KeepRuns(successful=3, failed=10)
     assert not spec.persistent and spec.run_on == "all" and spec.on_crash == "manual"
     assert dict(spec.parameters) == {"size": 10}
     assert (spec.retry.max_retries, spec.retry.retry_delay) == (5, timedelta(seconds=10))
@@ -77,6 +81,13 @@ def test_every_option_reaches_the_spec():
         (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("data-sync"), "cannot depend on itself"),
         (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("a", "a"), "names 'a' twice"),
         (lambda b: b.with_period(timedelta(hours=1)).with_dependencies("Not A Task"), "is not a task name"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_missed_runs("later"), "missedRuns must be one of"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_missed_runs("runOnce", timedelta(minutes=5)),
+         "missedRunGrace only applies with missedRuns: skip"),
+        (lambda b: b.with_cron("0 * * * *").with_missed_runs("skip", timedelta(days=8)), "between 1s and 7d"),
+        (lambda b: b.as_one_shot().with_missed_runs("skip", timedelta(minutes=1)), "never missed"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_keep_runs(), "successful and/or failed"),
+        (lambda b: b.with_period(timedelta(hours=1)).with_keep_runs(failed=-1), "failed must be an integer >= 0"),
     ],
 )
 def test_invalid_combinations_raise_at_build_time(configure, message):

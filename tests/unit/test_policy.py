@@ -197,3 +197,29 @@ def test_settling_a_dependent():
     assert waiting.fields == {"status": Status.WAITING, "waiting_on": ("b",)}
     unchanged = dependent(status=Status.WAITING, waiting_on=("b",))
     assert policy.settle_dependencies(unchanged, states(a=(Status.SCHEDULED, NOW))) is None
+
+
+@pytest.mark.parametrize("status", STATUSES, ids=str)
+def test_suspend_and_unsuspend_keep_the_status_slot_and_counters(status):
+    task = make_task(status, failure_count=2)
+    change = policy.suspend(task, NOW)
+    assert change.fields == {"suspended_at": NOW} and change.history is None and change.run_end is None
+    held = make_task(status, failure_count=2, suspended_at=NOW)
+    assert held.held and policy.unsuspend(held, NOW + timedelta(hours=1)).fields == {"suspended_at": None}
+
+
+def test_suspend_and_unsuspend_refuse_what_would_change_nothing():
+    with pytest.raises(InvalidState, match=r"^Task t is already suspended \(since 2030-01-01T11:00:00Z\)$"):
+        policy.suspend(make_task(Status.SCHEDULED, suspended_at=NOW - timedelta(hours=1)), NOW)
+    with pytest.raises(InvalidState, match="^Task t is not suspended$"):
+        policy.unsuspend(make_task(Status.SCHEDULED), NOW)
+
+
+@pytest.mark.parametrize("status", [s for s in STATUSES if s is not Status.RUNNING], ids=str)
+def test_run_now_refuses_a_held_task(status):
+    with pytest.raises(InvalidState, match=r"^Task t is suspended \(since 2030-01-01T12:00:00Z\): it runs nothing"):
+        policy.run_now(make_task(status, suspended_at=NOW), NOW)
+    disabled = make_task(status)
+    disabled.spec = TaskSpec.from_dict({"name": "t", "schedule": {"every": "1h"}, "enabled": False})
+    with pytest.raises(InvalidState, match=r"^Task t is disabled \(enabled: false\): it runs nothing"):
+        policy.run_now(disabled, NOW)

@@ -160,3 +160,56 @@ def test_retry_settings_say_which_are_overrides(task_fields, text):
 )
 def test_task_ids_are_one_path_segment(item_id, action, path):
     assert task_path(item_id, action) == path
+
+
+def _unsuspended(schedule: dict, due: str | None, status: str = "SCHEDULED", **fields) -> str:
+    task = {"itemId": "t", "status": status, "enabled": True, "suspended": False, "schedule": schedule,
+            "nextScheduledExecution": due, "lastModified": "2026-03-01T12:00:00Z", **fields}
+    return render.unsuspended_text(task)
+
+
+EVERY = {"every": 60, "fixedRate": True, "initialDelay": 0, "jitter": 0}
+
+
+@pytest.mark.parametrize(
+    "schedule, due, status, text",
+    [
+        ({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T12:05:00Z", "SCHEDULED", "next run 2026-03-01 12:05:00"),
+        ({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "SCHEDULED",
+         "the slot of 2026-03-01 11:00:00 runs now, once for all the slots missed (missedRuns: runOnce)"),
+        ({**EVERY, "missedRuns": "runAll"}, "2026-03-01T11:00:00Z", "SCHEDULED",
+         "every slot missed since 2026-03-01 11:00:00 runs now, oldest first (missedRuns: runAll)"),
+        ({**EVERY, "missedRuns": "skip"}, "2026-03-01T11:00:00Z", "SCHEDULED",
+         "the slot of 2026-03-01 11:00:00 is skipped, too late (missedRuns: skip); then it keeps to its schedule"),
+        # Within its grace (missedRunGrace 2h) the late slot still runs.
+        ({**EVERY, "missedRuns": "skip", "missedRunGrace": 7200}, "2026-03-01T11:00:00Z", "SCHEDULED",
+         "the slot of 2026-03-01 11:00:00 runs now, once for all the slots missed (missedRuns: skip)"),
+        ({"at": "2026-03-01T11:00:00Z", "jitter": 0, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "SCHEDULED",
+         "it was due at 2026-03-01 11:00:00: it runs now"),
+        ({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T11:59:00Z", "CRASHED", "it was due at 2026-03-01 11:59:00: it runs now"),
+        ({**EVERY, "missedRuns": "runOnce"}, None, "FAILED", "status FAILED, nothing to run"),
+        ({"afterSuccessOf": "export", "jitter": 0, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "WAITING",
+         "it runs once export has succeeded since its last run (at once if it has)"),
+    ],
+)
+def test_unsuspended_text_says_what_becomes_of_the_missed_slots(schedule, due, status, text):
+    assert _unsuspended(schedule, due, status) == text
+
+
+def test_unsuspending_a_dependent_says_what_it_waits_for():
+    text = _unsuspended({**EVERY, "missedRuns": "runOnce"}, "2026-03-01T11:00:00Z", "WAITING", waitingOnTasks=["a", "b"])
+    assert text == "status WAITING: it waits for a, b (dependsOn), then runs"
+
+
+def test_held_tasks_show_what_holds_them_instead_of_a_next_run():
+    task = {"nextScheduledExecution": None, "enabled": False, "suspended": True}
+    assert render.next_run_text(task) == "disabled, suspended"
+    assert render.next_run_text({**task, "enabled": True}) == "suspended"
+    assert render.next_run_text({"nextScheduledExecution": "2026-03-01T12:05:00Z"}) == "2026-03-01 12:05:00"
+    assert _unsuspended(EVERY, None, enabled=False).startswith("it is still disabled (enabled: false in its spec)")
+
+
+def test_missed_runs_text_says_past_which_lateness_a_slot_is_skipped():
+    assert render.missed_runs_text({"every": 3600, "missedRuns": "skip", "missedRunGrace": 900}) == "skip, past 15m late"
+    assert render.missed_runs_text({"every": 3600, "missedRuns": "runOnce"}) == "runOnce"
+    assert render.missed_runs_text(None) is None

@@ -207,6 +207,14 @@ def test_fixed_rate_after_years_of_downtime_stays_aligned():
         (every(HOUR), 3 * 24 * HOUR, False),
         (Schedule(at=t("2024-01-01T00:00Z"), missed_runs="skip"), 3 * 24 * HOUR, False),
         (Schedule(after=MINUTE, missed_runs="skip"), 3 * 24 * HOUR, False),
+        # missedRunGrace replaces the default grace, longer or shorter; the jitter still adds to it.
+        (every(HOUR, "skip", missed_run_grace=5 * MINUTE), 5 * MINUTE, False),
+        (every(HOUR, "skip", missed_run_grace=5 * MINUTE), 5 * MINUTE + SECOND, True),
+        (every(10 * SECOND, "skip", missed_run_grace=MINUTE), 59 * SECOND, False),
+        (Schedule(cron="0 0 * * *", missed_runs="skip", missed_run_grace=2 * HOUR), 2 * HOUR, False),
+        (Schedule(cron="0 0 * * *", missed_runs="skip", missed_run_grace=2 * SECOND), 3 * SECOND, True),
+        (every(HOUR, "skip", missed_run_grace=MINUTE, jitter=30 * SECOND), 89 * SECOND, False),
+        (every(HOUR, "skip", missed_run_grace=MINUTE, jitter=30 * SECOND), 91 * SECOND, True),
     ],
 )
 def test_is_missed(schedule, late_by, missed):

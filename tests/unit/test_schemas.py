@@ -24,10 +24,11 @@ def test_the_canonical_document_of_a_spec_matches_the_task_schema():
     spec = TaskSpec.from_dict(
         {
             "name": "t",
-            "schedule": {"every": "1h", "jitter": "5s"},
+            "schedule": {"every": "1h", "jitter": "5s", "missedRuns": "skip", "missedRunGrace": "5m"},
             "run": {"http": {"url": "http://127.0.0.1/x", "method": "POST", "expectStatus": [200]}, "timeout": "1m"},
             "retry": {"maxDelay": "1h"},
             "nodes": ["a"],
+            "keepRuns": {"successful": 3},
         }
     )
     assert schema.check(spec.to_dict(), "task") == []

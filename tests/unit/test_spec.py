@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scheduler.errors import SpecError
-from scheduler.spec import RetryPolicy, TaskSpec, parse_duration
+from scheduler.spec import KeepRuns, RetryPolicy, TaskSpec, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,8 @@ FULL = {
     "type": "dataSync",
     "description": "Sync CRM records",
     "labels": {"team": "crm"},
-    "schedule": {"cron": "0 * * * *", "timezone": "Europe/Paris", "jitter": "30s", "missedRuns": "skip"},
+    "schedule": {"cron": "0 * * * *", "timezone": "Europe/Paris", "jitter": "30s", "missedRuns": "skip",
+                 "missedRunGrace": "5m"},
     "run": {"command": ["/bin/echo", "hi"], "env": {"A": "1"}, "workingDir": "/tmp", "timeout": "10m"},
     "parameters": {"targetSystem": "CRM", "nested": {"list": [1, 2]}},
     "retry": {"maxRetries": 5, "retryDelay": "2m", "backoff": "exponential", "maxDelay": "1h"},
@@ -44,6 +45,7 @@ FULL = {
     "runOn": "all",
     "nodes": ["a", "b"],
     "onCrash": "manual",
+    "keepRuns": {"successful": 3, "failed": 10},
 }
 
 
@@ -51,6 +53,8 @@ def test_round_trip_through_canonical_document():
     spec = TaskSpec.from_dict(FULL)
     assert TaskSpec.from_dict(spec.to_dict()) == spec
     assert spec.to_dict()["run"]["timeout"] == 600
+    assert spec.to_dict()["schedule"]["missedRunGrace"] == 300 and spec.to_dict()["keepRuns"] == {"successful": 3, "failed": 10}
+    assert spec.schedule.missed_run_grace == timedelta(minutes=5) and spec.keep_runs == KeepRuns(3, 10)
     assert spec.spec_hash() == TaskSpec.from_dict(spec.to_dict()).spec_hash()
 
 
@@ -60,6 +64,16 @@ def test_defaults_follow_unomi():
     assert spec.retry == RetryPolicy(max_retries=3, retry_delay=timedelta(seconds=60), backoff="fixed")
     assert (spec.persistent, spec.run_on, spec.concurrency, spec.on_crash) == (True, "any", "forbid", "resume")
     assert spec.schedule.fixed_rate is True and spec.schedule.missed_runs == "runOnce"
+    assert spec.schedule.missed_run_grace is None and spec.keep_runs is None
+
+
+def test_settings_left_out_stay_out_of_the_canonical_document():
+    """A spec written before missedRunGrace and keepRuns existed keeps its hash: nodes write nothing new."""
+    doc = TaskSpec.from_dict({"name": "t", "schedule": {"every": "1h", "missedRuns": "skip"}}).to_dict()
+    assert "missedRunGrace" not in doc["schedule"] and "keepRuns" not in doc
+    only_failed = TaskSpec.from_dict({"name": "t", "schedule": {"every": "1h"}, "keepRuns": {"failed": 0}})
+    assert only_failed.keep_runs == KeepRuns(successful=None, failed=0)
+    assert only_failed.to_dict()["keepRuns"] == {"failed": 0}
 
 
 def test_spec_is_immutable():
@@ -96,6 +110,23 @@ def test_at_is_normalised_to_utc():
         ({"name": "t", "schedule": {"every": "1h"}, "run": {"python": "m:f", "env": {}}}, "/run/env", "only applies"),
         ({"name": "t", "schedule": {"every": "1h"}, "retry": {"maxRetries": -1}}, "/retry/maxRetries", ">= 0"),
         ({"name": "t", "schedule": {"every": "1h"}, "onCrash": "retry"}, "/onCrash", "must be one of"),
+        ({"name": "t", "schedule": {"every": "1h", "missedRunGrace": "5m"}}, "/schedule/missedRunGrace",
+         "only applies with missedRuns: skip (missedRuns is runOnce"),
+        ({"name": "t", "schedule": {"at": "2026-12-01T03:00:00Z", "missedRuns": "skip", "missedRunGrace": "5m"}},
+         "/schedule/missedRunGrace", "a one-shot is never missed"),
+        ({"name": "t", "schedule": {"afterSuccessOf": "a", "missedRuns": "skip", "missedRunGrace": "5m"}},
+         "/schedule/missedRunGrace", "a chained run is never missed"),
+        ({"name": "t", "schedule": {"every": "1h", "missedRuns": "skip", "missedRunGrace": "500ms"}},
+         "/schedule/missedRunGrace", "between 1s and 7d, got '500ms'"),
+        ({"name": "t", "schedule": {"every": "1h", "missedRuns": "skip", "missedRunGrace": "8d"}},
+         "/schedule/missedRunGrace", "between 1s and 7d"),
+        ({"name": "t", "schedule": {"every": "1h", "missedRuns": "skip", "missedRunGrace": "soon"}},
+         "/schedule/missedRunGrace", "expected a duration"),
+        ({"name": "t", "schedule": {"every": "1h"}, "keepRuns": {}}, "/keepRuns", "successful and/or failed"),
+        ({"name": "t", "schedule": {"every": "1h"}, "keepRuns": {"failed": -1}}, "/keepRuns/failed", ">= 0"),
+        ({"name": "t", "schedule": {"every": "1h"}, "keepRuns": {"failed": True}}, "/keepRuns/failed", ">= 0"),
+        ({"name": "t", "schedule": {"every": "1h"}, "keepRuns": {"success": 1}}, "/keepRuns/success",
+         "allowed: successful, failed"),
     ],
 )
 def test_semantic_errors_carry_a_pointer(doc, pointer, fragment):

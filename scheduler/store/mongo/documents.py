@@ -107,6 +107,7 @@ def new_task_document(
         "creationDate": now,
         "lastModified": now,
         "expireAt": None,
+        "suspendedAt": None,  # missing in documents written before suspensions: read as None
     }
 
 
@@ -147,6 +148,7 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
         waiting_on=tuple(doc.get("waitingOnTasks") or ()),
         dependencies_ready=bool(doc.get("dependenciesReady")),
         dependencies_seen={item_id: aware(ms) for item_id, ms in (doc.get("dependenciesSeen") or {}).items()},
+        suspended_at=aware(doc.get("suspendedAt")),
     )
 
 
@@ -247,4 +249,5 @@ TASK_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "lease_until": ("lease.until", stored),
     "checkpoint_data": ("checkpointData", plain),
     "status_details": ("statusDetails", plain),
+    "suspended_at": ("suspendedAt", stored),
 }

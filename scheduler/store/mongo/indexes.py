@@ -23,6 +23,10 @@ Collection ``tasks`` (``_id`` is the itemId):
 - ``expireAt_ttl`` ``(expireAt)``, ``expireAfterSeconds: 0``: MongoDB's TTL
   monitor deletes finished one-shot tasks once their ``expireAt`` has passed.
   Only finished one-shots carry the field; documents without it never expire.
+- ``keepRuns`` ``(spec.keepRuns)``, sparse: the purge reads the tasks whose spec
+  bounds their run records; only those carry the field.
+- ``enabled`` ``(enabled)`` and ``suspendedAt`` ``(suspendedAt)``: the metrics count
+  the held tasks (disabled, suspended) at every scrape; both values rarely change.
 
 Collection ``runs`` (``_id`` is ``<taskId>:<scheduledFor ms>:<attempt>``):
 
@@ -86,6 +90,9 @@ def task_indexes() -> list[IndexModel]:
         *by_status,
         IndexModel([("status", ASCENDING), ("_id", ASCENDING)], name="status_itemId"),
         IndexModel([("taskType", ASCENDING), ("_id", ASCENDING)], name="taskType"),
+        IndexModel([("spec.keepRuns", ASCENDING)], name="keepRuns", sparse=True),
+        IndexModel([("enabled", ASCENDING)], name="enabled"),
+        IndexModel([("suspendedAt", ASCENDING)], name="suspendedAt"),
         _ttl(),
     ]
 

@@ -322,6 +322,12 @@ class MongoStore(Store):
     async def run_now(self, item_id: str) -> Task:
         return await self._with_db_now(f"run task {item_id} now", tasks.run_now, item_id)
 
+    async def suspend(self, item_id: str) -> Task:
+        return await self._with_db_now(f"suspend task {item_id}", tasks.suspend, item_id)
+
+    async def unsuspend(self, item_id: str) -> Task:
+        return await self._with_db_now(f"unsuspend task {item_id}", tasks.unsuspend, item_id)
+
     async def _update_config(
         self, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool
     ) -> Task:

@@ -251,6 +251,14 @@ def run_now(db: Database, item_id: str, now: datetime) -> Task:
     return _transition(db, item_id, lambda task: policy.run_now(task, now), now)
 
 
+def suspend(db: Database, item_id: str, now: datetime) -> Task:
+    return _transition(db, item_id, lambda task: policy.suspend(task, now), now)
+
+
+def unsuspend(db: Database, item_id: str, now: datetime) -> Task:
+    return _transition(db, item_id, lambda task: policy.unsuspend(task, now), now)
+
+
 def update_config(
     db: Database, item_id: str, max_retries: int | None, retry_delay: timedelta | None, clear: bool, now: datetime
 ) -> Task:
@@ -300,15 +308,42 @@ def purge(
     final = [status.value for status in FINAL_STATUSES]
     tasks = db["tasks"].delete_many({"status": {"$in": final}, "$or": task_terms}).deleted_count
     runs = db["runs"].delete_many({"finishedAt": {"$ne": None}, "$or": run_terms}).deleted_count
+    beyond = _delete_beyond_keep_runs(db)
     if keep_history is not None:
         # Only documents holding more entries than kept; an empty $each with $slice trims in place.
         db["tasks"].update_many(
             {f"history.{keep_history}": {"$exists": True}},
             {"$push": {"history": {"$each": [], "$slice": keep_history}}},
         )
-    if tasks or runs:
-        log.info("purged %d task(s) and %d run record(s)", tasks, runs)
-    return PurgeCounts(tasks=tasks, runs=runs)
+    if tasks or runs or beyond:
+        log.info("purged %d task(s), %d run record(s) and %d beyond keepRuns", tasks, runs, beyond)
+    return PurgeCounts(tasks=tasks, runs=runs, runs_beyond_keep_runs=beyond)
+
+
+# Run ids per delete: keeps each command document far below MongoDB's 16 MB.
+_DELETE_BATCH = 1000
+# keepRuns kind -> the outcomes it counts: a success, or any other end.
+_KEPT_OUTCOMES = {"successful": {"$eq": "success"}, "failed": {"$ne": "success"}}
+
+
+def _delete_beyond_keep_runs(db: Database) -> int:
+    """The finished run records of each task past its spec's ``keepRuns``, newest ``startedAt`` first
+    (as ``list_runs`` shows them). The limits are read from the spec itself, the one in force."""
+    deleted = 0
+    for task in db["tasks"].find({"spec.keepRuns": {"$exists": True}}, projection=["spec.keepRuns"]):
+        for kind, outcomes in _KEPT_OUTCOMES.items():
+            keep = task["spec"]["keepRuns"].get(kind)
+            if keep is None:
+                continue
+            beyond = db["runs"].find(
+                {"taskId": task["_id"], "finishedAt": {"$ne": None}, "outcome": outcomes},
+                sort=[("startedAt", -1), ("attempt", -1)], skip=keep, projection=["_id"],
+            )
+            ids = [run["_id"] for run in beyond]
+            for start in range(0, len(ids), _DELETE_BATCH):
+                batch = ids[start : start + _DELETE_BATCH]
+                deleted += db["runs"].delete_many({"_id": {"$in": batch}, "finishedAt": {"$ne": None}}).deleted_count
+    return deleted
 
 
 def _busy(item_id: str, what: str) -> StoreError:
