@@ -183,3 +183,21 @@ async def test_unomi_task_dependencies_a_one_shot_waits_for_two_created_after_it
             assert (await scheduler.get_task(name)).status is Status.COMPLETED
     finally:
         await scheduler.stop()
+
+
+async def test_a_builder_pipeline_runs_in_order_every_period(tmp_path, clock):
+    order: list[str] = []
+    scheduler = Scheduler(f"sqlite:///{tmp_path / 'app.db'}", node_id="app-1", clock=clock)
+    await scheduler.open()
+    try:
+        steps = (("report", ("transform",)), ("transform", ("export",)), ("export", ()))
+        for name, dependencies in steps:  # dependents first: the order of declaration does not matter
+            await scheduler.new_task(name).with_period(timedelta(hours=1)).with_dependencies(*dependencies) \
+                .with_simple_executor(functools.partial(order.append, name)).schedule()
+        for _ in range(3):
+            await scheduler.run_until_idle()
+            clock.advance(timedelta(hours=1))
+
+        assert order == ["export", "transform", "report"] * 3
+    finally:
+        await scheduler.stop()
