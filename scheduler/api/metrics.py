@@ -33,7 +33,9 @@ class _TaskTimes(Collector):
     """Yields the per-task timestamps of the last snapshot."""
 
     def __init__(self) -> None:
-        self.tasks: list[Task] = []
+        # (task, why it is held, next run, last run, last success), not the tasks: a snapshot lives until
+        # the next scrape, and up to a thousand tasks per store, their specs and states, would stay with it.
+        self.times: list[tuple[str, tuple[str, ...], datetime | None, datetime | None, datetime | None]] = []
         self.total = 0
 
     def collect(self) -> Iterator[Metric]:
@@ -61,17 +63,12 @@ class _TaskTimes(Collector):
             "or suspended (by an operator); absent otherwise.",
             labels=["task", "reason"],
         )
-        for task in self.tasks:
-            for reason, holds in (("disabled", not task.spec.enabled), ("suspended", task.suspended)):
-                if holds:
-                    held.add_metric([task.item_id, reason], 1)
-            for family, moment in (
-                (next_run, None if task.held else task.next_scheduled_execution),
-                (last_run, task.last_execution_date),
-                (last_success, task.last_success_date),
-            ):
+        for item_id, holds, *moments in self.times:
+            for reason in holds:
+                held.add_metric([item_id, reason], 1)
+            for family, moment in zip((next_run, last_run, last_success), moments):
                 if moment is not None:
-                    family.add_metric([task.item_id], moment.timestamp())
+                    family.add_metric([item_id], moment.timestamp())
         yield next_run
         yield last_run
         yield last_success
@@ -202,7 +199,11 @@ class Metrics(EngineListener):
 
     def set_task_times(self, tasks: Iterable[Task], total: int) -> None:
         """Replace the snapshot rendered by ``render``: per-task timestamps of ``tasks``, out of ``total`` tasks."""
-        self._task_times.tasks = list(tasks)
+        self._task_times.times = [
+            (t.item_id, _held_reasons(t), None if t.held else t.next_scheduled_execution, t.last_execution_date,
+             t.last_success_date)
+            for t in tasks
+        ]
         self._task_times.total = total
 
     def counted_tasks(self) -> set[str]:
@@ -221,3 +222,9 @@ class Metrics(EngineListener):
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _held_reasons(task: Task) -> tuple[str, ...]:
+    """Why nothing runs ``task``: disabled (its spec), suspended (an operator); empty when nothing holds it."""
+    return tuple(reason for reason, holds in (("disabled", not task.spec.enabled), ("suspended", task.suspended))
+                 if holds)

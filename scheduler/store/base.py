@@ -208,7 +208,10 @@ class Store(abc.ABC):
         ``!exists`` match a task without the label); ``copies_of`` the ids in
         ``copies_range``. Filter values are compared as plain values, never
         interpreted as query operators. An unknown ``sort_by`` or a negative
-        offset or limit is a ``ValueError``."""
+        offset or limit is a ``ValueError``. Listed tasks carry only the
+        newest entry of their ``history``, all a listing shows (its outcome);
+        ``get_task`` has the rest: a page of a thousand tasks (the metrics'
+        snapshot) decoded twenty entries each, 14 MB of dicts at every scrape."""
         if query.sort_by not in SORT_FIELDS:
             raise ValueError(f"cannot sort by {query.sort_by!r}: use one of {', '.join(sorted(SORT_FIELDS))}")
         check_count("offset", query.offset)

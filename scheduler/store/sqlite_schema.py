@@ -363,8 +363,8 @@ def datetime_or_none(ms: int | None) -> datetime | None:
 
 
 def task_from_row(row: sqlite3.Row, *, with_history: bool = True) -> Task:
-    """The task of a row; without its history for a claim, which never reads it (and a claim
-    is the hottest read: decoding twenty entries per run was most of what it allocated)."""
+    """The task of a row; without its history for a claim, which never reads it (a claim is
+    the hottest read: decoding twenty entries per run was most of what it allocated)."""
     checkpoint = row["checkpoint_data"]
     delay = row["retry_delay_override"]
     return Task(

@@ -197,10 +197,18 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     where = " AND ".join(conditions) or "1"
     total = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
-        f"SELECT * FROM tasks WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"SELECT *, json_extract(history, '$[0]') AS newest FROM tasks WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, request.limit, request.offset],
     ).fetchall()
-    return Page(items=[task_from_row(row) for row in rows], offset=request.offset, total=total)
+    return Page(items=[_listed(row) for row in rows], offset=request.offset, total=total)
+
+
+def _listed(row: sqlite3.Row) -> Task:
+    """A listed task, with only the newest entry of its history (``Store.query_tasks``)."""
+    task = task_from_row(row, with_history=False)
+    if row["newest"] is not None:
+        task.history.append(json.loads(row["newest"]))
+    return task
 
 
 def list_runs(conn: sqlite3.Connection, now: datetime, item_id: str, offset: int, limit: int) -> Page:

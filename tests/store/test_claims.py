@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler.model import HISTORY_LIMIT, Outcome, Status
+from scheduler.model import HISTORY_LIMIT, Outcome, Status, TaskQuery
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, failure, final, make_spec, success
 
@@ -407,3 +407,14 @@ async def test_history_is_bounded_newest_first(store, clock):
     assert len(history) == HISTORY_LIMIT
     assert [entry["runId"] for entry in history] == run_ids[::-1][:HISTORY_LIMIT]
     assert (await store.list_runs("t")).total == HISTORY_LIMIT + 3
+
+
+async def test_a_listing_carries_only_the_newest_history_entry(store, clock):
+    await add_task(store, clock(), "t")
+    for _ in range(2):
+        claim = await claim_one(store)
+        assert await store.finish_run(claim, *success(claim, clock(), next_due=clock() + timedelta(seconds=1)))
+        clock.advance(timedelta(seconds=1))
+    history = (await store.get_task("t")).history
+    [listed] = (await store.query_tasks(TaskQuery())).items
+    assert (len(history), listed.item_id, listed.success_count, listed.history) == (2, "t", 2, history[:1])
