@@ -70,6 +70,9 @@ class _Worker:
         job = self.jobs.get()
         while True:
             job()
+            # An idle thread must not keep its last job alive: a run's function, its context and
+            # all they reach would stay in memory as long as the thread waits (32 such threads).
+            del job
             if not self._workers._park(self):
                 return
             try:

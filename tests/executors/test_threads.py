@@ -1,4 +1,6 @@
+import gc
 import threading
+import weakref
 
 from scheduler.executors.threads import Workers
 
@@ -33,3 +35,18 @@ async def test_idle_threads_beyond_the_limit_or_timeout_end():
     release.set()
     await eventually(lambda: not any(t.name.startswith("t-test") for t in threading.enumerate()))
     assert workers.idle == 0
+
+
+async def test_an_idle_thread_keeps_nothing_of_its_last_job():
+    workers = Workers()
+
+    class Payload:  # what a job reaches: for a run, its context, spec and state
+        pass
+
+    payload = Payload()
+    gone = weakref.ref(payload)
+    workers.submit(lambda payload=payload: None)
+    del payload
+    await eventually(lambda: workers.idle == 1)
+    gc.collect()
+    assert gone() is None
