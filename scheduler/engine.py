@@ -75,6 +75,7 @@ class ActiveRun:
     started_at: datetime | None = None  # when the executor was called (a prefetched run waits for its due time)
     handed_back: bool = False  # shutdown gave it back: it must not start, and writes nothing more
     lost: bool = False  # a renewal found its task no longer RUNNING under its lease: it is being stopped
+    ended: bool = False  # its execution is over: it is recording its end, and there is nothing left to stop
     lease_deadline: float = 0.0  # time.monotonic() when the lease runs out unless renewed (RunContext.lease_deadline)
 
     def lease_renewed(self, deadline: float) -> None:
@@ -507,7 +508,10 @@ class Engine:
                 if run.claim.run_id not in lost:
                     run.lease_renewed(deadline)
                     renewed.append(run)
-                elif not run.lost:
+                elif not run.lost and not run.ended:
+                    # A run recording its end is not lost: its finish may have landed before this renewal
+                    # and come back after it (MongoDB's calls share a thread pool); if the lease really went,
+                    # the finish is fenced out and says so.
                     run.lost = True
                     item_id = run.claim.item_id
                     log.warning("lost the lease of %s: stopping its run", item_id, extra={"task": item_id})
@@ -570,6 +574,7 @@ class Engine:
         next_due = None
         try:
             execution = await self._execute(run)
+            run.ended = True
             next_due = await self._finish(run, execution)
         except StoreError as exc:
             # The lease will expire and a peer (or this node) recovers the task.

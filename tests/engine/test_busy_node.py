@@ -1,0 +1,157 @@
+"""A node running many short runs: nothing of a finished run stays behind, and no lease is reported lost."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import weakref
+from datetime import timedelta
+
+import pytest
+
+from scheduler.listener import EngineListener
+
+from .conftest import register, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engine, kind):
+    contexts: list[weakref.ref] = []
+
+    def job(ctx) -> None:
+        contexts.append(weakref.ref(ctx))
+
+    async def async_job(ctx) -> None:
+        job(ctx)
+
+    for index in range(20):
+        await register(store, clock, {"name": f"t{index}", "type": "job", "schedule": {"every": "1s"}})
+    engine = make_engine(store, "a", job=job if kind == "sync" else async_job)
+    for _ in range(3):
+        assert await engine.run_until_idle() == 20
+        clock.advance(timedelta(seconds=1))
+    assert len(contexts) == 60
+    assert engine.running_count == 0 and engine.stuck_count == 0
+    gc.collect()
+    # Each run's context reaches its claim, task, spec and progress sink: none may outlive the run
+    # (an idle worker thread kept the last function it ran, and so its run's context).
+    assert [ref for ref in contexts if ref() is not None] == []
+
+
+class RenewalSpy:
+    """A store that counts the renewals made through it and the runs they found no longer held."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.renewals = 0
+        self.not_held = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def renew_leases(self, node_id, claims, lease_duration):
+        lost = await self._store.renew_leases(node_id, claims, lease_duration)
+        self.renewals += 1
+        self.not_held += len(lost)
+        return lost
+
+
+class Outcomes(EngineListener):
+    def __init__(self) -> None:
+        self.finished: list[tuple[str, bool]] = []  # (outcome, applied)
+        self.lost: list[str] = []
+
+    def run_finished(self, claim, result, applied) -> None:
+        self.finished.append((result.outcome.value, applied))
+
+    def lease_lost(self, claim) -> None:
+        self.lost.append(claim.run_id)
+
+
+TASKS = 1000  # every second, their slots spread over it: about a thousand runs a second
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the store of a single node, at this rate
+async def test_renewals_racing_finishes_and_next_claims_lose_no_lease(store, real_clock, make_engine, caplog):
+    """A renewal sent while runs of its batch finish (and the node claims their tasks' next slots)
+    finds those runs' leases gone: the store says so, and the engine must not call a run that
+    finished, nor the next run of its task, lost."""
+    await asyncio.gather(*(
+        register(store, real_clock, {
+            "name": f"t{index:04d}", "type": "job", "schedule": {"every": "1s", "initialDelay": f"{index}ms"},
+        })
+        for index in range(TASKS)
+    ))
+    spy = RenewalSpy(store)
+    engine = make_engine(spy, "a", job=lambda: None, max_concurrent_runs=256)  # a plain function: a worker thread
+    outcomes = Outcomes()
+    engine.listener = outcomes
+
+    async def renew_now() -> RenewalSpy:
+        engine.check_leases()  # a renewal now rather than every leaseDuration / 3: many more of them race
+        return spy
+
+    caplog.set_level(logging.WARNING, logger="scheduler.engine")
+    await engine.start()
+    try:
+        await wait_for(
+            renew_now, lambda s: s.renewals >= 10 and s.not_held >= 20 and len(outcomes.finished) >= 2 * TASKS,
+            timeout=60,
+        )
+    finally:
+        await engine.stop()
+    assert outcomes.lost == []
+    assert [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()] == []
+    assert set(outcomes.finished) == {("success", True)}
+
+
+class LateFinish:
+    """A store whose finishes are written at once but come back only once ``deliver`` is set, as on
+    MongoDB, whose calls share a thread pool: a renewal sent later may come back first."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.written = asyncio.Event()
+        self.deliver = asyncio.Event()
+        self.not_held = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def finish_run(self, claim, result, transition):
+        applied = await self._store.finish_run(claim, result, transition)
+        self.written.set()
+        await self.deliver.wait()
+        return applied
+
+    async def renew_leases(self, node_id, claims, lease_duration):
+        lost = await self._store.renew_leases(node_id, claims, lease_duration)
+        self.not_held += len(lost)
+        return lost
+
+
+@pytest.mark.realtime
+async def test_a_renewal_that_comes_back_before_a_written_finish_loses_no_lease(store, real_clock, make_engine, caplog):
+    await register(store, real_clock, {"name": "t", "type": "job", "schedule": {"after": "0s"}})
+    late = LateFinish(store)
+    engine = make_engine(late, "a", job=lambda: None)
+    outcomes = Outcomes()
+    engine.listener = outcomes
+    caplog.set_level(logging.WARNING, logger="scheduler.engine")
+    await engine.start()
+    try:
+        await asyncio.wait_for(late.written.wait(), 10)
+        engine.check_leases()
+        await wait_for(lambda: asyncio.sleep(0, late.not_held), lambda count: count == 1)  # the task is no longer held
+        late.deliver.set()
+        await wait_for(lambda: asyncio.sleep(0, engine.running_count), lambda count: count == 0)
+    finally:
+        late.deliver.set()
+        await engine.stop()
+    assert outcomes.lost == []
+    assert [r.getMessage() for r in caplog.records if "lost the lease" in r.getMessage()] == []
+    assert outcomes.finished == [("success", True)]
