@@ -1,4 +1,4 @@
-"""Helpers both store backends share: time encoding, the bounded history, parsed specs.
+"""Helpers both store backends share: parsed specs.
 
 Nothing here touches a database and nothing here decides a task's state (that
 is ``scheduler.policy``): these are the storage details both backends agree on.
@@ -7,18 +7,10 @@ is ``scheduler.policy``): these are the storage details both backends agree on.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-from ..model import HISTORY_LIMIT
 from ..policy import UNUSABLE_SPEC
 from ..spec import Schedule, Source, TaskSpec
-
-
-def push_history(
-    history: Sequence[Mapping[str, Any]], entry: Mapping[str, Any], limit: int = HISTORY_LIMIT
-) -> list[dict[str, Any]]:
-    """The history with ``entry`` first, bounded to ``limit`` newest entries."""
-    return [dict(entry), *(dict(old) for old in history)][:limit]
 
 
 _parsed_specs: dict[tuple[str, Source | None], TaskSpec] = {}
