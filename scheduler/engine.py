@@ -666,6 +666,11 @@ class Engine:
             if run.handed_back:
                 log.info("run %s handed back at shutdown", claim.run_id, extra=extra)
                 return None
+            if run.started_at is None and await store.release_claims([claim]):
+                # Nothing ran (its lease ran out before the start: a node frozen or starved since the
+                # claim) and the task is still this claim's: it goes back as it was, its attempt unused.
+                log.warning("run %s did not start, its lease ran out: handed back", claim.run_id, extra=extra)
+                return claim.scheduled_for
             log.warning("run %s stopped: task cancelled, removed or taken over", claim.run_id, extra=extra)
             await self._release_lease(run)
             if run.started_at is not None:
