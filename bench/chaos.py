@@ -70,7 +70,7 @@ def task_files(log: Path, steps: int) -> dict[str, dict]:
         task("forbid-long-2", {"every": "2s"}, recorder, concurrency="forbid", parameters={"seconds": 5}),
         task("py-thread", {"every": "1s"}, {"python": "lifelog:ticker"}, parameters={"seconds": 0.3}),
         task("py-async", {"every": "2s"}, {"python": "lifelog:async_ticker"}, parameters={"seconds": 0.5}),
-        # Every fault that hits it costs an attempt: it must have enough of them to finish.
+        # Every crash that hits it (a kill, a freeze) costs an attempt, a clean stop none: enough of them to finish.
         task(CHECKPOINTED, {"after": "0s"}, {"python": "lifelog:checkpointed"},
              parameters={"steps": steps, "stepSeconds": STEP_SECONDS}, retry={"maxRetries": 1000, "retryDelay": "1s"}),
     ]

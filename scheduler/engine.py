@@ -153,8 +153,8 @@ class Engine:
         the middle of (a claim is never dropped), runs claimed ahead that have
         not started go back as they were (``release_claims``), and runs still
         going after the grace period (or at once after ``give_up_grace()``) are
-        stopped and handed back as crashed (``abandon_runs``), so that a peer
-        resumes them from their last checkpoint. Leases are renewed meanwhile.
+        stopped and handed back (``abandon_runs``: CRASHED, but using no attempt),
+        so that a peer resumes them from their last checkpoint. Leases are renewed meanwhile.
         """
         if not self._loops:
             return
@@ -202,8 +202,8 @@ class Engine:
 
     async def _abandon(self, runs: list[ActiveRun]) -> None:
         """Stop ``runs`` (they write nothing more), wait until they have stopped (a command gets
-        its kill grace, a function the grace of its executor), then hand them back as crashed,
-        for a peer to resume: never while they still run."""
+        its kill grace, a function the grace of its executor), then hand them back as
+        interrupted, for a peer to resume: never while they still run."""
         self._stop_runs(runs)
         stopping = [run.task for run in runs if run.task is not None and not run.task.done()]
         if stopping:

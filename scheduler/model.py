@@ -80,7 +80,8 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"  # stopped because the task was cancelled or replaced
     LEASE_LOST = "lease_lost"  # stopped because another node took the task over
-    CRASHED = "crashed"  # the node died or shut down: written by recover/abandon
+    CRASHED = "crashed"  # the node died or stopped renewing its lease: written by recover
+    INTERRUPTED = "interrupted"  # handed back by its node shutting down: written by abandon, uses no attempt
     SKIPPED = "skipped"  # missedRuns: skip, a slot missed while the cluster was down
 
 
@@ -96,6 +97,7 @@ class Task:
     next_scheduled_execution: datetime | None = None  # when it becomes claimable (slot + jitter or retry delay)
     scheduled_for: datetime | None = None  # the nominal slot the next run is for
     attempt: int = 1  # attempt number of the next run of ``scheduled_for`` (1 = first try)
+    interruptions: int = 0  # runs of ``scheduled_for`` handed back at a node's shutdown (policy.interrupt)
     last_execution_date: datetime | None = None  # start of the last run
     last_finish_date: datetime | None = None
     last_success_date: datetime | None = None  # end of the last successful run

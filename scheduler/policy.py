@@ -102,6 +102,17 @@ class Change:
 # -- runs: what follows a run's end --------------------------------------------------------------
 
 
+# A run handed back by a node shutting down is not the task's fault, and rolling restarts must not
+# fail a long run: such a hand-back uses no attempt. Only this many per slot, though: a task that stops
+# its own node every time (a command that restarts the service) would otherwise run for ever.
+FREE_INTERRUPTIONS = 10
+
+
+def attempts_counted(task: Task, attempt: int) -> int:
+    """How many of the slot's attempts up to ``attempt`` count against ``maxRetries``."""
+    return attempt - min(task.interruptions, FREE_INTERRUPTIONS)
+
+
 def retry_delay(task: Task, failures_in_slot: int) -> timedelta:
     """The wait before the next attempt; an operator's ``retryDelay`` override replaces the base delay."""
     return dataclasses.replace(task.spec.retry, retry_delay=task.retry_delay).delay(failures_in_slot)
@@ -145,7 +156,7 @@ def _after_failure(
 ) -> Transition:
     """A failed or crashed attempt: the next attempt while the slot has one left, else the next slot or FAILED."""
     failures = task.failure_count + 1
-    if attempt <= task.max_retries:
+    if attempts_counted(task, attempt) <= task.max_retries:
         return Transition(
             status=retry_status,
             next_scheduled_execution=retry_at,
@@ -182,7 +193,7 @@ def after_run(claim: Claim, outcome: Outcome, error: str | None, now: datetime, 
         )
     return _after_failure(
         task, claim.scheduled_for, claim.attempt, error, now, retention,
-        retry_status=Status.SCHEDULED, retry_at=now + retry_delay(task, claim.attempt),
+        retry_status=Status.SCHEDULED, retry_at=now + retry_delay(task, attempts_counted(task, claim.attempt)),
     )
 
 
@@ -243,7 +254,7 @@ def finish(claim: Claim, result: RunResult, transition: Transition) -> Change:
 def crash(
     task: Task, now: datetime, *, error: str, crashed_node: str, recovered_by: str, retention: Retention,
 ) -> Change:
-    """A RUNNING task whose run ended without its node recording it: a lease that expired, or a hand-back.
+    """A RUNNING task whose run ended without its node recording it: a lease that expired.
 
     The crash consumes the attempt. With attempts left the task is CRASHED and,
     with ``onCrash: resume``, claimable again at once from its checkpoint; with
@@ -265,6 +276,34 @@ def crash(
     )
     end = RunEnd(slot, task.attempt, Outcome.CRASHED, finished_at=now, error=error,
                  expires_at=transition.run_expires_at)
+    return Change(fields, entry, end)
+
+
+def interrupt(task: Task, now: datetime, *, reason: str, node: str, retention: Retention) -> Change:
+    """A RUNNING task whose node stopped its run and handed it back while shutting down.
+
+    As after a crash, the task is CRASHED with its checkpoint (claimable again at
+    once with ``onCrash: resume``; ``manual`` waits for an operator), and the run is
+    recorded as ``interrupted``. Unlike a crash, the attempt does not count against
+    ``maxRetries`` and is no failure (``failureCount`` unchanged), up to
+    ``FREE_INTERRUPTIONS`` hand-backs per slot; beyond that one is a crash.
+    """
+    _require(task, {Status.RUNNING}, "only a RUNNING task can be interrupted")
+    if task.interruptions >= FREE_INTERRUPTIONS:
+        error = f"{reason}, for the {FREE_INTERRUPTIONS + 1}th time in this slot: counted as a crash"
+        return crash(task, now, error=error, crashed_node=node, recovered_by=node, retention=retention)
+    slot = current_slot(task)
+    fields = {
+        **_NO_LEASE, "status": Status.CRASHED, "next_scheduled_execution": now, "scheduled_for": slot,
+        "attempt": task.attempt + 1, "interruptions": task.interruptions + 1, "last_error": reason,
+        "status_details": {**task.status_details, "crashTime": utc_iso(now), "crashedNode": node},
+    }
+    entry = history_entry(
+        run_id=make_run_id(task.item_id, slot, task.attempt), scheduled_for=slot, attempt=task.attempt,
+        node=node, started_at=task.last_execution_date, finished_at=now, outcome=Outcome.INTERRUPTED, error=reason,
+    )
+    end = RunEnd(slot, task.attempt, Outcome.INTERRUPTED, finished_at=now, error=reason,
+                 expires_at=now + retention.runs)
     return Change(fields, entry, end)
 
 

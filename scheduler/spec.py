@@ -441,7 +441,7 @@ class KeepRuns:
     (Kubernetes' ``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit``); None: no limit.
 
     ``successful`` counts the runs whose outcome is ``success``; ``failed`` every other
-    outcome (failure, timeout, crashed, cancelled, lease_lost, skipped)."""
+    outcome (failure, timeout, crashed, interrupted, cancelled, lease_lost, skipped)."""
 
     successful: int | None = None
     failed: int | None = None

@@ -391,10 +391,12 @@ class Store(abc.ABC):
         still wait."""
 
     async def abandon_runs(self, claims: Sequence[Claim], reason: str, retention: Retention = Retention()) -> list[str]:
-        """What ``recover_expired`` does, at once, for the given claims of a node
-        that is shutting down and whose runs started (``reason``, e.g.
-        "Interrupted by scheduler shutdown", becomes ``lastError``). The crash
-        consumes the attempt, as any crash does. Fenced; returns the ids it marked."""
+        """Hand back the given claims of a node that is shutting down and whose runs
+        started and were stopped (``policy.interrupt``): each task is CRASHED with its
+        checkpoint, its run recorded as ``interrupted`` and ``reason`` (e.g. "Interrupted
+        by scheduler shutdown") as ``lastError``, but the attempt does not count against
+        ``maxRetries`` (up to ``policy.FREE_INTERRUPTIONS`` per slot): a rolling restart
+        is not the task's failure. Fenced; returns the ids it marked."""
         if not claims:
             return []
         return await self._abandon_runs(list(claims), reason, retention)

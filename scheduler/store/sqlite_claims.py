@@ -82,6 +82,7 @@ def apply_change(
             values["attempt"] = next_free_attempt(conn, item_id, slot, values["attempt"])
     if values.get("scheduled_for", row["scheduled_for"]) != row["scheduled_for"]:
         values["dependencies_ready"] = 0  # another slot: its dependencies are checked again
+        values.setdefault("interruptions", 0)  # and none of its runs was handed back yet
     values["last_modified"] = epoch_ms(now)
     assignments = [f"{column} = :set_{column}" for column in values]
     values = {f"set_{column}": value for column, value in values.items()}
@@ -319,8 +320,7 @@ def abandon(conn: sqlite3.Connection, now: datetime, claims: list[Claim], reason
         row = _held_row(conn, held)
         if row is None:
             continue
-        change = policy.crash(task_from_row(row), now, error=reason, crashed_node=held.node_id,
-                              recovered_by=held.node_id, retention=retention)
+        change = policy.interrupt(task_from_row(row), now, reason=reason, node=held.node_id, retention=retention)
         if apply_change(conn, now, row, change, FENCED, fence_of(held)):
             marked.append(held.item_id)
     return marked

@@ -26,7 +26,7 @@ from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 5000
 
 # The claim's eligibility apart from time, node and lease. The partial index
@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     next_at INTEGER,
     scheduled_for INTEGER,
     attempt INTEGER NOT NULL,
+    interruptions INTEGER NOT NULL DEFAULT 0, -- runs of the slot handed back at a node's shutdown
     last_execution_date INTEGER,
     last_finish_date INTEGER,
     last_success_date INTEGER,
@@ -217,6 +218,10 @@ ALTER TABLE tasks ADD COLUMN suspended_at INTEGER;
 ALTER TABLE tasks ADD COLUMN keep_successful INTEGER;
 ALTER TABLE tasks ADD COLUMN keep_failed INTEGER;
 DROP INDEX IF EXISTS tasks_claim
+""",
+    # 5 -> 6: how many runs of the current slot nodes handed back at shutdown, which use no attempt.
+    5: """
+ALTER TABLE tasks ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0
 """,
 }
 
@@ -379,6 +384,7 @@ def task_from_row(row: sqlite3.Row, *, with_history: bool = True) -> Task:
         next_scheduled_execution=datetime_or_none(row["next_at"]),
         scheduled_for=datetime_or_none(row["scheduled_for"]),
         attempt=row["attempt"],
+        interruptions=row["interruptions"],
         last_execution_date=datetime_or_none(row["last_execution_date"]),
         last_finish_date=datetime_or_none(row["last_finish_date"]),
         last_success_date=datetime_or_none(row["last_success_date"]),
@@ -453,6 +459,7 @@ TASK_COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "next_scheduled_execution": ("next_at", ms_or_none),
     "scheduled_for": ("scheduled_for", ms_or_none),
     "attempt": ("attempt", int),
+    "interruptions": ("interruptions", int),
     "failure_count": ("failure_count", int),
     "success_count": ("success_count", int),
     "last_error": ("last_error", lambda error: error),

@@ -200,6 +200,33 @@ def test_a_clean_stop_leaves_no_task_running(tmp_path, daemons):
         assert store_rows(db, "SELECT run_id, error FROM runs WHERE outcome != 'success'") == []
 
 
+def test_a_long_one_shot_survives_rolling_restarts_without_retries(tmp_path, daemons):
+    """Each restart stops the run after shutdownGrace and hands it back; none of that uses the one attempt."""
+    tasks, starts = tmp_path / "tasks.d", tmp_path / "starts"
+    tasks.mkdir()
+    (tasks / "backup.yaml").write_text(task_file(
+        "backup", "{after: 0s}",  # the fourth run is quick: the backup finishes
+        f'{{shell: "echo $SCHEDULER_ATTEMPT >> {starts}; [ $SCHEDULER_ATTEMPT -ge 4 ] || exec sleep 600"}}',
+        "retry: {maxRetries: 0}\n",
+    ))
+    config = tmp_path / "scheduler.yaml"
+    config.write_text("shutdownGrace: 100ms\npollInterval: 100ms\n")
+    options = dict(state_dir=tmp_path / "state", tasks_dir=tasks, config=config)
+    for restart in (1, 2, 3):
+        node = daemons(**options)
+        wait_until(lambda: len(starts.read_text().split()) == restart if starts.exists() else False,
+                   what=f"run {restart} to start")
+        assert node.stop(signal.SIGTERM, timeout=30) == 0
+    node = daemons(**options)
+    wait_until(lambda: status_of(node, "backup") == "COMPLETED", what="the backup to complete")
+    assert starts.read_text().split() == ["1", "2", "3", "4"]
+    runs = node.get("/cxs/tasks/backup/runs")["list"]
+    assert [(run["attempt"], run["outcome"]) for run in runs] == [
+        (4, "success"), (3, "interrupted"), (2, "interrupted"), (1, "interrupted")]
+    assert {run["error"] for run in runs[1:]} == {"Interrupted by scheduler shutdown"}
+    assert node.task("backup")["failureCount"] == 0
+
+
 def test_a_second_interrupt_hands_running_runs_back_at_once(tmp_path, daemons):
     tasks, pid_file = tmp_path / "tasks.d", tmp_path / "pid"
     tasks.mkdir()

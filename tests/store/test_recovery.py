@@ -148,16 +148,32 @@ async def test_a_periodic_task_that_keeps_crashing_moves_on_to_its_next_slot(sto
     assert await store.claim_due("a", 10, LEASE) == []  # nothing due before the next slot
 
 
-async def test_a_handed_back_run_consumes_its_attempt_like_any_crash(store, clock):
-    await add_task(store, clock(), "t", schedule={"after": "0s"}, retry={"maxRetries": 1})
-    first = await claim_one(store, "a")
-    assert await store.abandon_runs([first], "Interrupted by scheduler shutdown") == ["t"]
-    second = await claim_one(store, "b")
-    assert second.attempt == 2
-    assert await store.abandon_runs([second], "Interrupted by scheduler shutdown") == ["t"]
+async def test_runs_handed_back_at_shutdown_use_no_attempt(store, peer, clock):
+    await add_task(store, clock(), "t", schedule={"after": "0s"}, retry={"maxRetries": 0})
+    for attempt in (1, 2, 3):  # three rolling restarts, each in the middle of the run
+        claim = await claim_one(store, f"node-{attempt}")
+        assert claim.attempt == attempt
+        await store.save_progress(claim, checkpoint={"offset": attempt}, details=None)
+        assert await store.abandon_runs([claim], "Interrupted by scheduler shutdown") == ["t"]
+        task = await peer.get_task("t")
+        assert (task.status, task.attempt, task.interruptions, task.failure_count) == (
+            Status.CRASHED, attempt + 1, attempt, 0)
+        assert task.checkpoint_data == {"offset": attempt} and task.history[0]["outcome"] == "interrupted"
+    runs = (await peer.list_runs("t")).items
+    assert sorted((run.attempt, run.outcome) for run in runs) == [(n, Outcome.INTERRUPTED) for n in (1, 2, 3)]
+    # maxRetries: 0 gives the slot one attempt, and it is still there: a crash now ends the task.
+    _, task = await crash_by_expiry(store, clock)
+    assert task.status == Status.FAILED and task.attempt == 4
+
+
+async def test_the_hand_backs_of_one_slot_are_forgotten_in_the_next(store, clock):
+    await add_task(store, clock(), "t", retry={"maxRetries": 0})  # every hour
+    assert await store.abandon_runs([await claim_one(store, "a")], "Interrupted by scheduler shutdown") == ["t"]
+    claim = await claim_one(store, "b")
+    assert (claim.attempt, claim.task.interruptions) == (2, 1)
+    await store.finish_run(claim, *success(claim, clock()))
     task = await store.get_task("t")
-    assert task.status == Status.FAILED and task.last_error.startswith("Interrupted by scheduler shutdown")
-    assert await store.claim_due("c", 10, LEASE) == []
+    assert (task.scheduled_for, task.attempt, task.interruptions) == (claim.scheduled_for + HOUR, 1, 0)
 
 
 async def test_a_manual_retry_after_crashes_is_one_more_attempt(store, clock):

@@ -106,7 +106,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path):
 V4_DUMP = Path(__file__).parent / "data" / "schema_v4.sql"
 
 
-async def test_a_version_4_file_gets_suspensions_and_keep_runs(tmp_path):
+async def test_a_version_4_file_gets_suspensions_keep_runs_and_free_hand_backs(tmp_path):
     path = tmp_path / "v4.db"
     with sqlite3.connect(path) as conn:
         conn.executescript(V4_DUMP.read_text())
@@ -118,7 +118,10 @@ async def test_a_version_4_file_gets_suspensions_and_keep_runs(tmp_path):
     async with SQLiteStore(path, clock) as store:
         assert not (await store.get_task("backup")).suspended
         await store.suspend("backup")
-        assert [claim.item_id for claim in await store.claim_due("node-a", 10, LEASE)] == ["report"]
+        [claim] = await store.claim_due("node-a", 10, LEASE)
+        assert claim.item_id == "report" and claim.task.interruptions == 0
+        assert await store.abandon_runs([claim], "Interrupted by scheduler shutdown") == ["report"]
+        assert (await store.get_task("report")).interruptions == 1  # schema 6
         assert (await store.list_runs("backup")).total == 1
         assert (await store.purge()).runs == 0  # no keepRuns in the old specs: nothing trimmed
 
@@ -127,7 +130,7 @@ async def test_a_version_4_file_gets_suspensions_and_keep_runs(tmp_path):
         claim_condition = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_claim'").fetchone()[0]
         limits = conn.execute("SELECT keep_successful, keep_failed FROM tasks").fetchall()
     conn.close()
-    assert SCHEMA_VERSION == 5 and "suspended_at IS NULL" in claim_condition
+    assert SCHEMA_VERSION == 6 and "suspended_at IS NULL" in claim_condition
     assert [tuple(row) for row in limits] == [(None, None), (None, None)]
 
 

@@ -38,28 +38,29 @@ def apply(event: str, task: Task) -> policy.Change:
         "run now": lambda: policy.run_now(task, NOW),
         "crash": lambda: policy.crash(task, NOW, error="gone", crashed_node="a", recovered_by="b",
                                       retention=Retention()),
+        "interrupt": lambda: policy.interrupt(task, NOW, reason="stopping", node="a", retention=Retention()),
     }[event]()
 
 
-EVENTS = ["cancel", "retry", "resume", "run now", "crash"]
+EVENTS = ["cancel", "retry", "resume", "run now", "crash", "interrupt"]
 STATUSES = list(Status)
 
 # status -> event -> the status that follows, or None for a refusal.
 TABLE = {
     Status.SCHEDULED: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": Status.SCHEDULED,
-                       "crash": None},
+                       "crash": None, "interrupt": None},
     Status.RUNNING: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": None,
-                     "crash": Status.CRASHED},
+                     "crash": Status.CRASHED, "interrupt": Status.CRASHED},
     Status.WAITING: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": Status.SCHEDULED,
-                     "crash": None},
+                     "crash": None, "interrupt": None},
     Status.COMPLETED: {"cancel": Status.CANCELLED, "retry": None, "resume": None, "run now": Status.SCHEDULED,
-                       "crash": None},
+                       "crash": None, "interrupt": None},
     Status.FAILED: {"cancel": None, "retry": Status.SCHEDULED, "resume": None, "run now": Status.SCHEDULED,
-                    "crash": None},
+                    "crash": None, "interrupt": None},
     Status.CANCELLED: {"cancel": None, "retry": Status.SCHEDULED, "resume": None, "run now": Status.SCHEDULED,
-                       "crash": None},
+                       "crash": None, "interrupt": None},
     Status.CRASHED: {"cancel": Status.CANCELLED, "retry": None, "resume": Status.SCHEDULED,
-                     "run now": Status.SCHEDULED, "crash": None},
+                     "run now": Status.SCHEDULED, "crash": None, "interrupt": None},
 }
 
 
@@ -128,6 +129,37 @@ def test_a_crash_consumes_an_attempt(one_shot, attempt, max_retries, status, nex
         assert fields["last_error"] == "gone; its retry budget is spent"
     if not one_shot and status is Status.SCHEDULED:
         assert fields["scheduled_for"] == SLOT + timedelta(hours=1)
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_hand_back_at_shutdown_uses_no_attempt(max_retries):
+    """Rolling restarts must not fail a long run: ten hand-backs of one slot leave its whole retry budget."""
+    state = {"failure_count": 2, "status_details": {"done": 3}, "checkpoint_data": {"offset": 7}}
+    task = make_task(Status.RUNNING, one_shot=True, max_retries=max_retries, **state)
+    for hand_back in range(1, policy.FREE_INTERRUPTIONS + 1):
+        change = policy.interrupt(task, NOW, reason="stopping", node="a", retention=Retention())
+        fields = change.fields
+        assert (fields["status"], fields["attempt"], fields["interruptions"]) == (Status.CRASHED, hand_back + 1,
+                                                                               hand_back)
+        assert fields["next_scheduled_execution"] == NOW and fields["scheduled_for"] == SLOT
+        assert fields["last_error"] == "stopping" and "failure_count" not in fields and "checkpoint_data" not in fields
+        assert fields["status_details"] == {"done": 3, "crashTime": "2030-01-01T12:00:00Z", "crashedNode": "a"}
+        assert change.run_end.outcome is Outcome.INTERRUPTED and change.run_end.attempt == hand_back
+        assert change.history["outcome"] == "interrupted" and change.history["attempt"] == hand_back
+        task = make_task(Status.RUNNING, one_shot=True, max_retries=max_retries, attempt=hand_back + 1,
+                         interruptions=hand_back, **state)  # claimed again
+    # The budget is whole: the next run's failures get every retry, a crash uses one attempt.
+    claim = Claim(task=task, node_id="b", fence=4, run_id="r", scheduled_for=SLOT, attempt=task.attempt,
+                  started_at=NOW, lease_until=NOW + timedelta(seconds=30))
+    after = policy.after_run(claim, Outcome.FAILURE, "boom", NOW, Retention())
+    assert after.status is (Status.SCHEDULED if max_retries else Status.FAILED)
+    if max_retries:
+        assert after.next_scheduled_execution == NOW + task.spec.retry.delay(1)  # the first retry's delay
+    assert apply("crash", task).status is (Status.CRASHED if max_retries else Status.FAILED)
+    # One more hand-back than the free ones is a crash: a task that stops its own node comes to an end.
+    beyond = apply("interrupt", task)
+    assert beyond.status is (Status.CRASHED if max_retries else Status.FAILED)
+    assert beyond.run_end.outcome is Outcome.CRASHED and "counted as a crash" in beyond.fields["last_error"]
 
 
 def test_a_claim_released_before_it_started_goes_back_as_it_was():

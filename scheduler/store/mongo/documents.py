@@ -91,6 +91,7 @@ def new_task_document(
         "nextScheduledExecution": first_due,
         "scheduledFor": first_due,
         "attempt": 1,
+        "interruptions": 0,
         "lastExecutionDate": None,
         "lastFinishDate": None,
         "failureCount": 0,
@@ -126,6 +127,7 @@ def task_from_document(doc: Mapping[str, Any]) -> Task:
         next_scheduled_execution=aware(doc.get("nextScheduledExecution")),
         scheduled_for=aware(doc.get("scheduledFor")),
         attempt=doc.get("attempt", 1),
+        interruptions=doc.get("interruptions", 0),  # absent from tasks written before hand-backs were free
         last_execution_date=aware(doc.get("lastExecutionDate")),
         last_finish_date=aware(doc.get("lastFinishDate")),
         last_success_date=aware(doc.get("lastSuccessDate")),
@@ -235,6 +237,7 @@ TASK_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "next_scheduled_execution": ("nextScheduledExecution", stored),
     "scheduled_for": ("scheduledFor", stored),
     "attempt": ("attempt", int),
+    "interruptions": ("interruptions", int),
     "failure_count": ("failureCount", int),
     "success_count": ("successCount", int),
     "last_error": ("lastError", lambda error: error),

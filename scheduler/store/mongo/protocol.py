@@ -213,6 +213,7 @@ def apply_change(
             if name in change.fields}
     if "scheduled_for" in change.fields and stored(change.fields["scheduled_for"]) != stored(slot):
         sets["dependenciesReady"] = False  # another slot: its dependencies are checked again
+        sets.setdefault("interruptions", 0)  # and none of its runs was handed back yet
     if "attempt" in sets and change.status in (Status.SCHEDULED, Status.CRASHED):
         slot = change.fields.get("scheduled_for", slot)
         if slot is not None:  # never point a run still to come at a run record that exists
@@ -312,8 +313,8 @@ def abandon_runs(db: Database, claims: Sequence[Claim], reason: str, retention: 
         doc = db["tasks"].find_one(fenced_claim(claim))
         if doc is None:
             continue
-        change = policy.crash(task_from_document(doc), now, error=reason, crashed_node=claim.node_id,
-                              recovered_by=claim.node_id, retention=retention)
+        change = policy.interrupt(task_from_document(doc), now, reason=reason, node=claim.node_id,
+                                  retention=retention)
         if apply_change(db, claim.item_id, fenced_claim(claim), change, now, current_slot(doc)):
             marked.append(claim.item_id)
     return marked
