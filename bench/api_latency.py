@@ -24,7 +24,9 @@ from pathlib import Path
 from aiohttp import ClientSession, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from engine import percentile, rss_mb  # noqa: E402  (bench/engine.py)
 from scheduler.api.app import create_app  # noqa: E402
 from scheduler.api.auth import ApiAuth  # noqa: E402
 from scheduler.api.metrics import Metrics  # noqa: E402
@@ -38,12 +40,6 @@ from scheduler.store.base import Store  # noqa: E402
 
 TOKEN = "bench-token"
 TYPES = ("dataSync", "purge", "report", "cacheRefresh")
-
-
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 async def seed(store: Store, count: int) -> None:
@@ -79,11 +75,6 @@ async def seed(store: Store, count: int) -> None:
             transition = after_run(claim, Outcome.FAILURE, "bench failure", finished, retention)
             await store.finish_run(claim, RunResult(Outcome.FAILURE, finished, error="bench failure"), transition)
     print(f"seeded {count} tasks in {time.perf_counter() - started:.1f}s")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def measure(session: ClientSession, base: str, label: str, paths: list[str], requests: int) -> None:

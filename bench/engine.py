@@ -103,7 +103,8 @@ def cluster(count: int = 10_000, processes: int = 3) -> str:
     )
 
 
-async def _lateness(url: str, seconds: float) -> list[float]:
+async def _lateness(url: str, seconds: float) -> tuple[list[float], float]:
+    """Each run's lateness, and the CPU seconds the process used meanwhile."""
     store = open_store(url)
     await store.start()
     lateness: list[float] = []
@@ -117,10 +118,12 @@ async def _lateness(url: str, seconds: float) -> list[float]:
     )
     tune_gc_for_daemon()  # as `scheduler run` does
     await engine.start()
+    cpu = time.process_time()
     await asyncio.sleep(seconds)  # the measurement window: the benchmark's own duration
+    cpu = time.process_time() - cpu
     await engine.stop()
     await store.close()
-    return lateness
+    return lateness, cpu
 
 
 def lateness(count: int = 1000, seconds: float = 10) -> str:
@@ -130,12 +133,13 @@ def lateness(count: int = 1000, seconds: float = 10) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
             asyncio.run(seed(url, count, {"every": "1s", "initialDelay": "2s"}, spread=spread))
-            samples = asyncio.run(_lateness(url, seconds))
+            samples, cpu = asyncio.run(_lateness(url, seconds))
         warm = sorted(samples[count:])  # the first second includes start-up
         p50 = statistics.median(warm) * 1000
         p99 = warm[int(len(warm) * 0.99)] * 1000
         lines.append(
-            f"lateness, {count:,} tasks/s, {shape}: p50 {p50:6.1f} ms, p99 {p99:6.1f} ms ({len(warm):,} runs)"
+            f"lateness, {count:,} tasks/s, {shape}: p50 {p50:6.1f} ms, p99 {p99:6.1f} ms ({len(warm):,} runs;"
+            f" CPU {1000 * cpu / len(samples):.2f} ms per run)"
         )
     return "\n".join(lines)
 
@@ -172,6 +176,18 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """(current, peak) resident set size of process ``pid`` in MB."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 BENCHMARKS = {"throughput": throughput, "cluster": cluster, "lateness": lateness, "idle": idle}
