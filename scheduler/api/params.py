@@ -63,7 +63,7 @@ def paging(request: web.Request) -> tuple[int, int]:
 
 
 def task_query(request: web.Request) -> TaskQuery:
-    """``GET /cxs/tasks`` parameters: status, type, labelSelector, offset, limit, sortBy=field[:asc|desc]."""
+    """``GET /cxs/tasks`` parameters: status, type, labelSelector, idPrefix, offset, limit, sortBy=field[:asc|desc]."""
     status = _one(request, "status")
     if status is not None and status not in Status.__members__:
         raise bad_request(f"Invalid status: {status}")
@@ -84,10 +84,14 @@ def task_query(request: web.Request) -> TaskQuery:
         requirements = () if selector is None else parse_selector(selector)
     except SelectorError as exc:
         raise bad_request(f"Invalid labelSelector: {exc}") from None
+    id_prefix = _one(request, "idPrefix")
+    if id_prefix is not None and len(id_prefix) > MAX_TEXT:
+        raise bad_request(f"Invalid idPrefix: expected at most {MAX_TEXT} characters")
     offset, limit = paging(request)
     return TaskQuery(
         status=None if status is None else Status(status),
         task_type=task_type,
+        id_prefix=id_prefix or None,  # an empty prefix matches every id: no filter
         label_selector=requirements,
         sort_by=sort_by,
         descending=descending,
@@ -122,3 +126,33 @@ def purge_days(request: web.Request) -> int:
     if days is None:
         raise bad_request(f"Give days: purge what ended more than that many days ago (0 to {MAX_PURGE_DAYS})")
     return days
+
+
+MAX_WINDOW = timedelta(days=7)
+DEFAULT_WINDOW = timedelta(hours=1)
+DEFAULT_RUNS_PER_TASK = 500
+MAX_RUNS_PER_TASK = 2000
+
+
+def _instant(request: web.Request, name: str) -> datetime | None:
+    raw = _one(request, name)
+    if raw is None:
+        return None
+    try:
+        return preview.parse_instant(raw)
+    except ValueError as exc:
+        raise bad_request(f"Invalid {name}: {exc}") from None
+
+
+def time_window(request: web.Request, now: datetime) -> tuple[datetime, datetime, int]:
+    """``GET /cxs/timeline`` parameters: from and to (ISO 8601 with a zone; default: the last hour
+    up to now), at most 7 days apart, and runsPerTask (default 500)."""
+    end = _instant(request, "to") or now
+    start = _instant(request, "from") or end - DEFAULT_WINDOW
+    if not start < end:
+        raise bad_request("Invalid from: the window must start before it ends (from < to)")
+    if end - start > MAX_WINDOW:
+        raise bad_request("Invalid from: a window spans at most 7 days")
+    per_task = int_param(request, "runsPerTask", DEFAULT_RUNS_PER_TASK, 1, MAX_RUNS_PER_TASK)
+    assert per_task is not None
+    return start, end, per_task
