@@ -76,7 +76,7 @@ def add_console_routes(app: web.Application) -> list[web.AbstractRoute]:
         name = request.match_info.get("name") or "index.html"
         found = assets.get(name)
         if found is None:
-            return _secured(error_response(404, "Not Found", f"No console file {name}"))
+            return _secured(error_response(404, "Not Found", "No such console file"))
         return _secured(web.Response(body=found.body, headers={"Content-Type": found.content_type}))
 
     return [

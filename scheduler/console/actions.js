@@ -76,7 +76,7 @@ export function retrySettingsForm(task, done) {
   const id = task.itemId;
   const retries = el("input", {type: "number", min: 0, max: 1000, id: "config-max-retries", value: task.maxRetries});
   const delay = el("input", {type: "number", min: 0, step: "any", id: "config-retry-delay", value: (task.retryDelay ?? 0) / 1000});
-  const form = el("form", {class: "retry-settings", id: "retry-settings"},
+  const form = el("form", {class: "retry-settings", id: "retry-settings", novalidate: true},
     el("label", {for: "config-max-retries"}, "Max retries"), retries,
     el("label", {for: "config-retry-delay"}, "Retry delay (s)"), delay,
     el("button", {type: "submit", class: "action"}, "Save retry settings"),

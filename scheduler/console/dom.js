@@ -1,4 +1,4 @@
-// Building the page: every text goes in with textContent (never innerHTML), so a task name, a
+// Building the page: every text goes in with textContent (never as markup), so a task name, a
 // description or a run's output is shown as the characters it holds and can run nothing.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
