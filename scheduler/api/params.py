@@ -131,7 +131,7 @@ def purge_days(request: web.Request) -> int:
 MAX_WINDOW = timedelta(days=7)
 DEFAULT_WINDOW = timedelta(hours=1)
 DEFAULT_RUNS_PER_TASK = 500
-MAX_RUNS_PER_TASK = 2000
+MAX_RUNS_PER_TASK = 1000
 
 
 def _instant(request: web.Request, name: str) -> datetime | None:

@@ -19,7 +19,7 @@ export function clusterView(ctx) {
     const [nodes, running] = await Promise.all([
       api("/cxs/nodes"),
       // The running tasks with their current run (and its node): one page of the timeline's answer.
-      api(`/cxs/timeline?status=RUNNING&limit=1000&runsPerTask=1&from=${new Date(now - 60e3).toISOString()}&to=${now.toISOString()}`),
+      api(`/cxs/timeline?status=RUNNING&limit=100&runsPerTask=1&from=${new Date(now - 60e3).toISOString()}&to=${now.toISOString()}`),
     ]);
     const byNode = new Map();
     for (const task of running.list) {
@@ -41,7 +41,8 @@ export function clusterView(ctx) {
         el("td", {}, (node.taskTypes || []).join(", ")),
         dateCell(node.startedAt), el("td", {}, node.version || ""), el("td", {}, node.listen || "")));
     }
-    caption.textContent = `${nodes.list.length} node(s); ${running.totalSize} task(s) running`;
+    caption.textContent = `${nodes.list.length} node(s); ${running.totalSize} task(s) running`
+      + (running.totalSize > running.list.length ? ` (the first ${running.list.length} shown by node)` : "");
   };
   return ctx.every(REFRESH_MS, refresh);
 }

@@ -129,6 +129,8 @@ async def test_timeline_gives_a_page_of_tasks_with_their_runs_in_the_window_with
     ("from=yesterday", "Invalid from"),
     ("to=2024-03-20T14:00:00", "no time zone"),
     ("runsPerTask=0", "runsPerTask"),
+    ("runsPerTask=1001", "runsPerTask"),
+    ("limit=101", "at most 100 tasks"),
     ("status=NOPE", "status"),
 ])
 async def test_timeline_refuses_a_bad_window_with_a_clear_error(client, query, message):
