@@ -7,7 +7,7 @@ ignored (Unomi clients send extras); a known one given twice is an error.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
@@ -128,31 +128,28 @@ def purge_days(request: web.Request) -> int:
     return days
 
 
-MAX_WINDOW = timedelta(days=7)
-DEFAULT_WINDOW = timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_SPAN_MS = 7 * 24 * 3600 * 1000
+DEFAULT_SPAN_MS = 3600 * 1000
 DEFAULT_RUNS_PER_TASK = 500
 MAX_RUNS_PER_TASK = 1000
 
 
-def _instant(request: web.Request, name: str) -> datetime | None:
-    raw = _one(request, name)
-    if raw is None:
-        return None
-    try:
-        return preview.parse_instant(raw)
-    except ValueError as exc:
-        raise bad_request(f"Invalid {name}: {exc}") from None
-
-
 def time_window(request: web.Request, now: datetime) -> tuple[datetime, datetime, int]:
-    """``GET /cxs/timeline`` parameters: from and to (ISO 8601 with a zone; default: the last hour
-    up to now), at most 7 days apart, and runsPerTask (default 500)."""
-    end = _instant(request, "to") or now
-    start = _instant(request, "from") or end - DEFAULT_WINDOW
-    if not start < end:
-        raise bad_request("Invalid from: the window must start before it ends (from < to)")
-    if end - start > MAX_WINDOW:
-        raise bad_request("Invalid from: a window spans at most 7 days")
+    """``GET /cxs/timeline`` parameters: ``to`` (ISO 8601 with a zone; default now), ``span`` in ms before
+    it (1 s to 7 days; default one hour) and ``runsPerTask`` (default 500)."""
+    end = now
+    raw = _one(request, "to")
+    if raw is not None:
+        try:
+            end = preview.parse_instant(raw)
+        except ValueError as exc:
+            raise bad_request(f"Invalid to: {exc}") from None
+    span = int_param(request, "span", DEFAULT_SPAN_MS, 1000, MAX_SPAN_MS)
     per_task = int_param(request, "runsPerTask", DEFAULT_RUNS_PER_TASK, 1, MAX_RUNS_PER_TASK)
-    assert per_task is not None
+    assert span is not None and per_task is not None
+    # No run is older than the Unix epoch: a window reaching before it is cut there (and so never
+    # goes out of the calendar, nor out of the four-digit years dates are written with).
+    end = max(end, EPOCH)
+    start = max(end - timedelta(milliseconds=span), EPOCH)
     return start, end, per_task

@@ -19,7 +19,7 @@ export function clusterView(ctx) {
     const [nodes, running] = await Promise.all([
       api("/cxs/nodes"),
       // The running tasks with their current run (and its node): one page of the timeline's answer.
-      api(`/cxs/timeline?status=RUNNING&limit=100&runsPerTask=1&from=${new Date(now - 60e3).toISOString()}&to=${now.toISOString()}`),
+      api(`/cxs/timeline?status=RUNNING&limit=100&runsPerTask=1&span=60000&to=${now.toISOString()}`),
     ]);
     const byNode = new Map();
     for (const task of running.list) {

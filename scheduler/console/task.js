@@ -115,13 +115,14 @@ export function taskView(ctx) {
   const outputTitle = el("h3", {id: "output-title"}, "Output");
   const output = el("pre", {class: "output", id: "run-output"});
   let selected = null; // the runId whose output is shown; null: the newest
-  let drawn = {actions: null, settings: null};
+  const drawn = {actions: null, settings: null};
   let poll = null;
 
   const done = async (text, error) => {
     message.textContent = error ? error.message : text;
     message.className = error ? "message error" : "message";
-    drawn = {actions: null, settings: null};
+    // The bar and the form are drawn again only when what they show changed: a form being
+    // filled in is never reset under the user's fingers by a refresh.
     await poll.now();
   };
 

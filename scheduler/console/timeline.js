@@ -7,7 +7,7 @@ import {clear, durationText, el, shortDate, svg, taskHref} from "./dom.js";
 import {FILTERS, filterForm, filterParams, fragment} from "./tasks.js";
 
 const RANGES = [["15m", 15 * 60e3], ["1h", 3600e3], ["6h", 6 * 3600e3], ["1d", 24 * 3600e3], ["7d", 7 * 24 * 3600e3]];
-const MIN_SPAN = 60e3;
+const MIN_SPAN = 60e3; // the API takes 1 s to 7 days
 const MAX_SPAN = 7 * 24 * 3600e3;
 const REFRESH_MS = 5000;
 const ROW = 20;
@@ -101,7 +101,7 @@ export function timelineView(ctx) {
     const start = end - state.span;
     const answer = await api(`/cxs/timeline${query({
       ...filterParams(new URLSearchParams(Object.entries(state).filter(([k]) => FILTERS.includes(k)))),
-      from: new Date(start).toISOString(), to: new Date(end).toISOString(), offset: state.offset, limit: ROWS,
+      to: new Date(end).toISOString(), span: Math.round(state.span), offset: state.offset, limit: ROWS,
     })}`);
     const runs = answer.list.reduce((sum, task) => sum + task.runs.length, 0);
     const last = state.offset + answer.list.length;
