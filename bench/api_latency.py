@@ -134,6 +134,20 @@ async def main() -> None:
                           [f"/cxs/tasks?limit=50&offset={o}" for o in offsets], args.requests)
             await measure(session, base, "GET /cxs/tasks/{id}", [f"/cxs/tasks/{i}" for i in ids], args.requests)
             await measure(session, base, "GET /metrics (1,000 tasks' timestamps)", ["/metrics"], 50)
+            # What the console asks for: its list page (every two seconds while open), filtered by
+            # id prefix or sorted, its timeline of 50 tasks over the last hour, and its files.
+            await measure(session, base, "console list: /cxs/tasks?sortBy=itemId&limit=50",
+                          ["/cxs/tasks?sortBy=itemId&offset=0&limit=50"], args.requests)
+            await measure(session, base, "console list: ...&idPrefix=task-0<random>",
+                          [f"/cxs/tasks?idPrefix=task-0{random.randrange(100):02d}&limit=50" for _ in range(100)],
+                          args.requests)
+            await measure(session, base, "console list: ...&sortBy=nextScheduled...:desc",
+                          ["/cxs/tasks?sortBy=nextScheduledExecution:desc&limit=50"], args.requests)
+            await measure(session, base, "console list: ...&offset=<random>&sortBy=lastExec...",
+                          [f"/cxs/tasks?sortBy=lastExecutionDate&limit=50&offset={o}" for o in offsets], args.requests)
+            await measure(session, base, "console timeline: /cxs/timeline?limit=50 (1 h)",
+                          ["/cxs/timeline?limit=50", "/cxs/timeline?status=RUNNING&limit=50"], args.requests)
+            await measure(session, base, "console files: /ui/ and /ui/app.js", ["/ui/", "/ui/app.js"], args.requests)
     finally:
         await runner.cleanup()
         await memory_store.close()

@@ -258,6 +258,7 @@ class TaskQuery:
     labels: Mapping[str, str] = field(default_factory=dict)  # every label equal (the selector's ``key=value``)
     label_selector: tuple[LabelRequirement, ...] = ()  # every requirement met
     copies_of: str | None = None  # only the per-node copies ``<name>@<node>`` of task ``name`` (runOn: all)
+    id_prefix: str | None = None  # only the ids starting with it (the console's search box): an index range
     node: str | None = None
     persistent: bool | None = None
     origin_file: bool | None = None  # True: tasks declared in files; False: API/builder tasks
@@ -281,6 +282,12 @@ def copies_range(name: str) -> tuple[str, str]:
     compare ids in, so the range holds exactly the ids starting with ``<name>@``
     (an index range, where a LIKE or a regex would need escaping)."""
     return f"{name}@", f"{name}A"
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The item ids starting with ``prefix`` are the ids in ``[low, high)``: the highest code point
+    sorts after every character of an id in the UTF-8 byte order both stores compare ids in."""
+    return prefix, prefix + "\U0010ffff"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import yaml
 from aiohttp import web
 
 from . import middlewares
+from .console import add_console_routes
 from .keys import ACCESS, FINDER, OPENAPI, SERVICES
 from .listing import TaskFinder
 from .routes import add_routes
@@ -32,4 +33,6 @@ def create_app(services: ApiServices) -> web.Application:
     app[FINDER] = TaskFinder(services.store, services.memory_store)
     app[OPENAPI] = json.dumps(load_openapi())  # serialised once: the document never changes
     app[ACCESS] = add_routes(app, services.metrics_public)
+    for route in add_console_routes(app):
+        app[ACCESS][route] = None  # static files only: open
     return app

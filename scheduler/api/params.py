@@ -7,7 +7,7 @@ ignored (Unomi clients send extras); a known one given twice is an error.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
@@ -63,7 +63,7 @@ def paging(request: web.Request) -> tuple[int, int]:
 
 
 def task_query(request: web.Request) -> TaskQuery:
-    """``GET /cxs/tasks`` parameters: status, type, labelSelector, offset, limit, sortBy=field[:asc|desc]."""
+    """``GET /cxs/tasks`` parameters: status, type, labelSelector, idPrefix, offset, limit, sortBy=field[:asc|desc]."""
     status = _one(request, "status")
     if status is not None and status not in Status.__members__:
         raise bad_request(f"Invalid status: {status}")
@@ -84,10 +84,14 @@ def task_query(request: web.Request) -> TaskQuery:
         requirements = () if selector is None else parse_selector(selector)
     except SelectorError as exc:
         raise bad_request(f"Invalid labelSelector: {exc}") from None
+    id_prefix = _one(request, "idPrefix")
+    if id_prefix is not None and len(id_prefix) > MAX_TEXT:
+        raise bad_request(f"Invalid idPrefix: expected at most {MAX_TEXT} characters")
     offset, limit = paging(request)
     return TaskQuery(
         status=None if status is None else Status(status),
         task_type=task_type,
+        id_prefix=id_prefix or None,  # an empty prefix matches every id: no filter
         label_selector=requirements,
         sort_by=sort_by,
         descending=descending,
@@ -122,3 +126,30 @@ def purge_days(request: web.Request) -> int:
     if days is None:
         raise bad_request(f"Give days: purge what ended more than that many days ago (0 to {MAX_PURGE_DAYS})")
     return days
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_SPAN_MS = 7 * 24 * 3600 * 1000
+DEFAULT_SPAN_MS = 3600 * 1000
+DEFAULT_RUNS_PER_TASK = 500
+MAX_RUNS_PER_TASK = 1000
+
+
+def time_window(request: web.Request, now: datetime) -> tuple[datetime, datetime, int]:
+    """``GET /cxs/timeline`` parameters: ``to`` (ISO 8601 with a zone; default now), ``span`` in ms before
+    it (1 s to 7 days; default one hour) and ``runsPerTask`` (default 500)."""
+    end = now
+    raw = _one(request, "to")
+    if raw is not None:
+        try:
+            end = preview.parse_instant(raw)
+        except ValueError as exc:
+            raise bad_request(f"Invalid to: {exc}") from None
+    span = int_param(request, "span", DEFAULT_SPAN_MS, 1000, MAX_SPAN_MS)
+    per_task = int_param(request, "runsPerTask", DEFAULT_RUNS_PER_TASK, 1, MAX_RUNS_PER_TASK)
+    assert span is not None and per_task is not None
+    # No run is older than the Unix epoch: a window reaching before it is cut there (and so never
+    # goes out of the calendar, nor out of the four-digit years dates are written with).
+    end = max(end, EPOCH)
+    start = max(end - timedelta(milliseconds=span), EPOCH)
+    return start, end, per_task

@@ -7,7 +7,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from . import system, tasks
+from . import system, tasks, timeline
 from .auth import Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,6 +39,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/cxs/tasks/{id}/run", tasks.run_task, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/suspend", tasks.suspend_task, Role.ADMINISTRATOR),
     Route("POST", "/cxs/tasks/{id}/unsuspend", tasks.unsuspend_task, Role.ADMINISTRATOR),
+    Route("GET", "/cxs/timeline", timeline.timeline, Role.VIEWER),
+    Route("GET", "/cxs/whoami", timeline.whoami, Role.VIEWER),
     Route("GET", "/cxs/nodes", system.list_nodes, Role.VIEWER),
     Route("GET", "/cxs/config", system.show_config, Role.VIEWER),
     Route("POST", "/-/reload", system.reload, Role.ADMINISTRATOR),

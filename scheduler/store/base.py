@@ -206,8 +206,8 @@ class Store(abc.ABC):
         paged; ``Page.total`` counts all matches. ``node`` matches the pinned
         ``Task.node``; ``label_requirements()`` the spec's labels (``!=`` and
         ``!exists`` match a task without the label); ``copies_of`` the ids in
-        ``copies_range``. Filter values are compared as plain values, never
-        interpreted as query operators. An unknown ``sort_by`` or a negative
+        ``copies_range``; ``id_prefix`` the ids in ``prefix_range``. Filter
+        values are compared as plain values, never interpreted as query operators. An unknown ``sort_by`` or a negative
         offset or limit is a ``ValueError``. Listed tasks carry only the
         newest entry of their ``history``, all a listing shows (its outcome);
         ``get_task`` has the rest: a page of a thousand tasks (the metrics'
@@ -233,6 +233,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         """``list_runs`` with its arguments checked."""
+
+    async def runs_in_window(
+        self, item_ids: Sequence[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """For each task of ``item_ids``, its runs that overlap ``[start, end)``, newest first, at most
+        ``limit`` each (the newest): those started in the window, and the one started before it if it
+        was still going at ``start`` (a task has one run at a time, so no other older one can overlap).
+        Each task is two bounded reads of its runs by start time, whatever its history holds: the
+        console's timeline loads only what it draws. A task without runs there maps to ``[]``."""
+        check_count("limit", limit)
+        if end < start:
+            raise ValueError(f"the window ends ({end}) before it starts ({start})")
+        return await self._runs_in_window(list(dict.fromkeys(item_ids)), start, end, limit)
+
+    @abc.abstractmethod
+    async def _runs_in_window(
+        self, item_ids: list[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """``runs_in_window`` with its arguments checked and ``item_ids`` without duplicates."""
 
     @abc.abstractmethod
     async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:

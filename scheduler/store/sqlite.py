@@ -271,6 +271,11 @@ class SQLiteStore(Store):
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._read(tasks_sql.list_runs, item_id, offset, limit)
 
+    async def _runs_in_window(
+        self, item_ids: list[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return await self._read(tasks_sql.runs_in_window, item_ids, start, end, limit)
+
     async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:
         return await self._read(tasks_sql.get_run, item_id, run_id)
 

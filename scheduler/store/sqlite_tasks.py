@@ -17,7 +17,7 @@ from typing import Any, Collection
 from .. import policy
 from ..model import (
     FINAL_STATUSES, LabelOperator, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, RunRecord, Status,
-    Task, TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source,
+    Task, TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source, prefix_range,
 )
 from ..spec import TaskSpec
 from .sqlite_claims import read_row, transition
@@ -189,6 +189,9 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     if request.copies_of is not None:
         conditions.append("item_id >= ? AND item_id < ?")
         params.extend(copies_range(str(request.copies_of)))
+    if request.id_prefix is not None:
+        conditions.append("item_id >= ? AND item_id < ?")
+        params.extend(prefix_range(str(request.id_prefix)))
     # Written out, not bound: the partial indexes tasks_disabled and tasks_suspended serve a literal condition only.
     if request.enabled is not None:
         conditions.append("enabled = 1" if request.enabled else "enabled = 0")
@@ -218,6 +221,30 @@ def list_runs(conn: sqlite3.Connection, now: datetime, item_id: str, offset: int
         (item_id, limit, offset),
     ).fetchall()
     return Page(items=[run_from_row(row) for row in rows], offset=offset, total=total)
+
+
+def runs_in_window(
+    conn: sqlite3.Connection, now: datetime, item_ids: list[str], start: datetime, end: datetime, limit: int
+) -> dict[str, list[RunRecord]]:
+    """``Store.runs_in_window``: per task, two range reads of the index runs_by_task."""
+    low, high = epoch_ms(start), epoch_ms(end)
+    found: dict[str, list[RunRecord]] = {}
+    for item_id in item_ids:
+        rows = conn.execute(
+            "SELECT * FROM runs WHERE task_id = ? AND started_at >= ? AND started_at < ?"
+            " ORDER BY started_at DESC, attempt DESC LIMIT ?",
+            (item_id, low, high, limit),
+        ).fetchall()
+        runs = [run_from_row(row) for row in rows]
+        if len(runs) < limit:
+            before = conn.execute(
+                "SELECT * FROM runs WHERE task_id = ? AND started_at < ? ORDER BY started_at DESC, attempt DESC LIMIT 1",
+                (item_id, low),
+            ).fetchone()
+            if before is not None and (before["finished_at"] is None or before["finished_at"] > low):
+                runs.append(run_from_row(before))
+        found[item_id] = runs
+    return found
 
 
 def get_run(conn: sqlite3.Connection, now: datetime, item_id: str, run_id: str) -> RunRecord | None:

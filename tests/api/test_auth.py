@@ -34,6 +34,8 @@ REQUESTS = {
     ("POST", "/-/reload"): "/-/reload",
     ("GET", "/livez"): "/livez",
     ("GET", "/readyz"): "/readyz",
+    ("GET", "/cxs/timeline"): "/cxs/timeline",
+    ("GET", "/cxs/whoami"): "/cxs/whoami",
     ("GET", "/metrics"): "/metrics",
     ("GET", "/openapi.json"): "/openapi.json",
 }
@@ -53,6 +55,8 @@ EXPECTED_ROLE = {
     ("POST", "/cxs/tasks/{id}/run"): Role.ADMINISTRATOR,
     ("POST", "/cxs/tasks/{id}/suspend"): Role.ADMINISTRATOR,
     ("POST", "/cxs/tasks/{id}/unsuspend"): Role.ADMINISTRATOR,
+    ("GET", "/cxs/timeline"): Role.VIEWER,
+    ("GET", "/cxs/whoami"): Role.VIEWER,
     ("GET", "/cxs/nodes"): Role.VIEWER,
     ("GET", "/cxs/config"): Role.VIEWER,
     ("POST", "/-/reload"): Role.ADMINISTRATOR,

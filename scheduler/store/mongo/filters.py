@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Collection
 
-from ...model import SORT_FIELDS, Claim, LabelOperator, LabelRequirement, Status, TaskQuery, copies_range
+from ...model import SORT_FIELDS, Claim, LabelOperator, LabelRequirement, Status, TaskQuery, copies_range, prefix_range
 from .documents import label_pairs
 
 # API sort field -> document field. Every other sort field has the same name.
@@ -124,6 +124,11 @@ def query_filter(query: TaskQuery) -> dict[str, Any]:
     if query.copies_of is not None:
         low, high = copies_range(_string("task name", query.copies_of))
         criteria["_id"] = {"$gte": low, "$lt": high}
+    if query.id_prefix is not None:
+        low, high = prefix_range(_string("id prefix", query.id_prefix))
+        # Both ranges on _id must hold: the narrower bounds of the two.
+        bounds = criteria.get("_id", {"$gte": low, "$lt": high})
+        criteria["_id"] = {"$gte": max(bounds["$gte"], low), "$lt": min(bounds["$lt"], high)}
     if query.enabled is not None:
         criteria["enabled"] = _flag("enabled", query.enabled)
     if query.suspended is not None:

@@ -256,6 +256,11 @@ class MongoStore(Store):
     async def _list_runs(self, item_id: str, offset: int, limit: int) -> Page:
         return await self._with_db(f"list runs of task {item_id}", tasks.list_runs, item_id, offset, limit)
 
+    async def _runs_in_window(
+        self, item_ids: list[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return await self._with_db("read runs in a time window", tasks.runs_in_window, item_ids, start, end, limit)
+
     async def get_run(self, item_id: str, run_id: str) -> RunRecord | None:
         return await self._with_db(f"read run {run_id}", tasks.get_run, item_id, run_id)
 

@@ -169,6 +169,29 @@ def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
     return Page(items=items, offset=offset, total=total)
 
 
+def runs_in_window(db: Database, item_ids: list[str], start: datetime, end: datetime, limit: int) -> dict[str, list[RunRecord]]:
+    """``Store.runs_in_window``: per task, two range reads of the index runs_by_task."""
+    found: dict[str, list[RunRecord]] = {}
+    for item_id in item_ids:
+        runs = []
+        if limit:  # the driver reads limit 0 as "no limit"
+            cursor = db["runs"].find(
+                {"taskId": {"$eq": item_id}, "startedAt": {"$gte": start, "$lt": end}},
+                sort=[("startedAt", -1), ("attempt", -1)], limit=limit,
+            )
+            runs = [run_from_document(doc) for doc in cursor]
+        if len(runs) < limit:
+            before = db["runs"].find_one(
+                {"taskId": {"$eq": item_id}, "startedAt": {"$lt": start}}, sort=[("startedAt", -1), ("attempt", -1)]
+            )
+            if before is not None:
+                record = run_from_document(before)
+                if record.finished_at is None or record.finished_at > start:
+                    runs.append(record)
+        found[item_id] = runs
+    return found
+
+
 def get_run(db: Database, item_id: str, run_id: str) -> RunRecord | None:
     doc = db["runs"].find_one({"_id": {"$eq": run_id}, "taskId": {"$eq": item_id}})
     return None if doc is None else run_from_document(doc)
