@@ -62,7 +62,7 @@ export function timelineView(ctx) {
   const box = el("div", {class: "timeline", id: "timeline"});
   ctx.root.append(el("h1", {}, "Timeline"),
     filterForm(params, (filters) => update({...filters, offset: 0})), controls, caption, box,
-    el("p", {class: "legend"}, ["success", "failure", "timeout", "crashed", "cancelled", "running"].map((o) =>
+    el("p", {class: "legend"}, ["success", "failure", "timeout", "crashed", "interrupted", "cancelled", "running"].map((o) =>
       el("span", {class: `key outcome-${o}`}, o))));
 
   const draw = (answer, start, end) => {
