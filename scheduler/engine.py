@@ -633,10 +633,7 @@ class Engine:
             return Execution(outcome=Outcome.FAILURE, error=exc.message)
         early = (claim.started_at - store.now()).total_seconds()
         if early > 0:  # claimed ahead: wait for the due time, or for a cancel, takeover or hand-back
-            try:
-                await asyncio.wait_for(context.wait_cancelled(), timeout=early)
-            except TimeoutError:
-                pass
+            await context.sleep_unless_stopped(early)
         if run.handed_back or context.cancel_reason is not None:  # cancelled, taken over or handed back
             return Execution(outcome=context.cancel_reason or Outcome.LEASE_LOST, error="stopped before it started")
         if context.lease_lapsed:  # the node stalled since the claim (frozen, starved): a peer may run the task now

@@ -80,6 +80,11 @@ def _json_copy(data: Any, what: str) -> Any:
         raise ValueError(f"{what} must be JSON data: {exc}") from None
 
 
+def _open_gate(gate: asyncio.Future[None]) -> None:
+    if not gate.done():  # a gate whose waiter was cancelled is done already
+        gate.set_result(None)
+
+
 class RunContext:
     """What a run sees: given to python callables (one argument) and registered executors.
 
@@ -118,6 +123,7 @@ class RunContext:
         self._cancel_event = threading.Event()
         self._cancelled = CancelSignal(self._cancel_event)
         self._async_cancelled = asyncio.Event()
+        self._stop_gates: list[asyncio.Future[None]] = []  # sleep_unless_stopped's, opened by a stop
         self.cancel_reason: Outcome | None = None
         # Progress bookkeeping. Reports are numbered under the lock and queued on
         # the loop in that order, so "delivered >= n" means reports 1..n reached the sink.
@@ -213,6 +219,28 @@ class RunContext:
 
     # -- engine side -----------------------------------------------------------
 
+    def sleep_unless_stopped(self, seconds: float) -> asyncio.Future[None]:
+        """A future done after ``seconds``, or as soon as the run must stop if that comes first.
+
+        One timer and one future: ``asyncio.wait_for(self.wait_cancelled(), seconds)`` makes a
+        task and raises TimeoutError for every run, about 50 us each; a thousand runs claimed
+        ahead and due at one instant started 50 ms later from first to last for that alone.
+        """
+        gate = self._loop.create_future()
+        if self._cancel_event.is_set():
+            gate.set_result(None)
+            return gate
+        timer = self._loop.call_later(seconds, _open_gate, gate)
+        gate.add_done_callback(lambda _: timer.cancel())
+        self._stop_gates.append(gate)
+        return gate
+
+    def _stopped_on_loop(self) -> None:
+        self._async_cancelled.set()
+        gates, self._stop_gates = self._stop_gates, []
+        for gate in gates:
+            _open_gate(gate)
+
     def cancel(self, reason: Outcome) -> None:
         """Ask the run to stop. Idempotent: the first reason is the run's outcome."""
         if reason not in STOP_REASONS:
@@ -223,9 +251,9 @@ class RunContext:
             self.cancel_reason = reason
             self._cancel_event.set()
         if self._on_loop_thread():
-            self._async_cancelled.set()
+            self._stopped_on_loop()
         else:
-            self._loop.call_soon_threadsafe(self._async_cancelled.set)
+            self._loop.call_soon_threadsafe(self._stopped_on_loop)
 
     @property
     def lease_deadline(self) -> float | None:

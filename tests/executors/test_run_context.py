@@ -107,6 +107,37 @@ async def test_cancel_keeps_the_first_reason_and_wakes_every_waiter(make_ctx):
     assert ctx.cancelled and ctx.cancel_reason is Outcome.LEASE_LOST
 
 
+async def test_sleep_unless_stopped_ends_at_its_time(make_ctx):
+    ctx = make_ctx()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(ctx.sleep_unless_stopped(0.05), timeout=10)
+    assert loop.time() - began >= 0.05 and ctx.cancel_reason is None
+
+
+@pytest.mark.parametrize("from_thread", [False, True])
+async def test_a_stop_ends_sleep_unless_stopped_at_once(make_ctx, from_thread):
+    ctx = make_ctx()
+    gate = ctx.sleep_unless_stopped(3600)
+    if from_thread:
+        await asyncio.to_thread(ctx.cancel, Outcome.LEASE_LOST)
+    else:
+        ctx.cancel(Outcome.CANCELLED)
+    await asyncio.wait_for(gate, timeout=10)  # an hour early
+    assert ctx.sleep_unless_stopped(3600).done()  # stopped already: nothing to wait for
+
+
+async def test_a_sleep_abandoned_by_its_waiter_does_not_break_a_later_stop(make_ctx):
+    ctx = make_ctx()
+    waiter = asyncio.ensure_future(ctx.sleep_unless_stopped(3600))
+    await asyncio.sleep(0)
+    waiter.cancel()  # the engine's run task cancelled while it waited
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    ctx.cancel(Outcome.CANCELLED)  # opens no gate twice, raises nothing
+    await asyncio.wait_for(ctx.wait_cancelled(), timeout=10)
+
+
 async def test_cancel_rejects_an_outcome_that_is_not_a_stop(make_ctx):
     ctx = make_ctx()
     with pytest.raises(ValueError):
