@@ -26,6 +26,7 @@ from .redact import redact_text, redact_url
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C: what a shell reports for a command ended by SIGINT
 
 
 class ClientError(SchedulerError):

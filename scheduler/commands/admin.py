@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from ..client import (
-    EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiClient, ClientError, resolve_token, resolve_url, run_path,
-    task_path,
+    EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiClient, ClientError, resolve_token,
+    resolve_url, run_path, task_path,
 )
 from ..errors import SpecError
 from ..selectors import SelectorError, parse_selector
@@ -114,18 +115,34 @@ async def task_list(client: ApiClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.output not in ("table", "wide"):
         raise ClientError(f"--watch redraws the table: it cannot be combined with -o {args.output}", EXIT_USAGE)
-    while True:  # until interrupted (Ctrl-C ends the command with 130)
-        try:
-            page = (await client.call("GET", "/cxs/tasks", params)).body
-            body = _task_page_text(page, args)
-        except ClientError as exc:
-            if exc.exit_code != EXIT_UNREACHABLE:
-                raise
-            body = f"scheduler: {exc.message} (trying again)"  # a node restarting should not end the watch
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        sys.stdout.write(f"{render.CLEAR_SCREEN}Every {args.watch:g}s: {client.url}   {now} UTC\n\n{body}\n")
-        sys.stdout.flush()
-        await asyncio.sleep(args.watch)
+    # Until Ctrl-C, which ends the command with 130. The signal sets an event rather than cancel
+    # the command's task (asyncio.run's way): a cancel that lands as an HTTP request completes can
+    # be lost inside the client library, and the watch would then go on for ever.
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    stop = asyncio.ensure_future(interrupted.wait())
+    try:
+        while not interrupted.is_set():
+            request = asyncio.ensure_future(client.call("GET", "/cxs/tasks", params))
+            await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if interrupted.is_set():
+                request.cancel()
+                break
+            try:
+                body = _task_page_text(request.result().body, args)
+            except ClientError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                body = f"scheduler: {exc.message} (trying again)"  # a node restarting should not end the watch
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            sys.stdout.write(f"{render.CLEAR_SCREEN}Every {args.watch:g}s: {client.url}   {now} UTC\n\n{body}\n")
+            sys.stdout.flush()
+            await asyncio.wait({stop}, timeout=args.watch)
+    finally:
+        stop.cancel()
+        loop.remove_signal_handler(signal.SIGINT)
+    return EXIT_INTERRUPTED
 
 
 async def task_show(client: ApiClient, args: argparse.Namespace) -> int:

@@ -137,7 +137,7 @@ def test_task_list_watch_redraws_in_place_until_interrupted(node):
             wait_until(lambda: "".join(output).count("Showing 4 task(s)") >= 2, timeout=20, what="two redraws")
         finally:
             process.send_signal(signal.SIGINT)  # Ctrl-C
-            returncode = process.wait(timeout=10)
+            returncode = process.wait(timeout=30)
             reader.join(timeout=10)
         errors = process.stderr.read()
     screens = "".join(output).split(CLEAR_SCREEN)
