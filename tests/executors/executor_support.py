@@ -30,3 +30,17 @@ def read_pid(path) -> int:
 
 def pid_written(path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
+
+
+def spy_on_starts(monkeypatch) -> list:
+    """The ``preexec_fn`` of every command the loop starts from now on."""
+    loop = asyncio.get_running_loop()
+    real = loop.subprocess_exec
+    seen = []
+
+    async def subprocess_exec(*args, **kwargs):
+        seen.append(kwargs.get("preexec_fn"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "subprocess_exec", subprocess_exec)
+    return seen

@@ -13,7 +13,7 @@ import pytest
 from scheduler.executors import CommandExecutor, Progress
 from scheduler.model import Outcome
 
-from executor_support import alive, eventually, pid_written, read_pid
+from executor_support import alive, eventually, pid_written, read_pid, spy_on_starts
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE = 0.3
@@ -212,28 +212,55 @@ async def test_control_file_lines_are_delivered_in_order(make_ctx, executor, tmp
     assert "control.jsonl line 2 ignored: not valid JSON" in caplog.text
 
 
+async def test_files_the_command_leaves_in_its_run_directory_are_removed(make_ctx, executor):
+    ctx = make_ctx({"shell": 'd=$(dirname "$SCHEDULER_CONTROL_FILE"); echo x > "$d/left"; echo "$d"'})
+    result = await executor.execute(ctx)
+    run_dir = Path(result.output.strip())
+    assert result.outcome is Outcome.SUCCESS and run_dir.name.startswith("scheduler-run-")
+    assert not run_dir.exists()
+
+
+async def test_without_a_watchdog_serving_the_command_sets_its_own_parent_death_signal(make_ctx, executor, monkeypatch):
+    """No lease to guard, so no watchdog: the new process calls prctl itself, between fork and exec."""
+    preexec_fns = spy_on_starts(monkeypatch)
+    result = await executor.execute(make_ctx({"command": ["true"]}))
+    assert result.outcome is Outcome.SUCCESS
+    assert len(preexec_fns) == 1 and preexec_fns[0] is not None
+
+
 PARENT = """
-import asyncio, sys
+import asyncio, sys, time
 from datetime import datetime, timezone
 from scheduler.executors import CommandExecutor, RunContext
 from scheduler.spec import TaskSpec
+from scheduler.watchdog import node_watchdog
 
 async def main():
     spec = TaskSpec.from_dict({"name": "t", "schedule": {"every": "1h"}, "run": {"shell": sys.argv[1]}})
     async def sink(progress):
         pass
+    lease = sys.argv[2] == "lease"
+    if lease:  # as in a node: the watchdog serves, and the run's lease deadline is far away
+        node_watchdog().start()
+        assert await node_watchdog().until_running(30)
     ctx = RunContext(task_id="t", run_id="t:1", node_id="n", fence=1, scheduled_for=datetime.now(timezone.utc),
-                     attempt=1, spec=spec, checkpoint_data=None, progress_sink=sink, loop=asyncio.get_running_loop())
-    await CommandExecutor().execute(ctx)
+                     attempt=1, spec=spec, checkpoint_data=None, progress_sink=sink, loop=asyncio.get_running_loop(),
+                     lease_deadline=time.monotonic() + 600 if lease else None)
+    await CommandExecutor(grace_period=600).execute(ctx)
 
 asyncio.run(main())
 """
 
 
-async def test_the_command_dies_with_its_node(tmp_path):
+@pytest.mark.parametrize("lease", ["lease", "no lease"])
+async def test_the_command_dies_with_its_node(tmp_path, lease):
+    """Without a lease the kernel's parent-death signal stops it; with one, the watchdog does (no preexec_fn).
+
+    The command ignores SIGTERM and the kill grace is long: only a SIGKILL at the node's death stops it.
+    """
     pid_file = tmp_path / "command.pid"
     node = subprocess.Popen(
-        [sys.executable, "-c", PARENT, f"echo $$ > {pid_file}; exec sleep 60"],
+        [sys.executable, "-c", PARENT, f"trap '' TERM; echo $$ > {pid_file}; exec sleep 60", lease],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -246,7 +273,11 @@ async def test_the_command_dies_with_its_node(tmp_path):
     finally:
         node.kill()
         node.wait()
-    await eventually(lambda: not alive(command))
+    try:
+        await eventually(lambda: not alive(command))
+    finally:
+        if alive(command):
+            os.kill(command, signal.SIGKILL)
 
 
 async def test_a_cancelled_execution_leaves_no_process(make_ctx, executor, tmp_path):
