@@ -33,14 +33,15 @@ def pid_written(path) -> bool:
 
 
 def spy_on_starts(monkeypatch) -> list:
-    """The ``preexec_fn`` of every command the loop starts from now on."""
-    loop = asyncio.get_running_loop()
-    real = loop.subprocess_exec
+    """The ``preexec_fn`` of every command started from now on (``subprocess.Popen``), by argv."""
+    import subprocess
+
+    real = subprocess.Popen
     seen = []
 
-    async def subprocess_exec(*args, **kwargs):
-        seen.append(kwargs.get("preexec_fn"))
-        return await real(*args, **kwargs)
+    def popen(args, *more, **kwargs):
+        seen.append((list(args), kwargs.get("preexec_fn")))
+        return real(args, *more, **kwargs)
 
-    monkeypatch.setattr(loop, "subprocess_exec", subprocess_exec)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     return seen

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -93,8 +94,8 @@ async def test_environment_and_working_directory(make_ctx, executor, tmp_path, m
         "SCHEDULER_CHECKPOINT": '{"offset": 42}',
         "SCHEDULER_TRIGGER": "{}",  # not a chain's run
     }
-    assert control_file.endswith("control.jsonl")
-    assert not Path(control_file).parent.exists(), "the per-run directory is removed after the run"
+    assert control_file.endswith(".control.jsonl")
+    assert not Path(control_file).exists(), "the control file is removed after the run"
 
 
 async def test_no_checkpoint_is_an_empty_object(make_ctx, executor):
@@ -212,20 +213,31 @@ async def test_control_file_lines_are_delivered_in_order(make_ctx, executor, tmp
     assert "control.jsonl line 2 ignored: not valid JSON" in caplog.text
 
 
-async def test_files_the_command_leaves_in_its_run_directory_are_removed(make_ctx, executor):
-    ctx = make_ctx({"shell": 'd=$(dirname "$SCHEDULER_CONTROL_FILE"); echo x > "$d/left"; echo "$d"'})
-    result = await executor.execute(ctx)
-    run_dir = Path(result.output.strip())
-    assert result.outcome is Outcome.SUCCESS and run_dir.name.startswith("scheduler-run-")
-    assert not run_dir.exists()
-
-
 async def test_without_a_watchdog_serving_the_command_sets_its_own_parent_death_signal(make_ctx, executor, monkeypatch):
     """No lease to guard, so no watchdog: the new process calls prctl itself, between fork and exec."""
     preexec_fns = spy_on_starts(monkeypatch)
     result = await executor.execute(make_ctx({"command": ["true"]}))
     assert result.outcome is Outcome.SUCCESS
-    assert len(preexec_fns) == 1 and preexec_fns[0] is not None
+    assert len(preexec_fns) == 1 and preexec_fns[0][0] == ["true"] and preexec_fns[0][1] is not None
+
+
+async def test_a_command_run_starts_no_thread(make_ctx, executor, monkeypatch):
+    """Its exit is watched through a pidfd on the loop, not by a thread per process (asyncio's way on 3.11)."""
+    started = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread.name) or real_start(thread))
+    result = await executor.execute(make_ctx({"shell": "echo done; exit 3"}))
+    assert (result.outcome, result.exit_code, result.output) == (Outcome.FAILURE, 3, "done\n")
+    assert started == []
+
+
+async def test_without_pidfds_a_thread_waits_for_the_command(make_ctx, executor, monkeypatch):
+    def no_pidfd(pid, flags=0):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    result = await executor.execute(make_ctx({"shell": "echo done; exit 3"}))
+    assert (result.outcome, result.exit_code, result.output) == (Outcome.FAILURE, 3, "done\n")
 
 
 PARENT = """

@@ -284,7 +284,7 @@ async def test_while_the_watchdog_serves_a_command_starts_without_a_preexec_fn(m
     preexec_fns = spy_on_starts(monkeypatch)
     result = await executor.execute(make_ctx({"command": ["true"]}, lease_deadline=in_(LATER)))
     assert result.outcome is Outcome.SUCCESS
-    assert preexec_fns == [None]
+    assert preexec_fns == [(["true"], None)]
 
 
 async def test_a_command_that_cannot_start_is_no_longer_expected(make_ctx, executor):
