@@ -97,6 +97,7 @@ class DirectoryResult:
     # Names whose later declaration lost to an earlier file: (path, name) pairs.
     shadowed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     known_types: frozenset[str] = frozenset()  # the executor types the files were checked against
+    index: NameIndex | None = field(default=None, compare=False, repr=False)  # made from ``files`` when None
 
     @property
     def specs(self) -> tuple[TaskSpec, ...]:
@@ -114,6 +115,39 @@ class DirectoryResult:
 
 # Task name -> the declaration that holds it (see ``check_names``), or what makes that map when it is needed.
 Holders = Union[Mapping[str, Source], Callable[[], Mapping[str, Source]]]
+
+
+@dataclass(frozen=True)
+class NameIndex:
+    """What the checks between the files of a directory look at, kept up to date file by file:
+    a load of a few changed files among 10,000 does not go over every file for it."""
+
+    counts: Mapping[str, int]  # task name -> how many declarations of it the files hold
+    rejected: frozenset[str]  # the paths of the files with problems of their own
+    waiting: Mapping[str, FileResult]  # path -> the file, for the files holding tasks that wait for others
+
+    @classmethod
+    def of(cls, files: Collection[FileResult]) -> NameIndex:
+        return cls(EMPTY_INDEX.counts, frozenset(), {}).replaced((), files)
+
+    def replaced(self, old: Collection[FileResult], new: Collection[FileResult]) -> NameIndex:
+        """The index once the files ``old`` are gone and the files ``new`` are there."""
+        counts = Counter(self.counts)
+        gone = [spec.name for result in old for spec in result.specs]
+        counts.subtract(gone)
+        counts.update(spec.name for result in new for spec in result.specs)
+        for name in gone:
+            if counts.get(name, 0) <= 0:
+                counts.pop(name, None)  # counted down to nothing: not a name of the directory
+        waiting = dict(self.waiting)
+        for result in old:
+            waiting.pop(result.path, None)
+        waiting.update((result.path, result) for result in new if result.dependency_keys)
+        rejected = (self.rejected - {r.path for r in old}) | {r.path for r in new if not r.ok}
+        return NameIndex(counts, frozenset(rejected), waiting)
+
+
+EMPTY_INDEX = NameIndex(Counter(), frozenset(), {})
 
 
 def is_task_file(name: str) -> bool:
@@ -257,7 +291,7 @@ def load_directory(
     base = str(Path(path))  # joined as strings: a Path per file costs more than reading the file
     reusable = previous is not None and previous.known_types == known
     if changed is not None and reusable and previous.path == str(path):
-        files = _load_changed(base, changed, known, previous.files)
+        files, index = _load_changed(base, changed, known, previous)
     else:
         # An unreadable file's empty digest never matches.
         earlier = {f.path: f for f in previous.files} if reusable else {}
@@ -268,7 +302,9 @@ def load_directory(
             names = sorted(e.name for e in entries if is_task_file(e.name))
         paths = [os.path.join(base, name) for name in names]
         files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
-    directory = check_names(DirectoryResult(str(path), files, known_types=known), {} if holders is None else holders)
+        index = NameIndex.of(files)
+    directory = DirectoryResult(str(path), files, known_types=known, index=index)
+    directory = check_names(directory, {} if holders is None else holders)
     if log.isEnabledFor(logging.DEBUG):  # all_problems builds and sorts a list
         log.debug(
             "%s: %d task(s) in %d file(s), %d problem(s)",
@@ -281,26 +317,32 @@ def load_directory(
 
 
 def _load_changed(
-    base: str, changed: Collection[str], known: frozenset[str], earlier: tuple[FileResult, ...]
-) -> tuple[FileResult, ...]:
-    """``earlier``'s files (in path order) with the task files named in ``changed`` read again, or
-    dropped when no entry has their name any more (a dangling link is still an entry, reported)."""
-    files = list(earlier)
+    base: str, changed: Collection[str], known: frozenset[str], previous: DirectoryResult
+) -> tuple[tuple[FileResult, ...], NameIndex]:
+    """``previous``'s files (in path order) with the task files named in ``changed`` read again, or
+    dropped when no entry has their name any more (a dangling link is still an entry, reported);
+    and their index."""
+    files = list(previous.files)
+    old, new = [], []
     for name in changed:
         if not is_task_file(name):
             continue
         path = os.path.join(base, name)
         at = bisect.bisect_left(files, path, key=_path_of)
         found = at < len(files) and files[at].path == path
+        if found:
+            old.append(files[at])
         if os.path.lexists(path):
             result = _load_file(path, known, files[at] if found else None)
+            new.append(result)
             if found:
                 files[at] = result
             else:
                 files.insert(at, result)
         elif found:
             del files[at]
-    return tuple(files)
+    index = previous.index or NameIndex.of(previous.files)
+    return tuple(files), index.replaced(old, new)
 
 
 def _path_of(result: FileResult) -> str:
@@ -334,9 +376,10 @@ def check_names(directory: DirectoryResult, holders: Holders) -> DirectoryResult
     """
     # Only a name declared twice, or once beside its rejected holder, needs a keeper: usually
     # none, and a reload of a directory of 10,000 files must not look at every name's holder.
-    declared = Counter(spec.name for result in directory.files for spec in result.specs)
+    index = directory.index or NameIndex.of(directory.files)
+    declared = index.counts
     contested = {name for name, count in declared.items() if count > 1}
-    rejected = {result.path for result in directory.files if not result.ok}
+    rejected = index.rejected
     if callable(holders) and (rejected or contested):
         holders = holders()
     if rejected:
@@ -377,11 +420,12 @@ def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
     """A problem at the ``dependsOn`` key (or ``afterSuccessOf``) of every task of the directory that
     is part of a cycle of dependencies (a -> b -> a): none of them could ever run. Names no file
     declares are not followed."""
-    where = {name: (f.path, f.dependency_keys[name]) for f in directory.files if f.dependency_keys
-             for name in f.dependency_keys if (f.path, name) not in directory.shadowed}
-    if not where:  # no task waits for another: no cycle (and no map of every task to build)
-        return ()
-    specs = {spec.name: spec for spec in directory.specs}
+    waiting = (directory.index or NameIndex.of(directory.files)).waiting
+    where = {name: (path, waiting[path].dependency_keys[name]) for path in sorted(waiting)
+             for name in waiting[path].dependency_keys if (path, name) not in directory.shadowed}
+    # Every task of a cycle waits for another: the others need not be followed (nor mapped).
+    specs = {spec.name: spec for path in sorted(waiting) for spec in waiting[path].specs if spec.name in where
+             and (path, spec.name) not in directory.shadowed}
     problems = []
     for name in sorted(where):
         cycle = _cycle_through(name, specs)

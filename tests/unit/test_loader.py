@@ -412,3 +412,18 @@ def test_a_file_rewritten_within_one_clock_tick_with_the_same_size_is_read_again
     for changed in ({"a.yaml"}, None):
         [spec] = load_directory(tmp_path, known_types=(), previous=first, changed=changed).specs
         assert spec.schedule.every == timedelta(minutes=2)
+
+
+def test_names_declared_twice_are_counted_file_by_file_across_loads_of_changed_files(tmp_path):
+    write(tmp_path, "a.yaml", BASE)
+    write(tmp_path, "b.yaml", BASE)  # t again
+    first = load_directory(tmp_path, known_types=())
+    write(tmp_path, "a.yaml", BASE.replace("name: t", "name: a"))
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b"))
+    both_renamed = load_directory(tmp_path, known_types=(), previous=first, changed={"a.yaml", "b.yaml"})
+    write(tmp_path, "c.yaml", BASE.replace("name: t", "name: a"))
+    clash = load_directory(tmp_path, known_types=(), previous=both_renamed, changed={"c.yaml"})
+
+    assert [p.message for p in first.problems] == [f"task name 't' is already defined in {tmp_path / 'a.yaml'}:1"]
+    assert both_renamed.ok and dict(both_renamed.index.counts) == {"a": 1, "b": 1}
+    assert [p.path for p in clash.problems] == [str(tmp_path / "c.yaml")]
