@@ -10,6 +10,12 @@ changes, it resolves the path again, sets its watches up on what the path leads
 to now, and only then reports a change: the rescan that follows cannot miss a
 file written in between.
 
+Each batch of changes names the task files that changed, so that a reload reads
+those alone. A batch that cannot be told that way asks for a rescan of every file:
+the path re-resolved, or a link or directory among the entries changed (Kubernetes
+updates a ConfigMap volume by switching its ``..data`` link, through which every
+task file's link goes).
+
 The watches are set up when the object is made, so a caller that makes it before
 its first scan misses nothing either. Watching the parent directories means
 waking up for changes of their other entries too (filtered out here, never a
@@ -69,9 +75,11 @@ def _targets(path: str) -> _Targets:
 class DirectoryWatch:
     """Changes of the entries of the directory at ``path`` whose names pass ``relevant``.
 
-    ``changes()`` yields once per batch of relevant changes, and once after the
-    path was re-resolved (a link on the way switched, the directory removed or
-    created). ``close()`` releases the watches and the thread.
+    ``changes()`` yields once per batch of relevant changes, the names that changed
+    (added, modified or removed); ``None`` when every entry must be looked at again:
+    after the path was re-resolved (a link on the way switched, the directory removed
+    or created), or when a link or a directory of the directory changed.
+    ``close()`` releases the watches and the thread.
     """
 
     def __init__(self, path: str | os.PathLike[str], relevant: Callable[[str], bool]) -> None:
@@ -105,13 +113,13 @@ class DirectoryWatch:
             self._notify.close()
             self._notify = None
 
-    async def changes(self) -> AsyncIterator[None]:
+    async def changes(self) -> AsyncIterator[frozenset[str] | None]:
         loop = asyncio.get_running_loop()
         while True:
             if self._notify is None:
                 await asyncio.sleep(RETRY_SECONDS)
                 if self._arm():
-                    yield
+                    yield None
                 continue
             future = loop.run_in_executor(self._thread, self._notify.watch, DEBOUNCE_MS, STEP_MS, TIMEOUT_MS, self._stop)
             try:
@@ -126,13 +134,21 @@ class DirectoryWatch:
             paths = {path for _, path in raw}
             if paths & self._targets.entries:
                 self._arm()
-                yield
-            elif any(self._in_directory(path) for path in paths):
-                yield
-
-    def _in_directory(self, path: str) -> bool:
-        directory, name = os.path.split(path)
-        return directory == self._targets.directory and self._relevant(name)
+                yield None
+                continue
+            names: set[str] = set()
+            for path in paths:
+                directory, name = os.path.split(path)
+                if directory != self._targets.directory:
+                    continue  # another entry of a parent directory
+                if self._relevant(name):
+                    names.add(name)
+                elif os.path.islink(path) or os.path.isdir(path):  # files may lead through it: look at them all
+                    names.clear()
+                    yield None
+                    break
+            if names:
+                yield frozenset(names)
 
     def close(self) -> None:
         self._stop.set()

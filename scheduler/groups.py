@@ -42,6 +42,7 @@ class ProcessStat:
     pid: int
     state: str  # R, S, D, Z (exited, not yet reaped by its parent), ...
     pgrp: int
+    session: int
     start_time: int  # clock ticks since boot: with the pid, names one process for the machine's uptime
 
 
@@ -55,7 +56,29 @@ def process_stat(pid: int) -> ProcessStat | None:
     # "pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
     # cutime cstime priority nice threads itrealvalue starttime ...": comm may hold spaces and parentheses.
     fields = stat[stat.rfind(")") + 2 :].split()
-    return ProcessStat(pid=pid, state=fields[0], pgrp=int(fields[2]), start_time=int(fields[19]))
+    return ProcessStat(pid=pid, state=fields[0], pgrp=int(fields[2]), session=int(fields[3]), start_time=int(fields[19]))
+
+
+def session_leaders_with_env(name: str, value: str) -> list[ProcessStat]:
+    """The session leaders (a command's process, in the session it starts) whose environment sets ``name=value``.
+
+    The environment read is the one the process was started with (``/proc/<pid>/environ``),
+    readable for processes of the same user that are not set-user-ID. It scans the
+    machine's processes: for rare use (see ``scheduler.watchdog``).
+    """
+    needle = b"\0" + f"{name}={value}".encode() + b"\0"
+    found = []
+    for stat in _all_stats():
+        if stat.pid != stat.session or stat.pid != stat.pgrp:
+            continue
+        try:
+            with open(f"/proc/{stat.pid}/environ", "rb") as file:
+                environ = file.read()
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        if needle in b"\0" + environ:
+            found.append(stat)
+    return found
 
 
 def _all_stats() -> list[ProcessStat]:

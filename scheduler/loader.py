@@ -15,17 +15,19 @@ of a task whose file turned bad, so it needs each file's verdict on its own.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import errno
 import hashlib
 import logging
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, Union
 
 from . import schema, yamlsafe
 from .errors import SpecError
@@ -95,6 +97,7 @@ class DirectoryResult:
     # Names whose later declaration lost to an earlier file: (path, name) pairs.
     shadowed: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     known_types: frozenset[str] = frozenset()  # the executor types the files were checked against
+    index: NameIndex | None = field(default=None, compare=False, repr=False)  # made from ``files`` when None
 
     @property
     def specs(self) -> tuple[TaskSpec, ...]:
@@ -108,6 +111,43 @@ class DirectoryResult:
     @property
     def ok(self) -> bool:
         return not self.all_problems
+
+
+# Task name -> the declaration that holds it (see ``check_names``), or what makes that map when it is needed.
+Holders = Union[Mapping[str, Source], Callable[[], Mapping[str, Source]]]
+
+
+@dataclass(frozen=True)
+class NameIndex:
+    """What the checks between the files of a directory look at, kept up to date file by file:
+    a load of a few changed files among 10,000 does not go over every file for it."""
+
+    counts: Mapping[str, int]  # task name -> how many declarations of it the files hold
+    rejected: frozenset[str]  # the paths of the files with problems of their own
+    waiting: Mapping[str, FileResult]  # path -> the file, for the files holding tasks that wait for others
+
+    @classmethod
+    def of(cls, files: Collection[FileResult]) -> NameIndex:
+        return cls(EMPTY_INDEX.counts, frozenset(), {}).replaced((), files)
+
+    def replaced(self, old: Collection[FileResult], new: Collection[FileResult]) -> NameIndex:
+        """The index once the files ``old`` are gone and the files ``new`` are there."""
+        counts = Counter(self.counts)
+        gone = [spec.name for result in old for spec in result.specs]
+        counts.subtract(gone)
+        counts.update(spec.name for result in new for spec in result.specs)
+        for name in gone:
+            if counts.get(name, 0) <= 0:
+                counts.pop(name, None)  # counted down to nothing: not a name of the directory
+        waiting = dict(self.waiting)
+        for result in old:
+            waiting.pop(result.path, None)
+        waiting.update((result.path, result) for result in new if result.dependency_keys)
+        rejected = (self.rejected - {r.path for r in old}) | {r.path for r in new if not r.ok}
+        return NameIndex(counts, frozenset(rejected), waiting)
+
+
+EMPTY_INDEX = NameIndex(Counter(), frozenset(), {})
 
 
 def is_task_file(name: str) -> bool:
@@ -230,7 +270,8 @@ def load_directory(
     path: str | os.PathLike[str],
     known_types: Collection[str] | None = None,
     previous: DirectoryResult | None = None,
-    holders: Mapping[str, Source] | None = None,
+    holders: Holders | None = None,
+    changed: Collection[str] | None = None,
 ) -> DirectoryResult:
     """Every task file of a directory (not its subdirectories), in name order.
 
@@ -238,23 +279,32 @@ def load_directory(
     the files whose bytes are still those it was made from (checked against the
     same executor types): a rescan after one file changed reads every file but
     parses one, where parsing them all takes about a millisecond per file.
+    ``changed``, the names of the entries that changed since ``previous`` (what a
+    watch of the directory saw), saves the reading too: only those files are read
+    again (or dropped when gone), the others are ``previous``'s as they are. The
+    checks between files (names, dependency cycles) always cover every file.
     ``holders``: see ``check_names``.
 
     Raises ``OSError`` when the directory itself cannot be listed.
     """
     known = frozenset(registered_types() if known_types is None else known_types)
-    earlier: dict[str, FileResult] = {}
-    if previous is not None and previous.known_types == known:
-        earlier = {f.path: f for f in previous.files}  # an unreadable file's empty digest never matches
-    # By name alone, without looking at what the entries are: a FIFO, a directory, a dangling
-    # link or a link loop named like a task file is that file's problem, found when it is read,
-    # and never hides the other files.
-    with os.scandir(path) as entries:
-        names = sorted(e.name for e in entries if is_task_file(e.name))
     base = str(Path(path))  # joined as strings: a Path per file costs more than reading the file
-    paths = [os.path.join(base, name) for name in names]
-    files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
-    directory = check_names(DirectoryResult(str(path), files, known_types=known), holders or {})
+    reusable = previous is not None and previous.known_types == known
+    if changed is not None and reusable and previous.path == str(path):
+        files, index = _load_changed(base, changed, known, previous)
+    else:
+        # An unreadable file's empty digest never matches.
+        earlier = {f.path: f for f in previous.files} if reusable else {}
+        # By name alone, without looking at what the entries are: a FIFO, a directory, a dangling
+        # link or a link loop named like a task file is that file's problem, found when it is read,
+        # and never hides the other files.
+        with os.scandir(path) as entries:
+            names = sorted(e.name for e in entries if is_task_file(e.name))
+        paths = [os.path.join(base, name) for name in names]
+        files = tuple(_load_file(p, known, earlier.get(p)) for p in paths)
+        index = NameIndex.of(files)
+    directory = DirectoryResult(str(path), files, known_types=known, index=index)
+    directory = check_names(directory, {} if holders is None else holders)
     if log.isEnabledFor(logging.DEBUG):  # all_problems builds and sorts a list
         log.debug(
             "%s: %d task(s) in %d file(s), %d problem(s)",
@@ -264,6 +314,39 @@ def load_directory(
             len(directory.all_problems),
         )
     return directory
+
+
+def _load_changed(
+    base: str, changed: Collection[str], known: frozenset[str], previous: DirectoryResult
+) -> tuple[tuple[FileResult, ...], NameIndex]:
+    """``previous``'s files (in path order) with the task files named in ``changed`` read again, or
+    dropped when no entry has their name any more (a dangling link is still an entry, reported);
+    and their index."""
+    files = list(previous.files)
+    old, new = [], []
+    for name in changed:
+        if not is_task_file(name):
+            continue
+        path = os.path.join(base, name)
+        at = bisect.bisect_left(files, path, key=_path_of)
+        found = at < len(files) and files[at].path == path
+        if found:
+            old.append(files[at])
+        if os.path.lexists(path):
+            result = _load_file(path, known, files[at] if found else None)
+            new.append(result)
+            if found:
+                files[at] = result
+            else:
+                files.insert(at, result)
+        elif found:
+            del files[at]
+    index = previous.index or NameIndex.of(previous.files)
+    return tuple(files), index.replaced(old, new)
+
+
+def _path_of(result: FileResult) -> str:
+    return result.path
 
 
 def locate_key(data: bytes, document_line: int, pointer: str) -> tuple[int, int]:
@@ -280,19 +363,35 @@ def locate_key(data: bytes, document_line: int, pointer: str) -> tuple[int, int]
     return document_line, 1
 
 
-def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> DirectoryResult:
+def check_names(directory: DirectoryResult, holders: Holders) -> DirectoryResult:
     """``directory`` with its problems between files: a task name declared by two files.
 
     A name belongs to the file that holds it: ``holders`` maps names to the
-    declaration in force (a running node's last good versions). The holder keeps
+    declaration in force (a running node's last good versions); it may be a function
+    making that map, called only when a name is contested or a file rejected. The holder keeps
     its name while it is there and still declares it, or is itself rejected (its
     last good version, which declares the name, stays in force); any other file
     declaring the name is the duplicate, whatever the name order, and its error
     names the holder. Names nobody holds go to the file that sorts first.
     """
+    # Only a name declared twice, or once beside its rejected holder, needs a keeper: usually
+    # none, and a reload of a directory of 10,000 files must not look at every name's holder.
+    index = directory.index or NameIndex.of(directory.files)
+    declared = index.counts
+    contested = {name for name, count in declared.items() if count > 1}
+    rejected = index.rejected
+    if callable(holders) and (rejected or contested):
+        holders = holders()
+    if rejected:
+        contested.update(name for name, source in holders.items() if source.path in rejected and name in declared)
+    if not contested:
+        directory = replace(directory, problems=(), shadowed=frozenset())
+        return replace(directory, problems=dependency_cycles(directory))
     present = {f.path: f for f in directory.files}
     keepers: dict[str, Source] = {}
     for name, source in holders.items():
+        if name not in contested:
+            continue
         holder = present.get(source.path)
         if holder is None:
             continue  # the holder went: the name is free
@@ -305,6 +404,8 @@ def check_names(directory: DirectoryResult, holders: Mapping[str, Source]) -> Di
     shadowed: set[tuple[str, str]] = set()
     for result in directory.files:
         for spec in result.specs:
+            if spec.name not in contested:
+                continue
             keeper = keepers.setdefault(spec.name, spec.source or Source(result.path, 0))
             if keeper.path != result.path:
                 shadowed.add((result.path, spec.name))
@@ -319,9 +420,12 @@ def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
     """A problem at the ``dependsOn`` key (or ``afterSuccessOf``) of every task of the directory that
     is part of a cycle of dependencies (a -> b -> a): none of them could ever run. Names no file
     declares are not followed."""
-    specs = {spec.name: spec for spec in directory.specs}
-    where = {name: (f.path, f.dependency_keys[name]) for f in directory.files for name in f.dependency_keys
-             if (f.path, name) not in directory.shadowed}
+    waiting = (directory.index or NameIndex.of(directory.files)).waiting
+    where = {name: (path, waiting[path].dependency_keys[name]) for path in sorted(waiting)
+             for name in waiting[path].dependency_keys if (path, name) not in directory.shadowed}
+    # Every task of a cycle waits for another: the others need not be followed (nor mapped).
+    specs = {spec.name: spec for path in sorted(waiting) for spec in waiting[path].specs if spec.name in where
+             and (path, spec.name) not in directory.shadowed}
     problems = []
     for name in sorted(where):
         cycle = _cycle_through(name, specs)

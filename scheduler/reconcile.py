@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from .dirwatch import DirectoryWatch
 from .loader import DirectoryResult, FileResult, Problem, check_names, is_task_file, load_directory
@@ -48,6 +49,10 @@ from .store.base import Store
 log = logging.getLogger(__name__)
 
 UPSERT_CHUNK = 256  # spec writes in flight at once during a reload (see _write_all)
+# A reload on a watch's report reads the files it names; every file is read again this
+# often too, in case the watch missed a change (a full event queue, a file's link
+# switched outside the directory). Reading 10,000 files takes about half a second.
+RESCAN_INTERVAL = timedelta(minutes=2)
 DEFAULT_NODE_TIMEOUT = timedelta(seconds=60)  # the config's nodeTimeout
 
 
@@ -146,6 +151,9 @@ class _GoodVersion:
     sha256: str  # "" for a version carried over from the store at start
     specs: tuple[TaskSpec, ...]
     written: bool = field(default=False)
+    # (store, item id, pinned node, spec) of each copy this node is responsible for: Reconciler._placements,
+    # worked out once per version rather than at every reload.
+    placements: tuple[tuple[Store, str, str | None, TaskSpec], ...] = ()
 
 
 class Reconciler:
@@ -162,8 +170,10 @@ class Reconciler:
         node_timeout: timedelta = DEFAULT_NODE_TIMEOUT,
         on_change: Callable[[], None] = lambda: None,
         on_reload: Callable[[ReloadReport], None] = lambda report: None,
+        rescan_interval: timedelta = RESCAN_INTERVAL,
     ) -> None:
         self.tasks_dir = tasks_dir
+        self.rescan_interval = rescan_interval
         self.node_timeout = node_timeout  # a node whose heartbeat is older stops counting
         self.store = store
         self.memory_store = memory_store
@@ -172,8 +182,15 @@ class Reconciler:
         self._on_change = on_change
         self._on_reload = on_reload
         self._good: dict[str, _GoodVersion] = {}
+        self._rejected: dict[str, tuple[Problem, ...]] = {}  # path -> its problems, at the last reload
+        self._states: dict[str, FileState] = {}  # path -> its state at the last reload that looked at it
+        self._states_superseded: dict[str, InForce] = {}  # the versions in force those states show
         self._scanned: DirectoryResult | None = None  # the last scan: unchanged files are not parsed again
+        self._read_all_next = False  # a reload failed: the next one reads every file, whatever changed
         self._in_force: dict[str, tuple[Store, str]] = {}  # item id -> where this node put it
+        self._in_force_exact = False  # each item of _in_force declared by one version alone
+        self._copies = 0  # the placements of every version in _good
+        self._good_changes: list[tuple[_GoodVersion | None, _GoodVersion | None]] = []  # this reload's (old, new)
         self._superseded: dict[str, InForce] = {}  # item id -> the other version the store holds
         self._lock = asyncio.Lock()
         self._first_done = False
@@ -202,17 +219,21 @@ class Reconciler:
             )
         return problems
 
-    async def reload(self, *, full: bool = False) -> ReloadReport:
+    async def reload(self, *, full: bool = False, changed: Collection[str] | None = None) -> ReloadReport:
         """Rescan the directory and apply what changed. Serialised: one reload at a time.
 
         ``full`` (an operator's reload: SIGHUP, ``POST /-/reload``) writes every
         task in force, not only those of the files that changed: a task deleted
-        from the store by other means comes back.
+        from the store by other means comes back. ``changed``: the names of the
+        only files to read again (a watch's report); without it, every file is.
         """
         async with self._lock:
             self._reloading_since = (time.monotonic(), datetime.now(timezone.utc).replace(microsecond=0))
             try:
-                report = await self._reload(full)
+                report = await self._reload(full, None if full or self._read_all_next else changed)
+            except BaseException:
+                self._read_all_next = True  # what this one applied is uncertain
+                raise
             finally:
                 self._reloading_since = None
         self.last_report = report
@@ -235,16 +256,26 @@ class Reconciler:
         """Reload whenever a task file in the directory changes, or the path leads elsewhere, and look after
         the declarations every ``node_timeout / 2`` (see ``maintain``). Runs until cancelled."""
         try:
-            await asyncio.gather(self._reload_on_changes(watch), self._maintain_periodically())
+            await asyncio.gather(
+                self._reload_on_changes(watch), self._maintain_periodically(), self._rescan_periodically()
+            )
         finally:
             watch.close()
 
     async def _reload_on_changes(self, watch: DirectoryWatch) -> None:
-        async for _ in watch.changes():
+        async for changed in watch.changes():
+            try:
+                await self.reload(changed=changed)
+            except Exception:
+                log.exception("reload of %s failed", self.tasks_dir)
+
+    async def _rescan_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.rescan_interval.total_seconds())
             try:
                 await self.reload()
             except Exception:
-                log.exception("reload of %s failed", self.tasks_dir)
+                log.exception("rescan of %s failed", self.tasks_dir)
 
     async def _maintain_periodically(self) -> None:
         while True:
@@ -278,12 +309,15 @@ class Reconciler:
                         len(mine - recorded), self.node_id, ", ".join(sorted(mine - recorded)[:5]))
             await self.reload(full=True)
 
-    async def _reload(self, full: bool) -> ReloadReport:
+    async def _reload(self, full: bool, changed: Collection[str] | None) -> ReloadReport:
         now = self.store.now()
         try:
             # In a thread: parsing thousands of files must not stall the API and the engine.
+            incremental = changed is not None and self._scanned is not None
             directory = await asyncio.to_thread(
-                load_directory, self.tasks_dir, previous=self._scanned, holders=self._holders()
+                load_directory, self.tasks_dir, previous=self._scanned, holders=self._holders, changed=changed,
+                # The executor types installed are looked up again by every full rescan.
+                known_types=self._scanned.known_types if incremental else None,
             )
         except OSError as exc:
             # Nothing can be known about the files: everything in force stays in force.
@@ -300,10 +334,19 @@ class Reconciler:
         between: dict[str, list[Problem]] = {}
         for problem in directory.problems:
             between.setdefault(problem.path, []).append(problem)
+        if incremental:
+            # Only these files can have changed their verdict: those read again, those with problems
+            # between files now, and those rejected before. Every other one was applied, and still is.
+            read_again = {os.path.join(str(self.tasks_dir), name) for name in changed}
+            touched = read_again | between.keys() | self._rejected.keys()
+            results = {f.path: f for f in directory.files if f.path in touched}
+            absent = [path for path in touched if path not in results]
+        else:
+            results = {f.path: f for f in directory.files}
+            absent = [path for path in self._good if path not in results]
+        gone = [path for path in absent if path in self._good]
         rejected: dict[str, tuple[Problem, ...]] = {}
-        seen_paths = set()
-        for result in directory.files:
-            seen_paths.add(result.path)
+        for result in results.values():
             good = self._good.get(result.path)
             problems = (*result.problems, *between.get(result.path, ()))
             if problems:
@@ -311,55 +354,115 @@ class Reconciler:
                     log.error("rejected %s", problem, extra={"file": result.path})
                 rejected[result.path] = tuple(sorted(problems))
             elif good is None or good.sha256 != result.sha256:
-                self._good[result.path] = _GoodVersion(result.sha256, tuple(result.specs))
+                self._set_good(result.path, self._good_version(result.sha256, tuple(result.specs)))
                 log.info("applied %s (%d task(s))", result.path, len(result.specs), extra={"file": result.path})
-        for path in set(self._good) - seen_paths:
+        for path in gone:
             log.info("file %s removed: its tasks go", path, extra={"file": path})
-            del self._good[path]
+            self._drop_good(path)
+        self._rejected = rejected
         if own is not None:
             await self._carry_over(set(rejected) - set(self._good), own)
 
-        desired: dict[str, tuple[Store, str]] = {}
-        writes: dict[str, _Write] = {}  # by item id: the last declaration wins, as in ``desired``
-        for good in self._good.values():
-            for spec in good.specs:
-                for store, item_id, node in self._placements(spec):
-                    desired[item_id] = (store, item_id)
-                    if full or not (good.written and self._in_force.get(item_id) == (store, item_id)):
-                        writes[item_id] = _Write(store, spec, item_id, node)
+        desired, writes, to_mark = self._desired_and_writes(full, incremental)
         counts = {result: 0 for result in UpsertResult}
-        results = await _write_all(list(writes.values()), self.store, self.node_id, now)
+        outcomes = await _write_all(list(writes.values()), self.store, self.node_id, now)
         superseded = []
-        for write, result in zip(writes.values(), results):
+        for write, result in zip(writes.values(), outcomes):
             counts[result] += 1
             if result is UpsertResult.SUPERSEDED:
                 superseded.append(write.item_id)
             else:
                 self._superseded.pop(write.item_id, None)
-        for good in self._good.values():
+        for good in to_mark:
             good.written = True
 
         # Withdrawn after the writes: a task moving from one file to another keeps its runtime state.
-        stale = set(self._in_force) - set(desired)
+        stale = self._in_force.keys() - desired.keys()
         if own is not None:
-            stale |= {d.item_id for d in own} - set(desired)
+            stale |= {d.item_id for d in own} - desired.keys()
         removed = await self._withdraw(sorted(stale), now)
         self._in_force = desired
+        self._in_force_exact = len(desired) == self._copies
         for in_force in await self._describe_in_force(superseded, now):  # a withdrawal may have changed it
             self._superseded[in_force.item_id] = in_force
             log.warning("%s: the version in force is %s's (%s); this node's is not", in_force.item_id,
                         ", ".join(in_force.nodes) or "no live node", in_force.source, extra={"task": in_force.item_id})
 
-        states = [self._file_state(result, rejected.get(result.path, ()), now) for result in directory.files]
+        self._read_all_next = False
         return ReloadReport(
             ok=not rejected,
             at=now,
-            files=tuple(sorted(states, key=lambda s: s.path)),
+            files=self._file_states(directory, results, absent, rejected, now, incremental),
             created=counts[UpsertResult.CREATED],
             updated=counts[UpsertResult.UPDATED],
             removed=removed,
             superseded=counts[UpsertResult.SUPERSEDED],
         )
+
+    def _set_good(self, path: str, good: _GoodVersion) -> None:
+        old = self._good.get(path)
+        self._good[path] = good
+        self._copies += len(good.placements) - (len(old.placements) if old else 0)
+        self._good_changes.append((old, good))
+
+    def _drop_good(self, path: str) -> None:
+        old = self._good.pop(path)
+        self._copies -= len(old.placements)
+        self._good_changes.append((old, None))
+
+    def _desired_and_writes(
+        self, full: bool, incremental: bool
+    ) -> tuple[dict[str, tuple[Store, str]], dict[str, _Write], list[_GoodVersion]]:
+        """Where each task in force goes (by item id), the copies to write (those of the versions not
+        written yet, those not in force where they go; every copy when ``full``), and the versions
+        written with them."""
+        changes, self._good_changes = self._good_changes, []
+        if incremental and not full and self._in_force_exact:
+            # What was in force, with the versions that changed: 10,000 tasks need not be placed
+            # again for one file. Exact while each item is declared once (or an item went missing).
+            desired = dict(self._in_force)
+            for old, _ in changes:
+                for _, item_id, _, _ in old.placements if old is not None else ():
+                    desired.pop(item_id, None)
+            writes: dict[str, _Write] = {}
+            new = [good for _, good in changes if good is not None]
+            for good in new:
+                for store, item_id, node, spec in good.placements:
+                    desired[item_id] = (store, item_id)
+                    if not good.written:
+                        writes[item_id] = _Write(store, spec, item_id, node)
+            if len(desired) == self._copies:
+                return desired, writes, new
+        goods = list(self._good.values())
+        desired = {item_id: (store, item_id) for good in goods for store, item_id, _, _ in good.placements}
+        writes = {}  # by item id: the last declaration wins, as in ``desired``
+        for good in goods:
+            for store, item_id, node, spec in good.placements:
+                if full or not (good.written and self._in_force.get(item_id) == (store, item_id)):
+                    writes[item_id] = _Write(store, spec, item_id, node)
+        return desired, writes, goods
+
+    def _file_states(
+        self, directory: DirectoryResult, results: dict[str, FileResult], absent: list[str],
+        rejected: dict[str, tuple[Problem, ...]], now: datetime, incremental: bool,
+    ) -> tuple[FileState, ...]:
+        """Each file's state, in path order. A file an incremental reload did not look at keeps its state
+        (and when it was checked) while the versions in force are what they were: 10,000 states need
+        not be made again for one changed file."""
+        if incremental and self._superseded == self._states_superseded:
+            states = self._states
+            for path in absent:
+                states.pop(path, None)
+        else:
+            states, results = {}, {f.path: f for f in directory.files}
+        added = not results.keys() <= states.keys()
+        for path, result in results.items():
+            states[path] = self._file_state(result, rejected.get(path, ()), now)
+        if added:  # in path order again
+            states = {f.path: states[f.path] for f in directory.files}
+        self._states = states
+        self._states_superseded = dict(self._superseded)
+        return tuple(states.values())
 
     async def _withdraw(self, item_ids: list[str], now: datetime) -> int:
         """This node no longer declares ``item_ids``: the tasks go unless another live node declares them."""
@@ -400,7 +503,7 @@ class Reconciler:
             found.setdefault(declaration.source.path, []).append(declaration.spec())
         for path, specs in found.items():
             specs.sort(key=lambda spec: spec.source.line if spec.source else 0)
-            self._good[path] = _GoodVersion("", tuple(specs), written=True)
+            self._set_good(path, self._good_version("", tuple(specs), written=True))
             log.warning("%s is rejected: its tasks stay as this node declared them (%s)",
                         path, ", ".join(spec.name for spec in specs), extra={"file": path})
 
@@ -410,14 +513,19 @@ class Reconciler:
         if problems:
             return FileState(result.path, "rejected", result.sha256, now, names, problems,
                              applied_sha256=good.sha256 if good else None)
-        others = tuple(
-            self._superseded[item_id]
-            for spec in result.specs
-            for _, item_id, _ in self._placements(spec)
-            if item_id in self._superseded
-        )
+        others = self._superseded_of(result.path)
         return FileState(result.path, "superseded" if others else "applied", result.sha256, now, names,
                          superseded=others)
+
+    def _superseded_of(self, path: str) -> tuple[InForce, ...]:
+        """The other versions in force instead of the tasks of the file at ``path`` (of a rejected file: none)."""
+        if not self._superseded:  # as usual
+            return ()
+        return tuple(self._superseded[item_id] for item_id in self._items_of(path) if item_id in self._superseded)
+
+    def _good_version(self, sha256: str, specs: tuple[TaskSpec, ...], written: bool = False) -> _GoodVersion:
+        placements = tuple((store, item_id, node, spec) for spec in specs for store, item_id, node in self._placements(spec))
+        return _GoodVersion(sha256, specs, written, placements)
 
     def _holders(self) -> dict[str, Source]:
         """Each task name in force, and the declaration (file and line) that holds it."""
@@ -478,7 +586,7 @@ class Reconciler:
 
     def _items_of(self, path: str) -> list[str]:
         good = self._good.get(path)
-        return [item_id for spec in (good.specs if good else ()) for _, item_id, _ in self._placements(spec)]
+        return [item_id for _, item_id, _, _ in (good.placements if good else ())]
 
 
 def _recorded_holders(directory: DirectoryResult, own: list[Declaration]) -> dict[str, Source]:

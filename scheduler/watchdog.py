@@ -22,11 +22,20 @@ standard input, one JSON message per packet::
     {"op": "renew", "pgid": 4242, "deadline": 1244.5}
     {"op": "forget", "pgid": 4242}
 
-Packets keep their boundaries whoever sends them: a command registers itself between
-fork and exec (``Watchdog.preexec_registration``), so it never runs unguarded even if
-the node freezes right after forking it; the node registers it again once the start
-returns, sends its renewals and forgets it when the run is over. The node's sends never
-block its event loop: a watchdog that stops reading is replaced.
+    {"op": "expect", "run": "t:1:1", "deadline": 1234.5, "grace": 10, "task": "t"}
+    {"op": "forget", "run": "t:1:1"}
+
+A command must never run unguarded, even if the node freezes or dies right after forking
+it, before it could say which group to watch. So before it starts a command the node
+says which run it *expects* to start; the ``watch`` of that run's group resolves it (a
+``forget`` of the run drops it when the command could not start). An expectation still
+unresolved at its deadline, or when the node goes, is resolved by the watchdog itself:
+it stops the groups led by a session leader whose environment names the run
+(``SCHEDULER_RUN_ID``), which is how the node started it. (Commands started while no
+watchdog serves register themselves instead, between fork and exec, with
+``Watchdog.preexec_registration``: the slower start Python does for a ``preexec_fn``.)
+The node sends its renewals and forgets a group when the run is over. The node's sends
+never block its event loop: a watchdog that stops reading is replaced.
 
 - Pid reuse: on the first message about a group, the watchdog records its leader's start
   time, and signals the group only while that same process holds the pid, running or
@@ -34,7 +43,9 @@ block its event loop: a watchdog that stops reading is replaced.
   group can have that number. Once the node has reaped the leader, the run is the node's
   business again (it kills what the command left in its group).
 - The node dies: its end of the socket closes; the watchdog stops the groups it still
-  holds (SIGTERM, grace, SIGKILL) and exits. It ignores SIGINT, SIGTERM and SIGHUP and
+  holds (SIGTERM, grace, SIGKILL) and exits. Each leader gets SIGKILL at once first: the
+  parent-death signal the kernel sends to the commands started with a ``preexec_fn``, given
+  here to those started without one. It ignores SIGINT, SIGTERM and SIGHUP and
   runs in a session of its own: the socket alone decides when it ends.
 - The watchdog dies: the node sees it exit, logs it, starts a new one and tells it every
   group it guards; until then the node is not ready (``GET /readyz``).
@@ -59,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .groups import group_alive, process_stat, signal_group
+from .groups import group_alive, process_stat, session_leaders_with_env, signal_group
 from .logs import configure_logging, configured_format
 
 log = logging.getLogger("scheduler.watchdog")  # not __name__: "__main__" in the watchdog process
@@ -87,17 +98,39 @@ class Guard:
     kill_at: float | None = None  # set with the SIGTERM: SIGKILL then, if the group still runs
 
 
+@dataclass
+class Expected:
+    """A command the node is starting and has not yet named the group of (see the module's docstring)."""
+
+    run: str
+    task: str
+    deadline: float
+    grace: float
+
+
 class Keeper:
     """The watchdog's guards, and what it does when their deadlines pass."""
 
     def __init__(self) -> None:
         self.guards: dict[int, Guard] = {}
+        self.expected: dict[str, Expected] = {}  # by run id
         self.node_gone = False
 
     def handle(self, message: dict[str, Any]) -> None:
-        op, pgid = message["op"], int(message["pgid"])
+        op, run = message["op"], str(message.get("run", ""))
+        if op == "expect":
+            self.expected[run] = Expected(
+                run, str(message.get("task", "")), float(message["deadline"]), float(message["grace"])
+            )
+            return
+        if "pgid" not in message:
+            if op == "forget":  # the expected command did not start
+                self.expected.pop(run, None)
+            return
+        pgid = int(message["pgid"])
         guard = self.guards.get(pgid)
         if op == "watch":
+            self.expected.pop(run, None)  # the node names the group: nothing to look for
             leader = process_stat(pgid)
             if leader is None or leader.pgrp != pgid:  # the command already ended
                 self.guards.pop(pgid, None)
@@ -121,14 +154,20 @@ class Keeper:
     def wake_at(self, now: float) -> float | None:
         """When ``act`` has something to do next (a deadline, a group to check or kill)."""
         times = [g.deadline if g.kill_at is None else min(g.kill_at, now + GROUP_POLL) for g in self.guards.values()]
+        times.extend(expected.deadline for expected in self.expected.values())
         return min(times, default=None)
 
     def act(self, now: float) -> None:
+        for expected in [e for e in self.expected.values() if now >= e.deadline]:
+            del self.expected[expected.run]
+            self._guard_expected(expected)
         for guard in list(self.guards.values()):
             if guard.kill_at is None:
                 if now < guard.deadline:
                     continue
                 if self._holds(guard) and signal_group(guard.pgid, signal.SIGTERM):
+                    if self.node_gone:  # the parent-death signal (a leader SIGKILLed may be reaped at once)
+                        _kill_leader(guard.pgid)
                     why = "the node is gone" if self.node_gone else "its lease ran out without renewal"
                     log.warning(
                         "run %s of task %s: %s; SIGTERM to its process group %d",
@@ -147,6 +186,14 @@ class Keeper:
                 )
                 del self.guards[guard.pgid]
 
+    def _guard_expected(self, expected: Expected) -> None:
+        """Guard the groups of a run the node started but never named (it froze or died meanwhile)."""
+        for leader in session_leaders_with_env("SCHEDULER_RUN_ID", expected.run):
+            if leader.pid not in self.guards:
+                self.guards[leader.pid] = Guard(
+                    leader.pid, leader.start_time, expected.deadline, expected.grace, expected.task, expected.run
+                )
+
     @staticmethod
     def _holds(guard: Guard) -> bool:
         """Whether the group's leader is still the process registered (running, or a zombie not yet reaped)."""
@@ -159,11 +206,20 @@ class Keeper:
         now = time.monotonic()
         for guard in self.guards.values():
             guard.deadline = min(guard.deadline, now)
-        while self.guards:
+        for expected in self.expected.values():
+            expected.deadline = min(expected.deadline, now)
+        while self.guards or self.expected:
             self.act(time.monotonic())
             wake_at = self.wake_at(time.monotonic())
             if wake_at is not None:
                 time.sleep(max(0.0, wake_at - time.monotonic()))
+
+
+def _kill_leader(pgid: int) -> None:
+    try:
+        os.kill(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def serve(channel: socket.socket, keeper: Keeper) -> None:
@@ -226,6 +282,7 @@ class Watchdog:
         self._command = list(command or [sys.executable, "-m", "scheduler.watchdog"])
         self._lock = threading.Lock()
         self._guarded: dict[int, dict[str, Any]] = {}  # pgid -> its latest "watch": what a new watchdog is told
+        self._expected: dict[str, dict[str, Any]] = {}  # run -> its "expect", until its group is guarded
         self._channel: socket.socket | None = None  # the node's end; None while no watchdog runs
         self._process: subprocess.Popen | None = None
         self._serving = False  # the current watchdog said it reads its messages
@@ -264,11 +321,30 @@ class Watchdog:
             process = self._try_spawn()
         threading.Thread(target=self._keep_running, args=(process,), name="watchdog monitor", daemon=True).start()
 
+    def expect(self, deadline: float, grace: float, *, task: str, run: str) -> None:
+        """The command of ``run`` is about to start (without a ``preexec_fn``): guard it even before ``guard``.
+
+        Its environment must set ``SCHEDULER_RUN_ID`` to ``run``: that is how the watchdog
+        finds it if the node freezes or dies before it calls ``guard`` (or ``unexpect``).
+        """
+        message = {"op": "expect", "run": run, "deadline": deadline, "grace": grace, "task": task}
+        self.start()
+        with self._lock:
+            self._expected[run] = message
+            self._send(message)
+
+    def unexpect(self, run: str) -> None:
+        """The command of ``run`` expected did not start."""
+        with self._lock:
+            if self._expected.pop(run, None) is not None:
+                self._send({"op": "forget", "run": run})
+
     def guard(self, pgid: int, deadline: float, grace: float, *, task: str, run: str) -> None:
         """Stop the group ``pgid`` at ``deadline`` (SIGTERM, then SIGKILL ``grace`` seconds later)."""
         message = {"op": "watch", "pgid": pgid, "deadline": deadline, "grace": grace, "task": task, "run": run}
         self.start()
         with self._lock:
+            self._expected.pop(run, None)  # the watchdog drops it on this message too
             self._guarded[pgid] = message
             self._send(message)
 
@@ -348,7 +424,7 @@ class Watchdog:
         finally:
             watchdog_end.close()
         self._process, self._channel = process, node_end
-        for message in self._guarded.values():
+        for message in [*self._expected.values(), *self._guarded.values()]:
             self._send(message)
         log.info("watchdog process %d guards the commands of this node", process.pid)
         return process

@@ -20,9 +20,11 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +34,7 @@ from ..spec import RunSpec, thaw, utc_iso
 from ..watchdog import Watchdog, node_watchdog
 from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
 from .control import ControlReader
-from .processes import describe_exit, parent_death_signal
+from .processes import describe_exit, parent_death_signal, watch_exit
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class CommandExecutor:
         self.output_limit = output_limit
         self.control_poll = control_poll
         self._watchdog = watchdog  # None: this process's own, started on first use
+        self._control_dir: Path | None = None  # private, made on first use; holds the runs' control files
 
     @property
     def watchdog(self) -> Watchdog:
@@ -66,10 +69,25 @@ class CommandExecutor:
             return Execution(Outcome.FAILURE, error=f"task {ctx.task_id!r} has no command or shell to run")
         if run.working_dir is not None and not os.path.isdir(run.working_dir):
             return Execution(Outcome.FAILURE, error=f"working directory {run.working_dir!r} does not exist")
-        with tempfile.TemporaryDirectory(prefix="scheduler-run-") as tmp:
-            control_file = Path(tmp) / "control.jsonl"
-            control_file.touch()
+        control_file = self._new_control_file()
+        try:
             return await self._run(ctx, run, control_file)
+        finally:
+            control_file.unlink(missing_ok=True)
+
+    def _new_control_file(self) -> Path:
+        """An empty control file of its own for a run, in this executor's private temporary directory.
+
+        One directory serves every run: making and removing a directory per run
+        costs a fifth of a short command's run on ext4. It is made again when a
+        cleaner of /tmp removed it, and removed with the executor.
+        """
+        if self._control_dir is None or not self._control_dir.is_dir():
+            self._control_dir = Path(tempfile.mkdtemp(prefix="scheduler-runs-"))
+            weakref.finalize(self, shutil.rmtree, self._control_dir, ignore_errors=True)
+        fd, path = tempfile.mkstemp(suffix=".control.jsonl", dir=self._control_dir)
+        os.close(fd)
+        return Path(path)
 
     async def _run(self, ctx: RunContext, run: RunSpec, control_file: Path) -> Execution:
         argv = list(run.command) if run.command is not None else ["/bin/sh", "-c", run.shell or ""]
@@ -77,33 +95,46 @@ class CommandExecutor:
             ctx.cancel(Outcome.LEASE_LOST)
             return Execution(Outcome.LEASE_LOST, error="the lease ran out before the command started")
         watchdog = self.watchdog if ctx.lease_deadline is not None else None
-        loop = asyncio.get_running_loop()
+        # A preexec_fn makes Python fork the node instead of vfork: milliseconds per start,
+        # most of a command run's cost. So while the watchdog serves, the command starts
+        # without one: the watchdog expects it before the fork, and gives it the parent-death
+        # signal when the node dies (see scheduler.watchdog). Otherwise the new process
+        # sets its parent-death signal (and registers with a watchdog) itself.
+        fast_start = watchdog is not None and watchdog.running
+        if fast_start:
+            watchdog.expect(ctx.lease_deadline, self.grace_period, task=ctx.task_id, run=ctx.run_id)
         try:
-            transport, process = await loop.subprocess_exec(
-                lambda: _Process(loop, self.output_limit),
-                *argv,
+            popen = subprocess.Popen(
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 cwd=run.working_dir,
                 env=command_env(ctx, run, control_file),
                 start_new_session=True,
-                # A preexec_fn makes Python fork instead of vfork: a few ms more per
-                # start, the price of the parent-death signal.
-                preexec_fn=self._preexec(ctx, watchdog),
+                preexec_fn=None if fast_start else self._preexec(ctx, watchdog),
             )
         except OSError as exc:
+            if fast_start:
+                watchdog.unexpect(ctx.run_id)
             return Execution(Outcome.FAILURE, error=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
-        pgid = transport.get_pid()  # a new session: the command leads its own group
+        pgid = popen.pid  # a new session: the command leads its own group
         logger.debug("run %s: started %s as pid %d", ctx.run_id, argv, pgid)
         unguard = self._guard(ctx, watchdog, pgid)
+        loop = asyncio.get_running_loop()
+        process = _Process(loop, self.output_limit)
+        # Not asyncio's subprocess transport: on Python 3.11 its child watcher starts a
+        # thread per process to wait for it, a tenth of a short command's run.
+        watch_exit(loop, popen, process.process_exited)
+        output: asyncio.BaseTransport | None = None
         control = ControlReader(control_file, ctx)
         follower = asyncio.create_task(self._follow(control))
         how = ""
         try:
+            output, _ = await loop.connect_read_pipe(lambda: process, popen.stdout)
             if await wait_or_stop(ctx, process.exited, run.timeout):
                 how = await self._stop_group(pgid, process)
-            elif ctx.lease_lapsed and transport.get_returncode() != 0:
+            elif ctx.lease_lapsed and popen.returncode != 0:
                 # The watchdog stopped it: the lease was not renewed in time (a frozen node,
                 # a store out of reach) and a peer may be running the task already.
                 ctx.cancel(Outcome.LEASE_LOST)
@@ -117,14 +148,14 @@ class CommandExecutor:
             await self._kill_leftovers(ctx, pgid)
             unguard()  # the group is gone: it must never be signalled again
             control.read_new(final=True)
-            await self._close(ctx, transport, process)
-        returncode = transport.get_returncode()
-        output = text_tail(bytes(process.output), self.output_limit)
+            await self._close(ctx, output, popen, process)
+        returncode = popen.returncode
+        tail = text_tail(bytes(process.output), self.output_limit)
         if how:
-            return Execution(ctx.cancel_reason, returncode, output, f"{stop_message(ctx)}; {how}")
+            return Execution(ctx.cancel_reason, returncode, tail, f"{stop_message(ctx)}; {how}")
         if returncode == 0:
-            return Execution(Outcome.SUCCESS, 0, output)
-        return Execution(Outcome.FAILURE, returncode, output, describe_exit(returncode))
+            return Execution(Outcome.SUCCESS, 0, tail)
+        return Execution(Outcome.FAILURE, returncode, tail, describe_exit(returncode))
 
     def _preexec(self, ctx: RunContext, watchdog: Watchdog | None) -> Callable[[], None] | None:
         """What the new process does before exec: die with the node, register its group with the watchdog."""
@@ -192,13 +223,18 @@ class CommandExecutor:
             signal_group(pgid, signal.SIGKILL)
 
     @staticmethod
-    async def _close(ctx: RunContext, transport: asyncio.SubprocessTransport, process: _Process) -> None:
+    async def _close(
+        ctx: RunContext, output: asyncio.BaseTransport | None, popen: subprocess.Popen, process: _Process
+    ) -> None:
+        if output is None:  # cancelled before the pipe was followed
+            popen.stdout.close()
+            return
         # Every writer of the pipe is dead unless a process left the group (setsid):
         # then the output is cut rather than waited for.
         await asyncio.wait({process.closed}, timeout=OUTPUT_DRAIN_LIMIT)
         if not process.closed.done():
             logger.warning("run %s: a process outside the group still holds the output open; output cut", ctx.run_id)
-        transport.close()
+        output.close()
 
 
 async def _group_alive(pgid: int) -> bool:
@@ -214,12 +250,12 @@ async def _group_alive(pgid: int) -> bool:
     return await asyncio.to_thread(group_alive, pgid)
 
 
-class _Process(asyncio.SubprocessProtocol):
+class _Process(asyncio.Protocol):
     """Keeps the last ``limit`` bytes of the output, whatever its length, and tells when the process exits.
 
-    ``exited`` is set when the process exits, ``closed`` once its output pipe is
-    closed too (``asyncio.subprocess.Process.wait`` waits for both, which a
-    background process holding the pipe open would delay indefinitely).
+    ``exited`` is set when the process exits (and has been reaped), ``closed`` once its
+    output pipe is closed too (``asyncio.subprocess.Process.wait`` waits for both, which
+    a background process holding the pipe open would delay indefinitely).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
@@ -228,7 +264,7 @@ class _Process(asyncio.SubprocessProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._limit = limit
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         self.output += data
         if len(self.output) > self._limit:
             del self.output[: len(self.output) - self._limit]

@@ -7,12 +7,15 @@ itself. Stopping a run signals the whole group (see ``scheduler.groups``).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import functools
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 from typing import Callable
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,37 @@ def parent_death_signal() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return die_with_parent
+
+
+def watch_exit(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen, on_exit: Callable[[], None]) -> None:
+    """Reap ``popen`` once it exits (its ``returncode`` is then set), then call ``on_exit`` on the loop.
+
+    A pidfd (Linux 5.3) becomes readable when the process exits: the loop watches it
+    like any file. Elsewhere a thread waits for the process, as asyncio's child
+    watcher does on Python 3.11.
+    """
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is None:
+        def wait_in_thread() -> None:
+            popen.wait()
+            try:
+                loop.call_soon_threadsafe(on_exit)
+            except RuntimeError:  # the loop was closed meanwhile
+                pass
+
+        threading.Thread(target=wait_in_thread, name=f"wait for pid {popen.pid}", daemon=True).start()
+        return
+
+    def reap() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        popen.wait()  # it has exited: returns at once
+        on_exit()
+
+    loop.add_reader(pidfd, reap)
 
 
 def describe_exit(returncode: int) -> str:

@@ -139,6 +139,24 @@ def test_a_release_switch_of_the_tasks_directory_link_is_followed(tmp_path, daem
     wait_until(lambda: description(node, "a") == "one" and node.task("c") is None, what="the roll-back applied")
 
 
+def test_a_configmap_update_is_applied_without_a_reload(tmp_path, daemons):
+    """A Kubernetes ConfigMap volume: each task file links through ``..data``, which an update switches."""
+    tasks = tmp_path / "tasks.d"
+    (tasks / "..2026_11_30_1").mkdir(parents=True)
+    (tasks / "..2026_11_30_1" / "a.yaml").write_text(task_yaml("a", description="one"))
+    os.symlink("..2026_11_30_1", tasks / "..data")
+    os.symlink("..data/a.yaml", tasks / "a.yaml")
+    node = daemons(state_dir=tmp_path / "state", tasks_dir=tasks)
+    assert description(node, "a") == "one"
+
+    (tasks / "..2026_11_30_2").mkdir()
+    (tasks / "..2026_11_30_2" / "a.yaml").write_text(task_yaml("a", description="two"))
+    os.symlink("..2026_11_30_2", tasks / "..data_tmp")
+    os.replace(tasks / "..data_tmp", tasks / "..data")  # as the kubelet does it
+    shutil.rmtree(tasks / "..2026_11_30_1")
+    wait_until(lambda: description(node, "a") == "two", what="the ConfigMap's new version applied")
+
+
 def test_a_tasks_directory_removed_and_created_again_is_watched_again(tmp_path, daemons):
     """Finding 7: no SIGHUP needed after the directory came back."""
     tasks = tmp_path / "tasks.d"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 from datetime import timedelta
@@ -375,3 +376,123 @@ async def test_a_reload_that_does_not_finish_is_reported_until_it_does(tmp_path,
 
 async def _now(value):
     return value
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    """The task files read from now on, by name."""
+    from scheduler import loader
+
+    read = []
+    real = loader.read_regular_file
+
+    def read_regular_file(path, limit):
+        read.append(os.path.basename(path))
+        return real(path, limit)
+
+    monkeypatch.setattr(loader, "read_regular_file", read_regular_file)
+    return read
+
+
+async def test_a_reload_on_a_watchs_report_reads_only_the_files_it_names(tmp_path, stores, clock, monkeypatch):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    for name in ("a", "b", "c"):
+        write(tasks / f"{name}.yaml", task_yaml(name))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+    first_states = {s.path: s for s in rec.last_report.files}
+    reads = counting_reads(monkeypatch)
+
+    write(tasks / "b.yaml", task_yaml("b", description="v2"))
+    (tasks / "c.yaml").unlink()
+    write(tasks / "d.yaml", task_yaml("d"))
+    clock.advance(timedelta(seconds=1))  # new content is newer
+    report = await rec.reload(changed={"b.yaml", "c.yaml", "d.yaml"})
+
+    assert sorted(reads) == ["b.yaml", "d.yaml"]
+    assert (report.created, report.updated, report.removed) == (1, 1, 1)
+    assert await ids(stores[0]) == ["a", "b", "d"]
+    assert (await stores[0].get_task("b")).spec.description == "v2"
+    assert [(os.path.basename(s.path), s.status) for s in report.files] == [
+        ("a.yaml", "applied"), ("b.yaml", "applied"), ("d.yaml", "applied")
+    ]
+    assert report.files[0] is first_states[str(tasks / "a.yaml")]  # not read again: its state stands
+
+
+async def test_a_file_turning_bad_on_a_watchs_report_keeps_its_last_good_version(tmp_path, stores, clock, monkeypatch):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a", description="good"))
+    write(tasks / "b.yaml", task_yaml("b"))
+    rec = reconciler(tasks, stores)
+    await rec.reload()
+    reads = counting_reads(monkeypatch)
+
+    write(tasks / "a.yaml", task_yaml("a", schedul="typo"))
+    bad = await rec.reload(changed={"a.yaml"})
+    write(tasks / "b.yaml", task_yaml("a", description="a second a"))  # a duplicate of the rejected holder's name
+    duplicate = await rec.reload(changed={"b.yaml"})
+    in_force = (await stores[0].get_task("a")).spec.description
+    write(tasks / "a.yaml", task_yaml("a", description="fixed"))
+    write(tasks / "b.yaml", task_yaml("b"))
+    clock.advance(timedelta(seconds=1))
+    fixed = await rec.reload(changed={"a.yaml", "b.yaml"})
+
+    assert reads[:2] == ["a.yaml", "b.yaml"] and sorted(reads[2:]) == ["a.yaml", "b.yaml"]
+    assert [s.status for s in bad.files] == ["rejected", "applied"] and bad.files[0].tasks == ("a",)
+    assert [s.status for s in duplicate.files] == ["rejected", "rejected"]
+    assert "already defined" in duplicate.files[1].problems[0].message
+    assert in_force == "good"
+    assert fixed.ok and (await stores[0].get_task("a")).spec.description == "fixed"
+    assert await ids(stores[0]) == ["a", "b"]
+
+
+class SilentWatch:
+    """A watch that misses every change (a full event queue, a file's link switched elsewhere)."""
+
+    async def changes(self):
+        await asyncio.Event().wait()
+        yield None
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_periodic_rescan_catches_a_change_the_watch_missed(tmp_path, stores, clock):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a", description="v1"))
+    rec = reconciler(tasks, stores, rescan_interval=timedelta(milliseconds=50))
+    await rec.reload()
+    watching = asyncio.ensure_future(rec.watch(SilentWatch()))
+    try:
+        write(tasks / "a.yaml", task_yaml("a", description="v2"))
+        clock.advance(timedelta(seconds=1))
+        await wait_for(lambda: stores[0].get_task("a"), lambda task: task.spec.description == "v2")
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_after_a_failed_reload_the_next_one_reads_every_file(tmp_path, stores, clock, monkeypatch):
+    tasks = tmp_path / "tasks.d"
+    tasks.mkdir()
+    write(tasks / "a.yaml", task_yaml("a"))
+    write(tasks / "b.yaml", task_yaml("b"))
+    shared, memory = stores
+    rec = Reconciler(tasks, FailingOnce(shared, "b"), memory, node_id="n1")
+    rec.store.failed = True  # not the first reload
+    await rec.reload()
+    rec.store.failed = False
+    write(tasks / "b.yaml", task_yaml("b", description="v2"))
+    clock.advance(timedelta(seconds=1))
+    with pytest.raises(StoreError, match="connection lost"):
+        await rec.reload(changed={"b.yaml"})
+    reads = counting_reads(monkeypatch)
+
+    report = await rec.reload(changed={"a.yaml"})
+
+    assert sorted(reads) == ["a.yaml", "b.yaml"]
+    assert report.updated == 1 and (await shared.get_task("b")).spec.description == "v2"
+    assert [s.sha256 for s in report.files] == [hashlib.sha256((tasks / n).read_bytes()).hexdigest()
+                                                for n in ("a.yaml", "b.yaml")]

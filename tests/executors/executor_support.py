@@ -30,3 +30,18 @@ def read_pid(path) -> int:
 
 def pid_written(path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
+
+
+def spy_on_starts(monkeypatch) -> list:
+    """The ``preexec_fn`` of every command started from now on (``subprocess.Popen``), by argv."""
+    import subprocess
+
+    real = subprocess.Popen
+    seen = []
+
+    def popen(args, *more, **kwargs):
+        seen.append((list(args), kwargs.get("preexec_fn")))
+        return real(args, *more, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return seen

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from scheduler.executors import CommandExecutor, Progress
 from scheduler.model import Outcome
 
-from executor_support import alive, eventually, pid_written, read_pid
+from executor_support import alive, eventually, pid_written, read_pid, spy_on_starts
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE = 0.3
@@ -93,8 +94,8 @@ async def test_environment_and_working_directory(make_ctx, executor, tmp_path, m
         "SCHEDULER_CHECKPOINT": '{"offset": 42}',
         "SCHEDULER_TRIGGER": "{}",  # not a chain's run
     }
-    assert control_file.endswith("control.jsonl")
-    assert not Path(control_file).parent.exists(), "the per-run directory is removed after the run"
+    assert control_file.endswith(".control.jsonl")
+    assert not Path(control_file).exists(), "the control file is removed after the run"
 
 
 async def test_no_checkpoint_is_an_empty_object(make_ctx, executor):
@@ -212,28 +213,66 @@ async def test_control_file_lines_are_delivered_in_order(make_ctx, executor, tmp
     assert "control.jsonl line 2 ignored: not valid JSON" in caplog.text
 
 
+async def test_without_a_watchdog_serving_the_command_sets_its_own_parent_death_signal(make_ctx, executor, monkeypatch):
+    """No lease to guard, so no watchdog: the new process calls prctl itself, between fork and exec."""
+    preexec_fns = spy_on_starts(monkeypatch)
+    result = await executor.execute(make_ctx({"command": ["true"]}))
+    assert result.outcome is Outcome.SUCCESS
+    assert len(preexec_fns) == 1 and preexec_fns[0][0] == ["true"] and preexec_fns[0][1] is not None
+
+
+async def test_a_command_run_starts_no_thread(make_ctx, executor, monkeypatch):
+    """Its exit is watched through a pidfd on the loop, not by a thread per process (asyncio's way on 3.11)."""
+    started = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread.name) or real_start(thread))
+    result = await executor.execute(make_ctx({"shell": "echo done; exit 3"}))
+    assert (result.outcome, result.exit_code, result.output) == (Outcome.FAILURE, 3, "done\n")
+    assert started == []
+
+
+async def test_without_pidfds_a_thread_waits_for_the_command(make_ctx, executor, monkeypatch):
+    def no_pidfd(pid, flags=0):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    result = await executor.execute(make_ctx({"shell": "echo done; exit 3"}))
+    assert (result.outcome, result.exit_code, result.output) == (Outcome.FAILURE, 3, "done\n")
+
+
 PARENT = """
-import asyncio, sys
+import asyncio, sys, time
 from datetime import datetime, timezone
 from scheduler.executors import CommandExecutor, RunContext
 from scheduler.spec import TaskSpec
+from scheduler.watchdog import node_watchdog
 
 async def main():
     spec = TaskSpec.from_dict({"name": "t", "schedule": {"every": "1h"}, "run": {"shell": sys.argv[1]}})
     async def sink(progress):
         pass
+    lease = sys.argv[2] == "lease"
+    if lease:  # as in a node: the watchdog serves, and the run's lease deadline is far away
+        node_watchdog().start()
+        assert await node_watchdog().until_running(30)
     ctx = RunContext(task_id="t", run_id="t:1", node_id="n", fence=1, scheduled_for=datetime.now(timezone.utc),
-                     attempt=1, spec=spec, checkpoint_data=None, progress_sink=sink, loop=asyncio.get_running_loop())
-    await CommandExecutor().execute(ctx)
+                     attempt=1, spec=spec, checkpoint_data=None, progress_sink=sink, loop=asyncio.get_running_loop(),
+                     lease_deadline=time.monotonic() + 600 if lease else None)
+    await CommandExecutor(grace_period=600).execute(ctx)
 
 asyncio.run(main())
 """
 
 
-async def test_the_command_dies_with_its_node(tmp_path):
+@pytest.mark.parametrize("lease", ["lease", "no lease"])
+async def test_the_command_dies_with_its_node(tmp_path, lease):
+    """Without a lease the kernel's parent-death signal stops it; with one, the watchdog does (no preexec_fn).
+
+    The command ignores SIGTERM and the kill grace is long: only a SIGKILL at the node's death stops it.
+    """
     pid_file = tmp_path / "command.pid"
     node = subprocess.Popen(
-        [sys.executable, "-c", PARENT, f"echo $$ > {pid_file}; exec sleep 60"],
+        [sys.executable, "-c", PARENT, f"trap '' TERM; echo $$ > {pid_file}; exec sleep 60", lease],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -246,7 +285,11 @@ async def test_the_command_dies_with_its_node(tmp_path):
     finally:
         node.kill()
         node.wait()
-    await eventually(lambda: not alive(command))
+    try:
+        await eventually(lambda: not alive(command))
+    finally:
+        if alive(command):
+            os.kill(command, signal.SIGKILL)
 
 
 async def test_a_cancelled_execution_leaves_no_process(make_ctx, executor, tmp_path):

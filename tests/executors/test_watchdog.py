@@ -20,7 +20,7 @@ from scheduler.executors import CommandExecutor
 from scheduler.model import Outcome
 from scheduler.watchdog import Keeper, Watchdog
 
-from executor_support import alive, eventually, pid_written, read_pid
+from executor_support import alive, eventually, pid_written, read_pid, spy_on_starts
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups and /proc are tested on Linux")
@@ -43,8 +43,9 @@ def groups():
     """Start commands in process groups of their own (as the executor does); kill what is left at the end."""
     started: list[subprocess.Popen] = []
 
-    def start(shell: str) -> subprocess.Popen:
-        process = subprocess.Popen(["/bin/sh", "-c", shell], start_new_session=True)
+    def start(shell: str, *, run: str | None = None) -> subprocess.Popen:
+        env = None if run is None else {**os.environ, "SCHEDULER_RUN_ID": run}  # as the executor starts a run
+        process = subprocess.Popen(["/bin/sh", "-c", shell], start_new_session=True, env=env)
         started.append(process)
         return process
 
@@ -120,18 +121,67 @@ def test_a_command_registers_its_group_before_it_runs(watchdog):
             process.wait()
 
 
-def test_when_the_node_goes_the_watchdog_stops_what_it_guards_and_exits(groups):
+def test_when_the_node_goes_the_watchdog_stops_what_it_guards_and_exits(groups, tmp_path):
+    """The leader gets SIGKILL at once (the parent-death signal), the rest of its group SIGTERM."""
     dog = Watchdog()
     dog.start()
     wait_until(lambda: dog.running, timeout=30, what="the watchdog to serve")
-    guarded = groups("exec sleep 60")
-    guard(dog, guarded, in_(LATER))
+    guarded = groups(f"sleep 60 & echo $! > {tmp_path / 'child'}; trap '' TERM; exec sleep 60")
+    wait_until(lambda: pid_written(tmp_path / "child"))
+    guard(dog, guarded, in_(LATER), grace=LATER)
     watchdog_pid = dog.pid
 
     dog.close()  # the node's end of the socket closes, as when the node dies
 
-    assert ended(guarded) == -signal.SIGTERM
+    assert ended(guarded) == -signal.SIGKILL  # it ignores SIGTERM, and the grace is a minute
+    wait_until(lambda: not alive(read_pid(tmp_path / "child")), what="the leader's child to end on SIGTERM")
     assert not alive(watchdog_pid)
+
+
+def test_a_command_the_node_never_named_is_stopped_at_its_deadline(watchdog, groups):
+    """The node expects a run, starts it, then freezes before it tells the watchdog its group."""
+    watchdog.expect(in_(0.3), GRACE, task="t", run="t:expected")
+    other_run = groups("exec sleep 60", run="t:other")
+    expected = groups("exec sleep 60", run="t:expected")
+    canary = groups("exec sleep 60")
+    guard(watchdog, canary, in_(0.6))
+
+    assert ended(expected) == -signal.SIGTERM
+    ended(canary)
+    assert other_run.poll() is None, "only the expected run's group is stopped"
+
+
+def test_a_command_whose_node_died_before_naming_it_is_stopped(groups):
+    dog = Watchdog()
+    dog.start()
+    wait_until(lambda: dog.running, timeout=30, what="the watchdog to serve")
+    dog.expect(in_(LATER), LATER, task="t", run="t:orphan")
+    process = groups("trap '' TERM; exec sleep 60", run="t:orphan")
+    wait_until(lambda: process_environ_set(process.pid), what="the command to exec")
+
+    dog.close()  # the node dies between the start of the command and its guard()
+
+    assert ended(process) == -signal.SIGKILL
+
+
+def process_environ_set(pid: int) -> bool:
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        return b"SCHEDULER_RUN_ID=t:orphan" in file.read()
+
+
+def test_an_expected_command_that_did_not_start_is_forgotten():
+    keeper = Keeper()
+    keeper.handle({"op": "expect", "run": "t:1", "deadline": in_(LATER), "grace": GRACE, "task": "t"})
+    keeper.handle({"op": "forget", "run": "t:1"})
+    assert keeper.expected == {} and keeper.wake_at(time.monotonic()) is None
+
+
+def test_the_guard_of_an_expected_command_resolves_it(groups):
+    keeper = Keeper()
+    process = groups("exec sleep 60", run="t:1")
+    keeper.handle({"op": "expect", "run": "t:1", "deadline": in_(LATER), "grace": GRACE, "task": "t"})
+    keeper.handle({"op": "watch", "pgid": process.pid, "deadline": in_(LATER), "grace": GRACE, "task": "t", "run": "t:1"})
+    assert keeper.expected == {} and set(keeper.guards) == {process.pid}
 
 
 def test_a_watchdog_that_dies_is_replaced_and_told_what_it_guards(watchdog, groups, caplog):
@@ -227,6 +277,20 @@ async def test_a_renewed_lease_lets_the_command_finish(make_ctx, executor, tmp_p
     go.touch()
     result = await run
     assert result.outcome is Outcome.SUCCESS
+
+
+async def test_while_the_watchdog_serves_a_command_starts_without_a_preexec_fn(make_ctx, executor, monkeypatch):
+    """A preexec_fn makes Python fork the node rather than vfork it: the slow start of a command."""
+    preexec_fns = spy_on_starts(monkeypatch)
+    result = await executor.execute(make_ctx({"command": ["true"]}, lease_deadline=in_(LATER)))
+    assert result.outcome is Outcome.SUCCESS
+    assert preexec_fns == [(["true"], None)]
+
+
+async def test_a_command_that_cannot_start_is_no_longer_expected(make_ctx, executor):
+    result = await executor.execute(make_ctx({"command": ["/nonexistent/program"]}, lease_deadline=in_(LATER)))
+    assert result.outcome is Outcome.FAILURE
+    assert executor.watchdog._expected == {} and executor.watchdog.guarded == frozenset()
 
 
 async def test_a_lease_that_ran_out_before_the_start_starts_nothing(make_ctx, executor, tmp_path):

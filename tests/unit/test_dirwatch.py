@@ -54,3 +54,47 @@ async def test_a_switch_of_a_link_further_down_the_chain_is_followed(tmp_path):
     finally:
         await changes.aclose()
         watch.close()
+
+
+async def next_change(changes):
+    return await asyncio.wait_for(anext(changes), 10)
+
+
+async def test_a_batch_names_the_task_files_that_changed(tmp_path):
+    (tmp_path / "kept.yaml").write_text("1")
+    (tmp_path / "gone.yaml").write_text("1")
+    watch = DirectoryWatch(tmp_path, is_task_file)
+    changes = watch.changes()
+    try:
+        (tmp_path / "new.yaml").write_text("1")
+        next_batch = asyncio.ensure_future(next_change(changes))
+        (tmp_path / "gone.yaml").unlink()
+        (tmp_path / ".ansible_tmp1kept.yaml").write_text("2")  # Ansible: a temporary file renamed over the task file
+        os.replace(tmp_path / ".ansible_tmp1kept.yaml", tmp_path / "kept.yaml")
+        seen = set(await next_batch)
+        while seen != {"new.yaml", "gone.yaml", "kept.yaml"}:  # the changes may come in more than one batch
+            batch = await next_change(changes)
+            assert batch is not None, "no rescan of every file for changes of task files"
+            seen |= batch
+    finally:
+        await changes.aclose()
+        watch.close()
+
+
+async def test_a_configmap_update_asks_for_a_rescan_of_every_file(tmp_path):
+    """Kubernetes switches the ``..data`` link of a ConfigMap volume; the task files are links through it."""
+    (tmp_path / "..2026_1").mkdir()
+    (tmp_path / "..2026_1" / "a.yaml").write_text("1")
+    os.symlink("..2026_1", tmp_path / "..data")
+    os.symlink("..data/a.yaml", tmp_path / "a.yaml")
+    watch = DirectoryWatch(tmp_path, is_task_file)
+    changes = watch.changes()
+    try:
+        (tmp_path / "..2026_2").mkdir()
+        (tmp_path / "..2026_2" / "a.yaml").write_text("2")
+        os.symlink("..2026_2", tmp_path / "..data_tmp")
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        assert await next_change(changes) is None
+    finally:
+        await changes.aclose()
+        watch.close()

@@ -339,3 +339,91 @@ def test_no_value_in_any_field_escapes_as_an_exception():
                 lines[index] = f"{key}: {rng.choice(ODD_VALUES)}"
         result = load_text("\n".join(lines), "f.yaml")
         assert result.problems or result.specs
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    """The paths the loader reads from now on."""
+    from scheduler import loader
+
+    read = []
+    real = loader.read_regular_file
+
+    def read_regular_file(path, limit):
+        read.append(os.path.basename(path))
+        return real(path, limit)
+
+    monkeypatch.setattr(loader, "read_regular_file", read_regular_file)
+    return read
+
+
+def test_a_load_of_the_changed_names_reads_those_files_alone(tmp_path, monkeypatch):
+    for name in ("a", "b", "c"):
+        write(tmp_path, f"{name}.yaml", BASE.replace("name: t", f"name: {name}"))
+    first = load_directory(tmp_path, known_types=())
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b2"))
+    os.unlink(tmp_path / "c.yaml")
+    write(tmp_path, "0.yaml", BASE.replace("name: t", "name: zero"))
+    write(tmp_path, "a.yaml", BASE.replace("name: t", "name: not-looked-at"))  # no event told of it
+    reads = counting_reads(monkeypatch)
+
+    second = load_directory(tmp_path, known_types=(), previous=first,
+                            changed={"b.yaml", "c.yaml", "0.yaml", ".b.yaml.swp", "notes.txt"})
+
+    assert sorted(reads) == ["0.yaml", "b.yaml"]
+    assert [os.path.basename(f.path) for f in second.files] == ["0.yaml", "a.yaml", "b.yaml"]
+    assert [s.name for s in second.specs] == ["zero", "a", "b2"]
+    assert second.files[1] is first.files[0]
+    # A full scan reads them all, and finds what no event told of.
+    assert [s.name for s in load_directory(tmp_path, known_types=(), previous=second).specs] == \
+        ["zero", "not-looked-at", "b2"]
+
+
+def test_the_checks_between_files_cover_the_files_not_read_again(tmp_path, monkeypatch):
+    write(tmp_path, "a.yaml", BASE.replace("name: t", "name: a") + "dependsOn: [b]\n")
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b"))
+    write(tmp_path, "c.yaml", BASE.replace("name: t", "name: c"))
+    first = load_directory(tmp_path, known_types=())
+    assert first.ok
+    reads = counting_reads(monkeypatch)
+
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b") + "dependsOn: [a]\n")  # a -> b -> a
+    cycle = load_directory(tmp_path, known_types=(), previous=first, changed={"b.yaml"})
+    write(tmp_path, "c.yaml", BASE.replace("name: t", "name: a"))  # a name a.yaml declares
+    duplicate = load_directory(tmp_path, known_types=(), previous=cycle, changed={"c.yaml"})
+
+    assert reads == ["b.yaml", "c.yaml"]
+    assert {(os.path.basename(p.path), p.message.split(":")[0]) for p in cycle.problems} == {
+        ("a.yaml", "dependency cycle"), ("b.yaml", "dependency cycle")
+    }
+    assert [(os.path.basename(p.path), p.message) for p in duplicate.problems if "already" in p.message] == [
+        ("c.yaml", f"task name 'a' is already defined in {tmp_path / 'a.yaml'}:1")
+    ]
+
+
+def test_a_file_rewritten_within_one_clock_tick_with_the_same_size_is_read_again(tmp_path):
+    """Nothing trusts modification times: a reported change is read, and a full scan reads every file."""
+    path = tmp_path / "a.yaml"
+    write(tmp_path, "a.yaml", BASE.replace("every: 5m", "every: 1m"))
+    stamp = os.stat(path).st_mtime_ns
+    first = load_directory(tmp_path, known_types=())
+    write(tmp_path, "a.yaml", BASE.replace("every: 5m", "every: 2m"))  # the same size
+    os.utime(path, ns=(stamp, stamp))  # and the same time, as within one tick of a coarse clock
+
+    for changed in ({"a.yaml"}, None):
+        [spec] = load_directory(tmp_path, known_types=(), previous=first, changed=changed).specs
+        assert spec.schedule.every == timedelta(minutes=2)
+
+
+def test_names_declared_twice_are_counted_file_by_file_across_loads_of_changed_files(tmp_path):
+    write(tmp_path, "a.yaml", BASE)
+    write(tmp_path, "b.yaml", BASE)  # t again
+    first = load_directory(tmp_path, known_types=())
+    write(tmp_path, "a.yaml", BASE.replace("name: t", "name: a"))
+    write(tmp_path, "b.yaml", BASE.replace("name: t", "name: b"))
+    both_renamed = load_directory(tmp_path, known_types=(), previous=first, changed={"a.yaml", "b.yaml"})
+    write(tmp_path, "c.yaml", BASE.replace("name: t", "name: a"))
+    clash = load_directory(tmp_path, known_types=(), previous=both_renamed, changed={"c.yaml"})
+
+    assert [p.message for p in first.problems] == [f"task name 't' is already defined in {tmp_path / 'a.yaml'}:1"]
+    assert both_renamed.ok and dict(both_renamed.index.counts) == {"a": 1, "b": 1}
+    assert [p.path for p in clash.problems] == [str(tmp_path / "c.yaml")]
