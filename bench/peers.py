@@ -45,15 +45,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import machine  # noqa: E402  (bench/engine.py)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -164,18 +165,6 @@ def ratio(ours: float | None, peer: float | None) -> str:
 def median_of(results: list[dict], key: str) -> float | None:
     values = [result[key] for result in results if key in result]
     return statistics.median(values) if values else None
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        model = next(
-            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

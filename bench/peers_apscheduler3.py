@@ -13,9 +13,7 @@ measuring them), `coalesce=True` (one run for several missed slots, as our `miss
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import time
 from datetime import datetime, timezone
 
@@ -23,6 +21,8 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MI
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from peers_worker import serve  # beside this file: the command line every side shares
 
 
 async def noop() -> float:
@@ -96,18 +96,7 @@ async def lateness(count: int, seconds: float, spread: float, directory: str) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["throughput", "lateness"])
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--spread", type=float, default=1, help="seconds over which the first slots are spread")
-    parser.add_argument("--dir", required=True)
-    args = parser.parse_args()
-    if args.workload == "throughput":
-        result = asyncio.run(throughput(args.count, args.dir))
-    else:
-        result = asyncio.run(lateness(args.count, args.seconds, args.spread, args.dir))
-    print(json.dumps(result))
+    serve(lambda workload, *args: asyncio.run(workload(*args)), throughput, lateness)
 
 
 if __name__ == "__main__":

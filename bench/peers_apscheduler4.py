@@ -17,8 +17,6 @@ one function would share one task, and with it `max_running_jobs=1`: they would 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from datetime import datetime, timezone
 
@@ -27,6 +25,8 @@ from apscheduler import AsyncScheduler, JobOutcome, JobReleased, current_job
 from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from peers_worker import serve  # beside this file: the command line every side shares
 
 samples: list[tuple[float, float]] = []  # (slot, lateness) of each run, appended by the run itself
 
@@ -99,18 +99,7 @@ async def lateness(count: int, seconds: float, spread: float, directory: str) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["throughput", "lateness"])
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--spread", type=float, default=1, help="seconds over which the first slots are spread")
-    parser.add_argument("--dir", required=True)
-    args = parser.parse_args()
-    if args.workload == "throughput":
-        result = anyio.run(throughput, args.count, args.dir)
-    else:
-        result = anyio.run(lateness, args.count, args.seconds, args.spread, args.dir)
-    print(json.dumps(result))
+    serve(anyio.run, throughput, lateness)
 
 
 if __name__ == "__main__":

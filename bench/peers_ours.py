@@ -12,9 +12,7 @@ default) and 2,000 for lateness, the garbage collector tuned for lateness as `sc
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import time
 from datetime import timedelta
@@ -25,6 +23,8 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
 from scheduler.node import tune_gc_for_daemon
 from scheduler.store import open_store
+
+from peers_worker import serve  # beside this file: the command line every side shares
 
 
 async def throughput(count: int, directory: str) -> dict:
@@ -61,19 +61,8 @@ async def lateness(count: int, seconds: float, spread: float, directory: str) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["throughput", "lateness"])
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--spread", type=float, default=1, help="seconds over which the first slots are spread")
-    parser.add_argument("--dir", required=True)
-    args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # as bench/engine.py: the per-run lines are not the output
-    if args.workload == "throughput":
-        result = asyncio.run(throughput(args.count, args.dir))
-    else:
-        result = asyncio.run(lateness(args.count, args.seconds, args.spread, args.dir))
-    print(json.dumps(result))
+    serve(lambda workload, *args: asyncio.run(workload(*args)), throughput, lateness)
 
 
 if __name__ == "__main__":
