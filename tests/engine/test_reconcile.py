@@ -15,7 +15,7 @@ from scheduler.errors import StoreError, TaskNotFound
 from scheduler.model import Status, TaskQuery
 from scheduler.reconcile import Reconciler
 from scheduler.store import open_store
-from tests.support.taskfiles import task_yaml
+from tests.support.taskfiles import counting_reads, task_yaml
 from tests.support.wait import wait_for
 
 
@@ -376,21 +376,6 @@ async def test_a_reload_that_does_not_finish_is_reported_until_it_does(tmp_path,
 
 async def _now(value):
     return value
-
-
-def counting_reads(monkeypatch) -> list[str]:
-    """The task files read from now on, by name."""
-    from scheduler import loader
-
-    read = []
-    real = loader.read_regular_file
-
-    def read_regular_file(path, limit):
-        read.append(os.path.basename(path))
-        return real(path, limit)
-
-    monkeypatch.setattr(loader, "read_regular_file", read_regular_file)
-    return read
 
 
 async def test_a_reload_on_a_watchs_report_reads_only_the_files_it_names(tmp_path, stores, clock, monkeypatch):

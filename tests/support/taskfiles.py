@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 
@@ -19,3 +20,18 @@ def task_yaml(name: str, *, every: str = "1h", shell: str = "true", extra: str =
           shell: "{shell}"
         """
     ) + lines + extra
+
+
+def counting_reads(monkeypatch) -> list[str]:
+    """The names of the task files the loader reads from now on, in order."""
+    from scheduler import loader
+
+    read = []
+    real = loader.read_regular_file
+
+    def read_regular_file(path, limit):
+        read.append(os.path.basename(path))
+        return real(path, limit)
+
+    monkeypatch.setattr(loader, "read_regular_file", read_regular_file)
+    return read

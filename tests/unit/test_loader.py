@@ -9,6 +9,7 @@ import pytest
 from scheduler.loader import Problem, is_task_file, load_bytes, load_directory, load_file, load_text
 from scheduler.spec import Source
 from scheduler.yamlsafe import MAX_FILE_BYTES
+from tests.support.taskfiles import counting_reads
 from tests.task_corpus import BASE, EVERY, HEAD, INVALID, RUN
 
 
@@ -339,21 +340,6 @@ def test_no_value_in_any_field_escapes_as_an_exception():
                 lines[index] = f"{key}: {rng.choice(ODD_VALUES)}"
         result = load_text("\n".join(lines), "f.yaml")
         assert result.problems or result.specs
-
-
-def counting_reads(monkeypatch) -> list[str]:
-    """The paths the loader reads from now on."""
-    from scheduler import loader
-
-    read = []
-    real = loader.read_regular_file
-
-    def read_regular_file(path, limit):
-        read.append(os.path.basename(path))
-        return real(path, limit)
-
-    monkeypatch.setattr(loader, "read_regular_file", read_regular_file)
-    return read
 
 
 def test_a_load_of_the_changed_names_reads_those_files_alone(tmp_path, monkeypatch):
