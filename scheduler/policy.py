@@ -290,7 +290,7 @@ def interrupt(task: Task, now: datetime, *, reason: str, node: str, retention: R
     """
     _require(task, {Status.RUNNING}, "only a RUNNING task can be interrupted")
     if task.interruptions >= FREE_INTERRUPTIONS:
-        error = f"{reason}, for the {FREE_INTERRUPTIONS + 1}th time in this slot: counted as a crash"
+        error = f"{reason}, after {FREE_INTERRUPTIONS} hand-backs in this slot: counted as a crash"
         return crash(task, now, error=error, crashed_node=node, recovered_by=node, retention=retention)
     slot = current_slot(task)
     fields = {
