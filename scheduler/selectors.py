@@ -20,6 +20,10 @@ from .model import LabelOperator, LabelRequirement
 MAX_LENGTH = 256
 MAX_TERMS = 20  # each term is one condition of the store query
 RESERVED = ",=!()"
+# The spaces ignored around keys and values: the ones the OpenAPI pattern names. Not str.strip()'s,
+# which also drops \x1c-\x1f and \x85: a client checking a selector against the document (JSON
+# Schema's regular expressions, where \s has none of those) would send one the node refused.
+SPACES = " \t\n\r\f\v"
 SYNTAX = "expected key=value, key!=value, key or !key, separated by commas"
 
 
@@ -34,7 +38,7 @@ def parse_selector(text: str) -> tuple[LabelRequirement, ...]:
     terms = text.split(",")
     if len(terms) > MAX_TERMS:
         raise SelectorError(f"{len(terms)} terms, at most {MAX_TERMS}")
-    return tuple(_requirement(term.strip(), number) for number, term in enumerate(terms, 1))
+    return tuple(_requirement(term.strip(SPACES), number) for number, term in enumerate(terms, 1))
 
 
 def _requirement(term: str, number: int) -> LabelRequirement:
@@ -43,13 +47,14 @@ def _requirement(term: str, number: int) -> LabelRequirement:
     if "(" in term or ")" in term:
         raise SelectorError(f"term {number} {term!r}: set-based selectors (in, notin) are not supported ({SYNTAX})")
     if term.startswith("!"):
-        return LabelRequirement(_text("key", term[1:].strip(), term, number), LabelOperator.ABSENT)
+        return LabelRequirement(_text("key", term[1:].strip(SPACES), term, number), LabelOperator.ABSENT)
     # "!=" before "==" before "=": each is looked for in the term as a whole, so "a!=b" is never "a!" = "b".
     for symbol, operator in (("!=", LabelOperator.NOT_EQUALS), ("==", LabelOperator.EQUALS), ("=", LabelOperator.EQUALS)):
         key, found, value = term.partition(symbol)
         if found:
             return LabelRequirement(
-                _text("key", key.strip(), term, number), operator, _text("value", value.strip(), term, number)
+                _text("key", key.strip(SPACES), term, number), operator,
+                _text("value", value.strip(SPACES), term, number),
             )
     return LabelRequirement(_text("key", term, term, number), LabelOperator.EXISTS)
 
