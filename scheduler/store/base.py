@@ -239,7 +239,8 @@ class Store(abc.ABC):
     ) -> dict[str, list[RunRecord]]:
         """For each task of ``item_ids``, its runs that overlap ``[start, end)``, newest first, at most
         ``limit`` each (the newest): those started in the window, and the one started before it if it
-        was still going at ``start`` (a task has one run at a time, so no other older one can overlap).
+        was still going at ``start`` (a task has one run at a time, so no other older one can overlap),
+        each without its output (``""``: ``get_run`` has it).
         Each task is two bounded reads of its runs by start time, whatever its history holds: the
         console's timeline loads only what it draws. A task without runs there maps to ``[]``."""
         check_count("limit", limit)

@@ -40,6 +40,9 @@ async def test_runs_in_window_are_those_overlapping_it_newest_first(store, clock
 
     assert [run.run_id for run in window["t"]] == [second, first, spanning]
     assert old not in {run.run_id for run in window["t"]}
+    # Drawn, not read: the output stays in the store, where get_run finds it.
+    assert {run.output for run in window["t"]} == {""}
+    assert (await store.get_run("t", second)).output == "done"
 
 
 async def test_runs_in_window_keeps_the_newest_up_to_the_limit(store, clock):

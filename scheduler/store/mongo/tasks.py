@@ -169,6 +169,9 @@ def list_runs(db: Database, item_id: str, offset: int, limit: int) -> Page:
     return Page(items=items, offset=offset, total=total)
 
 
+WITHOUT_OUTPUT = {"output": False}  # a window's runs are drawn, not read: their output stays on the server
+
+
 def runs_in_window(db: Database, item_ids: list[str], start: datetime, end: datetime, limit: int) -> dict[str, list[RunRecord]]:
     """``Store.runs_in_window``: per task, two range reads of the index runs_by_task."""
     found: dict[str, list[RunRecord]] = {}
@@ -176,13 +179,14 @@ def runs_in_window(db: Database, item_ids: list[str], start: datetime, end: date
         runs = []
         if limit:  # the driver reads limit 0 as "no limit"
             cursor = db["runs"].find(
-                {"taskId": {"$eq": item_id}, "startedAt": {"$gte": start, "$lt": end}},
+                {"taskId": {"$eq": item_id}, "startedAt": {"$gte": start, "$lt": end}}, WITHOUT_OUTPUT,
                 sort=[("startedAt", -1), ("attempt", -1)], limit=limit,
             )
             runs = [run_from_document(doc) for doc in cursor]
         if len(runs) < limit:
             before = db["runs"].find_one(
-                {"taskId": {"$eq": item_id}, "startedAt": {"$lt": start}}, sort=[("startedAt", -1), ("attempt", -1)]
+                {"taskId": {"$eq": item_id}, "startedAt": {"$lt": start}}, WITHOUT_OUTPUT,
+                sort=[("startedAt", -1), ("attempt", -1)],
             )
             if before is not None:
                 record = run_from_document(before)
