@@ -100,6 +100,11 @@ class DirectoryResult:
     index: NameIndex | None = field(default=None, compare=False, repr=False)  # made from ``files`` when None
 
     @property
+    def names(self) -> NameIndex:
+        """What the checks between files look at: the index kept file by file, or one made from ``files``."""
+        return self.index if self.index is not None else NameIndex.of(self.files)
+
+    @property
     def specs(self) -> tuple[TaskSpec, ...]:
         """Every task of the directory, each name once (the file that sorts first keeps it)."""
         return tuple(s for f in self.files for s in f.specs if (f.path, s.name) not in self.shadowed)
@@ -341,7 +346,7 @@ def _load_changed(
                 files.insert(at, result)
         elif found:
             del files[at]
-    index = previous.index or NameIndex.of(previous.files)
+    index = previous.names
     return tuple(files), index.replaced(old, new)
 
 
@@ -376,7 +381,7 @@ def check_names(directory: DirectoryResult, holders: Holders) -> DirectoryResult
     """
     # Only a name declared twice, or once beside its rejected holder, needs a keeper: usually
     # none, and a reload of a directory of 10,000 files must not look at every name's holder.
-    index = directory.index or NameIndex.of(directory.files)
+    index = directory.names
     declared = index.counts
     contested = {name for name, count in declared.items() if count > 1}
     rejected = index.rejected
@@ -420,7 +425,7 @@ def dependency_cycles(directory: DirectoryResult) -> tuple[Problem, ...]:
     """A problem at the ``dependsOn`` key (or ``afterSuccessOf``) of every task of the directory that
     is part of a cycle of dependencies (a -> b -> a): none of them could ever run. Names no file
     declares are not followed."""
-    waiting = (directory.index or NameIndex.of(directory.files)).waiting
+    waiting = directory.names.waiting
     where = {name: (path, waiting[path].dependency_keys[name]) for path in sorted(waiting)
              for name in waiting[path].dependency_keys if (path, name) not in directory.shadowed}
     # Every task of a cycle waits for another: the others need not be followed (nor mapped).
