@@ -105,7 +105,7 @@ def soak(args: argparse.Namespace, work: Path) -> None:
     config.write_text("".join(f"{line}\n" for line in args.config))
     store = work / "soak.db"
     node = Daemon(state_dir=work / "state", tasks_dir=work / "tasks.d", node_id="soak", store=f"sqlite:///{store}",
-                  config=config, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS)])})  # this checkout's node
+                  config=config, log_level=args.log_level, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS)])})  # this checkout's node
     node.start(wait_ready=False)
     node.wait_ready(timeout=60)
     process, base, token, log_path = node.process, node.url, node.token, node.log_path
@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples (default 5)")
     parser.add_argument("--config", action="append", default=[], metavar="LINE",
                         help="a line of scheduler.yaml, e.g. 'maxConcurrentRuns: 256' (repeatable)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="the node's --log-level (default: info, a line as each run starts and ends)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (log, store)")
     args = parser.parse_args()
     print(machine(), f"load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -29,6 +29,7 @@ from .config import NodeConfig
 from .engine import Engine, EngineConfig
 from .errors import SchedulerError
 from .executors import Executor
+from .logs import batch_lines
 from .readiness import Readiness, ReadinessLimits
 from .reconcile import Reconciler, ReloadReport
 from .redact import redact_url
@@ -264,16 +265,17 @@ class Node:
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
-        try:
-            await self.start()
-            tune_gc_for_daemon()
-            await self._stopped.wait()
-        finally:
+        with batch_lines(loop):
             try:
-                await self.stop()
+                await self.start()
+                tune_gc_for_daemon()
+                await self._stopped.wait()
             finally:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
+                try:
+                    await self.stop()
+                finally:
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                        loop.remove_signal_handler(sig)
 
     def _on_stop_signal(self, name: str) -> None:
         if not self._stopped.is_set():

@@ -123,6 +123,8 @@ def test_a_node_whose_store_disk_is_full_is_not_ready_until_there_is_room_again(
 
     filler.unlink()
     wait_until(lambda: readiness(node)[0] == 200, timeout=30, what="ready again once there is room")
+    # An INFO line of the event loop: written within logs.BATCH_DELAY, not necessarily before the answer.
+    wait_until(lambda: "node-1 ready again" in node.log(), what="the node's line saying it is ready again")
     assert node.log().count("node-1 ready again") == 1
 
 

@@ -51,6 +51,7 @@ class Daemon:
     store: str | None = None
     config: Path | None = None
     extra_args: tuple[str, ...] = ()
+    log_level: str | None = None  # scheduler --log-level; None: the command's default (info for run)
     command_prefix: tuple[str, ...] = ()  # a program that runs the node, e.g. in its own mount namespace
     cwd: Path = ROOT  # with PYTHONPATH in env, another checkout's scheduler can run the node
     env: dict[str, str] = field(default_factory=dict)
@@ -68,7 +69,8 @@ class Daemon:
         return (self.state_dir / "admin.token").read_text().strip()
 
     def start(self, wait_ready: bool = True) -> Daemon:
-        args = ["run", "--node-id", self.node_id, "--listen", f"127.0.0.1:{self.port}"]
+        args = ["--log-level", self.log_level] if self.log_level else []
+        args += ["run", "--node-id", self.node_id, "--listen", f"127.0.0.1:{self.port}"]
         if self.state_dir_from_env:
             self.env = {**self.env, "SCHEDULER_STATE_DIR": str(self.state_dir)}
         else:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import threading
+import time
 
-from scheduler.logs import configure_logging
+from scheduler.logs import BATCH_DELAY, batch_lines, configure_logging
 
 URL = "https://bot:pa55word@api.example.com/v1/items?token=T0KEN"
 SHOWN = "https://bot:***@api.example.com/v1/items?token=***"
@@ -60,3 +63,53 @@ def test_json_lines_redact_urls_in_messages_and_tracebacks():
     assert raised["message"] == "executor of crm-export raised"
     assert raised["exception"].endswith(f"ConnectionError: cannot reach {SHOWN}")
     assert "pa55word" not in json.dumps([failure, raised]) and "T0KEN" not in json.dumps([failure, raised])
+
+
+# -- a serving node batches its event loop's INFO lines ----------------------------------------
+
+
+def test_a_serving_nodes_info_lines_are_written_together_soon_and_in_order():
+    log, stream = cli_logger("text")
+
+    async def serve() -> None:
+        with batch_lines(asyncio.get_running_loop(), log):
+            log.info("run a:1:1 started")
+            log.info("run a:1:1 success")
+            assert stream.getvalue() == ""  # held for one write
+            log.warning("run b:1:1 failure")  # at once, after the lines logged before it
+            assert messages(stream) == ["run a:1:1 started", "run a:1:1 success", "run b:1:1 failure"]
+            log.info("run c:1:1 started")
+            assert "run c:1:1" not in stream.getvalue()
+            began = time.monotonic()
+            while "run c:1:1" not in stream.getvalue():
+                assert time.monotonic() - began < 10, "the batch was never written"
+                await asyncio.sleep(BATCH_DELAY / 5)
+            log.info("run d:1:1 started")
+        # Leaving serve writes what is held, and lines are written one by one again.
+        assert messages(stream)[-2:] == ["run c:1:1 started", "run d:1:1 started"]
+        log.info("run e:1:1 started")
+        assert messages(stream)[-1] == "run e:1:1 started"
+
+    asyncio.run(serve())
+
+
+def test_lines_of_other_threads_are_written_at_once_after_the_held_ones():
+    log, stream = cli_logger("json")
+
+    async def serve() -> None:
+        with batch_lines(asyncio.get_running_loop(), log):
+            log.info("run a:1:1 started")
+            thread = threading.Thread(target=log.info, args=("purged 3 run(s)",))
+            thread.start()
+            thread.join()
+            # A loop blocked from here on would not hold back the thread's line, nor the ones before it.
+            assert messages(stream) == ["run a:1:1 started", "purged 3 run(s)"]
+
+    asyncio.run(serve())
+
+
+def messages(stream: io.StringIO) -> list[str]:
+    text = stream.getvalue()
+    if text.startswith("{"):
+        return [json.loads(line)["message"] for line in text.splitlines()]
+    return [line.partition(": ")[2] for line in text.splitlines()]
