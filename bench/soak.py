@@ -2,11 +2,13 @@
 
     python bench/soak.py                          # 1,000 sync tasks (worker threads), 600 s
     python bench/soak.py --tasks 200 --duration 120 --async
+    python bench/soak.py --nodes 2 --tasks 2000 --duration 120   # two nodes on one store file
 
 Writes ``--tasks`` task files (``every: 1s``, ``python: noop:noop`` of ``bench/jobs``, a plain
 function, so each run goes to a worker thread; ``--async``: a coroutine function) into a tasks.d,
-starts one node of this checkout on a SQLite store in a temporary directory (the default
-``scheduler.yaml`` but for the ``--config`` lines given) and, while it runs, samples:
+starts one node of this checkout (``--nodes``: that many, sharing the store and the tasks.d)
+on a SQLite store in a temporary directory (the default ``scheduler.yaml`` but for the
+``--config`` lines given) and, while it runs, samples (of every node, but RSS and the API: the first's):
 
 - the node's RSS (``VmRSS`` of /proc/PID/status) every ``--sample`` seconds;
 - runs finished (``scheduler_runs_total`` of ``GET /metrics``), scraped every 15 s, and the
@@ -104,40 +106,52 @@ def soak(args: argparse.Namespace, work: Path) -> None:
     config = work / "scheduler.yaml"
     config.write_text("".join(f"{line}\n" for line in args.config))
     store = work / "soak.db"
-    node = Daemon(state_dir=work / "state", tasks_dir=work / "tasks.d", node_id="soak", store=f"sqlite:///{store}",
-                  config=config, log_level=args.log_level, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS)])})  # this checkout's node
-    node.start(wait_ready=False)
-    node.wait_ready(timeout=60)
-    process, base, token, log_path = node.process, node.url, node.token, node.log_path
-    print(f"node pid {process.pid}, {base}, work directory {work}", flush=True)
-    probe = ApiProbe(base, token)
+    nodes = [
+        Daemon(state_dir=work / f"state-{index}", tasks_dir=work / "tasks.d", node_id=f"soak-{index}",
+               store=f"sqlite:///{store}", config=config, log_level=args.log_level,
+               env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS)])})  # this checkout's node
+        for index in range(1, args.nodes + 1)
+    ]
+    for node in nodes:
+        node.start(wait_ready=False)
+    for node in nodes:
+        node.wait_ready(timeout=60)
+        print(f"node {node.node_id} pid {node.process.pid}, {node.url}, log {node.log_path}", flush=True)
+    probe = ApiProbe(nodes[0].url, nodes[0].token)  # the first node's API, while every node runs
     probe.start()
     began, began_ms = time.monotonic(), time.time() * 1000
-    rss: list[tuple[float, float]] = []  # (seconds since start, MB)
-    runs: list[tuple[float, float, float]] = []  # (seconds since start, runs finished, CPU seconds), at each scrape
+    rss: list[tuple[float, float]] = []  # (seconds since start, MB of the first node)
+    runs: list[tuple[float, float, float]] = []  # (seconds since start, runs finished, CPU seconds), all nodes
     try:
         while (elapsed := time.monotonic() - began) <= args.duration:
-            if process.poll() is not None:
-                raise SystemExit(f"the node exited with {process.returncode}; see {log_path}")
-            rss.append((elapsed, rss_mb(process.pid)[0]))
+            for node in nodes:
+                if node.process.poll() is not None:
+                    raise SystemExit(f"{node.node_id} exited with {node.process.returncode}; see {node.log_path}")
+            rss.append((elapsed, rss_mb(nodes[0].process.pid)[0]))
             if not runs or elapsed - runs[-1][0] >= SCRAPE:
-                finished = metric(get(f"{base}/metrics").decode(), "scheduler_runs_total")
-                runs.append((elapsed, finished, cpu_seconds(process.pid)))
+                runs.append((elapsed, *scrape(nodes)))
                 if len(runs) % 2 == 1:
                     print(f"  {elapsed:5.0f} s  RSS {rss[-1][1]:6.1f} MB  {runs[-1][1]:9,.0f} runs"
                           f"  load {os.getloadavg()[0]:.1f}", flush=True)
             time.sleep(args.sample)  # the sampling period
-        metrics = get(f"{base}/metrics").decode()
-        runs.append((time.monotonic() - began, metric(metrics, "scheduler_runs_total"), cpu_seconds(process.pid)))
-        losses_metric = metric(metrics, "scheduler_lease_losses_total")
+        runs.append((time.monotonic() - began, *scrape(nodes)))
+        losses_metric = sum(metric(get(f"{node.url}/metrics").decode(), "scheduler_lease_losses_total")
+                            for node in nodes)
     finally:
         probe.stopping.set()
-        try:
-            node.stop(timeout=60)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        for node in nodes:
+            try:
+                node.stop(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
     warm_ms = began_ms + 1000 * min(WARM_UP, rss[-1][0])
-    report(args, rss, runs, probe, lateness(store, warm_ms), log_path, losses_metric)
+    report(args, rss, runs, probe, lateness(store, warm_ms), [node.log_path for node in nodes], losses_metric)
+
+
+def scrape(nodes: list[Daemon]) -> tuple[float, float]:
+    """Runs finished and CPU seconds used so far, summed over ``nodes``."""
+    finished = sum(metric(get(f"{node.url}/metrics").decode(), "scheduler_runs_total") for node in nodes)
+    return finished, sum(cpu_seconds(node.process.pid) for node in nodes)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,7 +167,7 @@ def lateness(store: Path, since_ms: float) -> list[float]:
         return [float(late) for (late,) in db.execute(query, (since_ms,))]
 
 
-def report(args, rss, runs, probe: ApiProbe, late: list[float], log_path: Path, losses_metric: float) -> None:
+def report(args, rss, runs, probe: ApiProbe, late: list[float], log_paths: list[Path], losses_metric: float) -> None:
     warm = [sample for sample in rss if sample[0] >= WARM_UP] or rss
     t0, t1 = warm[0][0], rss[-1][0]
     # Medians over a minute: single samples zigzag by a few MB (the node returns freed memory once a minute).
@@ -161,20 +175,23 @@ def report(args, rss, runs, probe: ApiProbe, late: list[float], log_path: Path, 
     rss1 = statistics.median(mb for at, mb in warm if at > t1 - WARM_UP)
     (r0_at, runs0, cpu0), (r1_at, runs1, cpu1) = next((r for r in runs if r[0] >= WARM_UP), runs[0]), runs[-1]
     api = [ms for at, ms in probe.samples if at >= WARM_UP] or [ms for _, ms in probe.samples]
-    losses_log = sum(line.count("lost the lease") for line in log_path.open(errors="replace"))
+    losses_log = sum(line.count("lost the lease") for path in log_paths for line in path.open(errors="replace"))
     kind = "async" if args.use_async else "sync"
+    nodes = "one node" if args.nodes == 1 else f"{args.nodes} nodes on one store file"
     print(f"{args.tasks:,} {kind} no-op tasks every 1s{' (slots spread)' if args.spread else ''},"
-          f" {t1:.0f} s through `scheduler run`, SQLite; warm from {t0:.0f} s")
-    print(f"RSS: {rss[0][1]:.1f} MB at start; median {rss0:.1f} MB over the second minute, {rss1:.1f} MB over the"
+          f" {t1:.0f} s through `scheduler run`, {nodes}, SQLite; warm from {t0:.0f} s")
+    print(f"RSS{' of the first node' if args.nodes > 1 else ''}: {rss[0][1]:.1f} MB at start;"
+          f" median {rss0:.1f} MB over the second minute, {rss1:.1f} MB over the"
           f" last one: {100 * (rss1 - rss0) / rss0:+.1f} % after the first minute"
           f" (max {max(mb for _, mb in rss):.1f} MB)")
     step = max(1, len(warm) // 10)
     print("RSS series (s: MB): " + ", ".join(f"{t:.0f}: {mb:.1f}" for t, mb in sorted(set(warm[::step] + [rss[-1]]))))
     rate = (runs1 - runs0) / (r1_at - r0_at)
+    whose = "the nodes'" if args.nodes > 1 else "the node's"
     print(f"slots: {args.tasks:,} due every second, {rate:,.0f} run per second after the first minute"
           f" ({100 * rate / args.tasks:.0f} %: a late task runs once for the slots it missed, missedRuns: runOnce)")
     print(f"runs: {runs1:,.0f} finished, {rate:,.0f} runs/s after the first minute;"
-          f" the node's CPU {1000 * (cpu1 - cpu0) / (runs1 - runs0):.2f} ms per run"
+          f" {whose} CPU {1000 * (cpu1 - cpu0) / (runs1 - runs0):.2f} ms per run"
           f" ({100 * (cpu1 - cpu0) / (r1_at - r0_at):.0f} % of a core)")
     print(f"start lateness: p50 {statistics.median(late):.0f} ms, p99 {percentile(late, 0.99):.0f} ms,"
           f" max {max(late):.0f} ms ({len(late):,} runs)")
@@ -190,6 +207,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--async", dest="use_async", action="store_true",
                         help="coroutine no-ops (default: plain functions)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes sharing the store file and tasks.d (default 1)")
     parser.add_argument("--spread", action="store_true", help="spread the tasks' slots over each second")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples (default 5)")
     parser.add_argument("--config", action="append", default=[], metavar="LINE",
