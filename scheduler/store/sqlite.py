@@ -14,8 +14,14 @@ own SAVEPOINT, so each stays atomic on its own and one verb's error undoes
 only that verb; the caller hears back only after the commit. One commit
 then writes each touched page once instead of once per verb.
 
+Reads have a thread and a connection of their own: WAL lets them go on beside
+the writer, so an API request or the console's polling never waits behind a
+busy node's group commits, nor do they delay them. A read issued after a write
+returned sees it (each read is a transaction begun after the write committed).
+
 ``SQLiteStore(":memory:")`` runs the very same code on a private in-memory
-database: the store of a node's non-persistent tasks.
+database, which a second connection cannot open: there, reads share the
+writer's thread and connection. It is the store of a node's non-persistent tasks.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class SQLiteStore(Store):
         self._path = os.fspath(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._reader: ThreadPoolExecutor | None = None  # file stores: the reads' own thread
+        self._read_conn: sqlite3.Connection | None = None  # touched on the reader thread only
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened; None in memory
         self._pending: list[_PendingWrite] = []  # writes waiting for the next group commit
         self._pending_lock = threading.Lock()
@@ -82,12 +90,20 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         try:
             await self._call(self._open)
+            if self._path != ":memory:":
+                self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reads")
+                await asyncio.get_running_loop().run_in_executor(self._reader, self._guarded, self._open_reader, ())
         except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self.close()
             raise
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            finally:
+                reader.shutdown(wait=True)
         if self._executor is None:
             return
         try:
@@ -95,6 +111,14 @@ class SQLiteStore(Store):
         finally:
             executor, self._executor = self._executor, None
             executor.shutdown(wait=True)
+
+    def _open_reader(self) -> None:
+        self._read_conn = connect(self._path)  # the schema is in place: the writer's connection made it
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
 
     def _open(self) -> None:
         self._conn = connect(self._path)
@@ -200,11 +224,19 @@ class SQLiteStore(Store):
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, now, *args)`` on one consistent snapshot."""
-        return await self._call(self._transaction, "BEGIN", fn, args)
+        if self._reader is None:  # in memory (or closed: _call says so)
+            return await self._call(self._transaction, "BEGIN", fn, args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._guarded, self._read_snapshot, (fn, args))
 
-    def _transaction(self, begin: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = self._conn
-        if conn is None:  # a write that raced close()
+    def _read_snapshot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return self._transaction("BEGIN", fn, args, self._read_conn)
+
+    def _transaction(
+        self, begin: str, fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection | None = None
+    ) -> T:
+        conn = conn or self._conn
+        if conn is None:  # a call that raced close()
             raise StoreError(f"{self!r} is closed")
         conn.execute(begin)
         try:

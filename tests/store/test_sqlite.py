@@ -273,17 +273,39 @@ async def test_queued_writes_share_one_commit_and_stay_atomic_each(tmp_path):
         assert [task.item_id for task in (await store.query_tasks(TaskQuery())).items] == ["a", "b", "kept"]
 
 
+async def test_reads_are_served_while_the_writer_is_busy(tmp_path):
+    """An API request (a read) must not wait behind a busy node's claims and finishes, nor the reverse."""
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        await add_task(store, clock(), "kept")
+        gate = threading.Event()
+        store._executor.submit(gate.wait, 30)  # the writer's thread is busy (a long commit, a lock wait)
+        try:
+            write = asyncio.ensure_future(store.cancel("kept"))
+            task = await asyncio.wait_for(store.get_task("kept"), timeout=10)
+            listed = await asyncio.wait_for(store.query_tasks(TaskQuery()), timeout=10)
+            assert task.status is Status.SCHEDULED and [t.item_id for t in listed.items] == ["kept"]
+            assert not write.done()
+        finally:
+            gate.set()
+        assert (await write).status is Status.CANCELLED
+        assert (await store.get_task("kept")).status is Status.CANCELLED  # a read after a write sees it
+
+
 # -- query plans: the statements the store really runs, explained --------------------
 
 
 async def _statements(store: SQLiteStore, action) -> list[str]:
     """The SQL ``action`` made the store run, with bound values expanded."""
     seen: list[str] = []
+    loop = asyncio.get_running_loop()
     await store._call(lambda: store._conn.set_trace_callback(seen.append))
+    await loop.run_in_executor(store._reader, lambda: store._read_conn.set_trace_callback(seen.append))  # reads
     try:
         await action()
     finally:
         await store._call(lambda: store._conn.set_trace_callback(None))
+        await loop.run_in_executor(store._reader, lambda: store._read_conn.set_trace_callback(None))
     return [sql for sql in seen if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))]
 
 
