@@ -16,7 +16,7 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Iterator, Mapping, TypeVar
 
 from .. import policy
 from ..errors import StoreError, TaskNotFound
@@ -33,6 +33,11 @@ from .sqlite_schema import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+# Tasks claimed per pair of statements: 7 parameters a row, well within SQLite's 32,766 per statement.
+CLAIM_ROWS_PER_STATEMENT = 500
+
 FENCED = "item_id = :item_id AND lease_owner = :owner AND fence = :fence AND status = 'RUNNING'"
 HELD = "item_id = :item_id AND lease_owner = :owner AND fence = :fence"
 
@@ -43,6 +48,13 @@ HELD = "item_id = :item_id AND lease_owner = :owner AND fence = :fence"
 PUSH_HISTORY = (
     "history = json_remove(CASE WHEN json_array_length(history) = 0 THEN json_array(json(:history_entry))"
     f" ELSE '[' || :history_entry || ',' || substr(history, 2) END, '$[{HISTORY_LIMIT}]')"
+)
+
+
+# ``next_free_attempt`` inside the UPDATE that sets the attempt: one statement less per finished run.
+FREE_ATTEMPT = (
+    "attempt = MAX(:set_attempt, COALESCE((SELECT MAX(attempt) FROM runs"
+    " WHERE task_id = :item_id AND scheduled_for = :attempt_slot) + 1, 0))"
 )
 
 
@@ -66,7 +78,8 @@ def run_key(item_id: str, scheduled_ms: int, attempt: int) -> dict[str, object]:
 
 
 def apply_change(
-    conn: sqlite3.Connection, now: datetime, row: sqlite3.Row, change: Change, where: str, params: dict[str, Any]
+    conn: sqlite3.Connection, now: datetime, row: Mapping[str, Any], change: Change, where: str,
+    params: dict[str, Any],
 ) -> bool:
     """Write ``change`` to the task ``row`` was read from, where ``where`` still holds.
 
@@ -74,18 +87,21 @@ def apply_change(
     written) when the condition no longer holds.
     """
     item_id = row["item_id"]
-    values = {column: encode(change.fields[name]) for name, (column, encode) in TASK_COLUMNS.items()
-              if name in change.fields}
-    if "attempt" in values and change.status in (Status.SCHEDULED, Status.CRASHED):
-        slot = values.get("scheduled_for", row["scheduled_for"])
-        if slot is not None:  # never point a run still to come at a run record that exists
-            values["attempt"] = next_free_attempt(conn, item_id, slot, values["attempt"])
-    if values.get("scheduled_for", row["scheduled_for"]) != row["scheduled_for"]:
+    values = {}
+    for name, value in change.fields.items():
+        column, encode = TASK_COLUMNS[name]
+        values[column] = encode(value)
+    slot = values.get("scheduled_for", row["scheduled_for"])
+    if slot != row["scheduled_for"]:
         values["dependencies_ready"] = 0  # another slot: its dependencies are checked again
         values.setdefault("interruptions", 0)  # and none of its runs was handed back yet
     values["last_modified"] = epoch_ms(now)
     assignments = [f"{column} = :set_{column}" for column in values]
     values = {f"set_{column}": value for column, value in values.items()}
+    if "set_attempt" in values and change.status in (Status.SCHEDULED, Status.CRASHED) and slot is not None:
+        # Never point a run still to come at a run record that exists: past the slot's recorded attempts.
+        assignments[list(values).index("set_attempt")] = FREE_ATTEMPT
+        values["attempt_slot"] = slot
     if change.history is not None:
         assignments.append(PUSH_HISTORY)
         values["history_entry"] = to_json(dict(change.history))
@@ -158,41 +174,73 @@ def claim(
             **type_params,
         },
     ).fetchall()
+    due = [row for row in due if _spec_usable(conn, now, row)]
     claims = []
-    for due_row in due:
-        item_id, fence, scheduled_ms, attempt, next_ms = due_row[:5]
-        if not _spec_usable(conn, now, due_row):
-            continue
-        scheduled_for = from_epoch_ms(scheduled_ms)
+    for batch in _chunks(due, CLAIM_ROWS_PER_STATEMENT):
+        claims += _claim_rows(conn, now_ms, node_id, epoch_ms(until), batch)
+    return claims
+
+
+def _claim_rows(
+    conn: sqlite3.Connection, now_ms: int, node_id: str, until_ms: int, due: list[sqlite3.Row]
+) -> list[Claim]:
+    """Claim the ``due`` tasks in two statements, whatever their number: their run records, then their rows."""
+    runs = {}  # run id -> (due row, planned start)
+    for row in due:
+        item_id, fence, scheduled_ms, attempt, next_ms = row[:5]
         start_ms = max(now_ms, next_ms)  # claimed ahead: the run starts when due
-        run_id = make_run_id(item_id, scheduled_for, attempt)
-        inserted = conn.execute(
-            "INSERT INTO runs (run_id, task_id, scheduled_for, attempt, node_id, fence, started_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (run_id, item_id, scheduled_ms, attempt, node_id, fence + 1, start_ms),
-        ).rowcount
-        if not inserted:
+        runs[make_run_id(item_id, from_epoch_ms(scheduled_ms), attempt)] = (row, start_ms)
+    inserted = {
+        run_id for (run_id,) in conn.execute(
+            "INSERT INTO runs (run_id, task_id, scheduled_for, attempt, node_id, fence, started_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(runs)) + " ON CONFLICT DO NOTHING RETURNING run_id",
+            [value for run_id, (row, start_ms) in runs.items()
+             for value in (run_id, row["item_id"], row["scheduled_for"], row["attempt"], node_id, row["fence"] + 1,
+                           start_ms)],
+        )
+    }
+    for run_id, (row, _) in runs.items():
+        if run_id not in inserted:
             # This slot already ran as this attempt (a task deleted and recreated, a
             # confused node): never start it twice; the next claim takes the next attempt.
-            moved = next_free_attempt(conn, item_id, scheduled_ms, attempt)
+            item_id = row["item_id"]
+            moved = next_free_attempt(conn, item_id, row["scheduled_for"], row["attempt"])
             conn.execute("UPDATE tasks SET attempt = ? WHERE item_id = ?", (moved, item_id))
             logger.warning("run %s already exists: %s moves to attempt %s", run_id, item_id, moved)
-            continue
-        row = conn.execute(
+    claimed = [(run_id, row, start_ms) for run_id, (row, start_ms) in runs.items() if run_id in inserted]
+    if not claimed:
+        return []
+    # The compare-and-set on each task's fence states the rule; inside the write lock it always holds.
+    # (Not "(item_id, fence) IN (VALUES ...)": SQLite scans the whole table for that one.)
+    marks = ", ".join("?" * len(claimed))
+    updated = {
+        row["item_id"]: row for row in conn.execute(
             "UPDATE tasks SET status = 'RUNNING', lease_owner = ?, lease_until = ?, fence = fence + 1,"
-            " last_execution_date = ?, last_modified = ? WHERE item_id = ? AND fence = ? RETURNING *",
-            (node_id, epoch_ms(until), start_ms, now_ms, item_id, fence),
-        ).fetchone()
+            f" last_execution_date = MAX(?, next_at), last_modified = ? WHERE item_id IN ({marks})"
+            f" AND fence = CASE item_id {' '.join(['WHEN ? THEN ?'] * len(claimed))} END RETURNING *",
+            [node_id, until_ms, now_ms, now_ms, *(row["item_id"] for _, row, _ in claimed),
+             *(value for _, row, _ in claimed for value in (row["item_id"], row["fence"]))],
+        )
+    }
+    claims = []
+    for run_id, due_row, start_ms in claimed:
+        row = updated.get(due_row["item_id"])
         if row is None:  # impossible while this transaction holds the write lock
-            raise StoreError(f"claim of {item_id} lost its compare-and-set inside the write lock")
+            raise StoreError(f"claim of {due_row['item_id']} lost its compare-and-set inside the write lock")
         claims.append(
             Claim(
-                task=task_from_row(row, with_history=False), node_id=node_id, fence=fence + 1, run_id=run_id,
-                scheduled_for=scheduled_for, attempt=attempt, started_at=from_epoch_ms(start_ms), lease_until=until,
+                task=task_from_row(row, with_history=False), node_id=node_id, fence=row["fence"], run_id=run_id,
+                scheduled_for=from_epoch_ms(due_row["scheduled_for"]), attempt=due_row["attempt"],
+                started_at=from_epoch_ms(start_ms), lease_until=from_epoch_ms(until_ms),
                 previous_execution_date=datetime_or_none(due_row["last_execution_date"]),
             )
         )
     return claims
+
+
+def _chunks(rows: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
 
 
 def _spec_usable(conn: sqlite3.Connection, now: datetime, due: sqlite3.Row) -> bool:
@@ -250,9 +298,9 @@ def _held_row(conn: sqlite3.Connection, held: Claim) -> sqlite3.Row | None:
 
 
 def finish(conn: sqlite3.Connection, now: datetime, held: Claim, result: RunResult, transition: Transition) -> bool:
-    row = conn.execute(f"SELECT item_id, scheduled_for FROM tasks WHERE {FENCED}", fence_of(held)).fetchone()
-    return row is not None and apply_change(conn, now, row, policy.finish(held, result, transition), FENCED,
-                                            fence_of(held))
+    # No read first: while the fence holds, the task is at the claim's slot, and the fenced UPDATE says whether it holds.
+    row = {"item_id": held.item_id, "scheduled_for": epoch_ms(held.scheduled_for)}
+    return apply_change(conn, now, row, policy.finish(held, result, transition), FENCED, fence_of(held))
 
 
 # -- dependencies --------------------------------------------------------------------------------

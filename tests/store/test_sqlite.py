@@ -358,6 +358,22 @@ async def test_queries_are_served_by_an_index(busy_store, name, action, index):
     assert not any(plan.startswith("SCAN tasks") and "INDEX" not in plan for plan in plans), plans
 
 
+async def test_a_claim_and_a_finish_write_each_task_through_its_key(busy_store):
+    """A claim writes its tasks in one statement and a finish its task in one: by item_id, never a scan."""
+    claims: list = []
+
+    async def claim_and_finish() -> None:
+        claims.extend(await busy_store.claim_due("b", 16, LEASE))
+        await busy_store.finish_run(claims[0], *failure(claims[0], busy_store.now()))
+
+    statements = await _statements(busy_store, claim_and_finish)
+    writes = [sql for sql in statements if sql.startswith("UPDATE tasks")]
+    assert len(claims) > 1 and len(writes) == 2, writes
+    for sql in writes:
+        plan = _plan(busy_store.path, sql)
+        assert plan.startswith("SEARCH tasks USING INDEX sqlite_autoindex_tasks_1 (item_id=?)"), (sql, plan)
+
+
 async def test_the_keep_runs_purge_reads_only_the_tasks_with_limits_and_their_runs(busy_store):
     statements = await _statements(busy_store, busy_store.purge)
     plans = [_plan(busy_store.path, sql) for sql in statements if "tasks_keep_runs" in sql]
