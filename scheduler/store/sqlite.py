@@ -9,10 +9,14 @@ threads and processes. WAL lets readers proceed beside the writer. The
 statements themselves live in ``sqlite_claims`` and ``sqlite_tasks``.
 
 Group commit: writes that queue up while the worker is busy (runs finishing
-together, a claim beside them) share one transaction, each verb inside its
-own SAVEPOINT, so each stays atomic on its own and one verb's error undoes
-only that verb; the caller hears back only after the commit. One commit
-then writes each touched page once instead of once per verb.
+together, a claim beside them) share one transaction; the caller hears back
+only after the commit. One commit then writes each touched page once instead
+of once per verb. Each verb stays atomic on its own, and one verb's error
+undoes only that verb: the batch is applied first without savepoints (two
+statements per verb fewer, a tenth of the writer's time), and should a verb
+fail, the transaction is rolled back and the batch applied again with each
+verb inside its own SAVEPOINT. A verb may so run twice; verbs only write to
+the database (and log), so that is harmless.
 
 Reads have a thread and a connection of their own: WAL lets them go on beside
 the writer, so an API request or the console's polling never waits behind a
@@ -51,6 +55,14 @@ from .sqlite_schema import connect, to_json
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _VerbFailed(Exception):
+    """A verb of a batch applied without savepoints failed with ``error``: the batch must be rolled back."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -200,13 +212,32 @@ class SQLiteStore(Store):
                 # no other process sees: a claim or a result written there would run a task
                 # twice or lose it. Refuse every write; readiness says why.
                 self._check_file(self._file)
-            self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
+            try:
+                outcomes = self._transaction("BEGIN IMMEDIATE", self._apply_all, (batch,))
+            except _VerbFailed as failed:  # rolled back whole
+                if len(batch) == 1:  # the same as its own savepoint rolled back
+                    outcomes = [(batch[0], None, failed.error)]
+                else:  # again, each verb in its savepoint, so that the others still commit
+                    outcomes = []
+                    self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
         except sqlite3.Error as exc:
             outcomes = [(write, None, self._store_error(exc)) for write in batch]
         except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
             outcomes = [(write, None, exc) for write in batch]
         for write, result, error in outcomes:
             write.loop.call_soon_threadsafe(_settle, write.future, result, error)
+
+    def _apply_all(self, conn: sqlite3.Connection, _now: datetime,
+                   batch: list[_PendingWrite]) -> list[tuple[_PendingWrite, Any, BaseException | None]]:
+        """Every verb of ``batch`` in turn, with no savepoint; the first that fails raises ``_VerbFailed``."""
+        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
+        for write in batch:  # each verb reads the clock itself, as if it ran alone
+            try:
+                result = write.fn(conn, self.now(), *write.args)
+            except Exception as exc:
+                raise _VerbFailed(self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc) from exc
+            outcomes.append((write, result, None))
+        return outcomes
 
     def _apply_each(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
                     outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:

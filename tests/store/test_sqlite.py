@@ -238,7 +238,36 @@ def test_open_store_passes_the_clock():
     assert open_store("memory:", clock=clock).now() == clock()
 
 
-async def test_queued_writes_share_one_commit_and_stay_atomic_each(tmp_path):
+async def queue_up(store: SQLiteStore, *writes) -> list:
+    """Run ``writes`` as one batch: the writer is held until all of them are queued; what they
+    returned or raised, and the statements the writer ran meanwhile."""
+    statements: list[str] = []
+    gate = threading.Event()
+    await store._call(lambda: store._conn.set_trace_callback(statements.append))
+    store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
+    done = asyncio.gather(*writes, return_exceptions=True)
+    for _ in range(100):  # bounded: each write enqueues on its task's first step
+        if len(store._pending) == len(writes):
+            break
+        await asyncio.sleep(0)
+    assert len(store._pending) == len(writes)
+    gate.set()
+    results = await done
+    await store._call(lambda: store._conn.set_trace_callback(None))
+    return [*results, statements]
+
+
+async def test_queued_writes_share_one_commit(tmp_path):
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        *created, statements = await queue_up(
+            store, *(store.upsert_spec(make_spec(name), first_due=clock()) for name in "abc"))
+        assert created == [UpsertResult.CREATED] * 3
+        assert [sql for sql in statements if sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT"))] == [
+            "BEGIN IMMEDIATE", "COMMIT"]  # none failed: no savepoint needed
+
+
+async def test_queued_writes_stay_atomic_each_when_one_fails(tmp_path):
     clock = ManualClock()
     async with SQLiteStore(tmp_path / "s.db", clock) as store:
         await add_task(store, clock(), "kept")
@@ -247,30 +276,21 @@ async def test_queued_writes_share_one_commit_and_stay_atomic_each(tmp_path):
             conn.execute("DELETE FROM tasks WHERE item_id = 'kept'")
             raise ValueError("refused after writing")
 
-        begins: list[str] = []
-        gate = threading.Event()
-        await store._call(lambda: store._conn.set_trace_callback(
-            lambda sql: begins.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None))
-        store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
-        writes = asyncio.gather(
+        created_a, refused, missing, created_b, statements = await queue_up(
+            store,
             store.upsert_spec(make_spec("a"), first_due=clock()),
             store._write(delete_then_fail),
             store.cancel("missing"),
             store.upsert_spec(make_spec("b"), first_due=clock()),
-            return_exceptions=True,
         )
-        for _ in range(100):  # bounded: each write enqueues on its task's first step
-            if len(store._pending) == 4:
-                break
-            await asyncio.sleep(0)
-        assert len(store._pending) == 4
-        gate.set()
-        created_a, refused, missing, created_b = await writes
 
-        assert len(begins) == 1  # one transaction for the four writes
         assert created_a == created_b == UpsertResult.CREATED
         assert isinstance(refused, ValueError) and isinstance(missing, TaskNotFound)
         assert [task.item_id for task in (await store.query_tasks(TaskQuery())).items] == ["a", "b", "kept"]
+        # Applied at once and rolled back at the first error, then again with a savepoint per verb.
+        transactions = [sql for sql in statements if sql.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+        assert transactions == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE", "ROLLBACK TO verb",
+                                "ROLLBACK TO verb", "COMMIT"]
 
 
 async def test_reads_are_served_while_the_writer_is_busy(tmp_path):
