@@ -104,7 +104,7 @@ class SQLiteStore(Store):
             await self._call(self._open)
             if self._path != ":memory:":
                 self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reads")
-                await asyncio.get_running_loop().run_in_executor(self._reader, self._guarded, self._open_reader, ())
+                await self._call_reader(self._open_reader)
         except BaseException:
             await self.close()
             raise
@@ -205,7 +205,6 @@ class SQLiteStore(Store):
     def _commit_pending(self) -> None:
         with self._pending_lock:
             batch, self._pending = self._pending, []
-        outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
         try:
             if self._file is not None:
                 # A file deleted or replaced under the store (a backup restored over it) is one
@@ -213,13 +212,12 @@ class SQLiteStore(Store):
                 # twice or lose it. Refuse every write; readiness says why.
                 self._check_file(self._file)
             try:
-                outcomes = self._transaction("BEGIN IMMEDIATE", self._apply_all, (batch,))
+                outcomes = self._transaction("BEGIN IMMEDIATE", self._apply, (batch, False))
             except _VerbFailed as failed:  # rolled back whole
                 if len(batch) == 1:  # the same as its own savepoint rolled back
                     outcomes = [(batch[0], None, failed.error)]
                 else:  # again, each verb in its savepoint, so that the others still commit
-                    outcomes = []
-                    self._transaction("BEGIN IMMEDIATE", self._apply_each, (batch, outcomes))
+                    outcomes = self._transaction("BEGIN IMMEDIATE", self._apply, (batch, True))
         except sqlite3.Error as exc:
             outcomes = [(write, None, self._store_error(exc)) for write in batch]
         except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
@@ -227,46 +225,44 @@ class SQLiteStore(Store):
         for write, result, error in outcomes:
             write.loop.call_soon_threadsafe(_settle, write.future, result, error)
 
-    def _apply_all(self, conn: sqlite3.Connection, _now: datetime,
-                   batch: list[_PendingWrite]) -> list[tuple[_PendingWrite, Any, BaseException | None]]:
-        """Every verb of ``batch`` in turn, with no savepoint; the first that fails raises ``_VerbFailed``."""
+    def _apply(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
+               savepoints: bool) -> list[tuple[_PendingWrite, Any, BaseException | None]]:
+        """Every verb of ``batch`` in turn. Without ``savepoints`` the first that fails raises
+        ``_VerbFailed``; with them, a failed verb is undone alone and the others go on."""
         outcomes: list[tuple[_PendingWrite, Any, BaseException | None]] = []
         for write in batch:  # each verb reads the clock itself, as if it ran alone
+            if savepoints:
+                conn.execute("SAVEPOINT verb")
             try:
                 result = write.fn(conn, self.now(), *write.args)
             except Exception as exc:
-                raise _VerbFailed(self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc) from exc
-            outcomes.append((write, result, None))
-        return outcomes
-
-    def _apply_each(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
-                    outcomes: list[tuple[_PendingWrite, Any, BaseException | None]]) -> None:
-        for write in batch:  # each verb reads the clock itself, as if it ran alone
-            conn.execute("SAVEPOINT verb")
-            try:
-                result = write.fn(conn, self.now(), *write.args)
-            except Exception as exc:
+                error = self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                if not savepoints:
+                    raise _VerbFailed(error) from exc
                 conn.execute("ROLLBACK TO verb")
                 conn.execute("RELEASE verb")
-                outcomes.append((write, None, self._store_error(exc) if isinstance(exc, sqlite3.Error) else exc))
-            else:
+                outcomes.append((write, None, error))
+                continue
+            if savepoints:
                 conn.execute("RELEASE verb")
-                outcomes.append((write, result, None))
+            outcomes.append((write, result, None))
+        return outcomes
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, now, *args)`` on one consistent snapshot."""
         if self._reader is None:  # in memory (or closed: _call says so)
             return await self._call(self._transaction, "BEGIN", fn, args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._guarded, self._read_snapshot, (fn, args))
+        return await self._call_reader(self._transaction, "BEGIN", fn, args, True)
 
-    def _read_snapshot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        return self._transaction("BEGIN", fn, args, self._read_conn)
+    async def _call_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the reads' thread, as ``_call`` on the writer's."""
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._guarded, fn, args)
 
-    def _transaction(
-        self, begin: str, fn: Callable[..., T], args: tuple[Any, ...], conn: sqlite3.Connection | None = None
-    ) -> T:
-        conn = conn or self._conn
+    def _transaction(self, begin: str, fn: Callable[..., T], args: tuple[Any, ...], reads: bool = False) -> T:
+        """``fn(conn, now, *args)`` in one transaction on the writer's connection, or with ``reads``
+        the reads' (each is only ever touched on its own thread)."""
+        conn = self._read_conn if reads else self._conn
         if conn is None:  # a call that raced close()
             raise StoreError(f"{self!r} is closed")
         conn.execute(begin)
