@@ -1,7 +1,7 @@
 """The engine: one asyncio loop per node that claims, runs, renews, finishes, recovers and purges.
 
 It never busy-polls: it sleeps until the earliest due time of the tasks it could
-claim (or the earliest lease to recover), bounded by ``poll_interval`` so that
+claim (or the next look for expired leases), bounded by ``poll_interval`` so that
 changes made by other nodes are seen, and ``wake()`` cuts the sleep short when
 something changes locally (a reload, an API action, a finished run).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from . import __version__
 from .errors import ExecutorError, StoreError, TaskNotFound
 from .executors import Execution, Executor, Progress, RunContext, resolve_executor, runnable_types
 from .listener import EngineListener
-from .model import Claim, NodeInfo, Outcome, Retention, RunResult
+from .model import Claim, ExpiredLease, NodeInfo, Outcome, Retention, RunResult
 from .policy import SHUTDOWN_REASON, after_run, replaced_run
 from .schedule import fire_time, is_missed, next_slot
 from .spec import thaw, utc_iso
@@ -63,6 +64,18 @@ class EngineConfig:
     retention: Retention = Retention()
     keep_history: int | None = None
     listen: str = ""
+
+    @property
+    def recovery_grace(self) -> timedelta:
+        """How long this node must itself have seen a lease expired before it recovers it.
+
+        A pause of the whole machine (a virtual machine snapshotted or migrated) stops the lease's owner
+        and its watchdog with everyone else: at the resume every node finds the lease long expired at
+        once. The grace, counted from this node's first sight of the expired lease, lets the owner's
+        watchdog stop the command before a peer starts the next attempt. It delays every crash recovery
+        by as much.
+        """
+        return self.lease_duration / 2
 
 
 @dataclass
@@ -113,6 +126,9 @@ class Engine:
         self._started_at: datetime | None = None
         self._wake_at = 0.0  # loop time the main loop sleeps until
         self._next_recovery = 0.0  # loop time of the next look for expired leases and met dependencies
+        # Per store, the expired leases this node has seen, with the store's time of the first sight:
+        # each is recovered once it has been seen expired for ``recovery_grace``.
+        self._expiry_seen: list[dict[ExpiredLease, datetime]] = [{} for _ in self.stores]
         self._waiting_dependents = 0  # WAITING tasks at the last look: a success here looks again at once
         # For health(): when the keep-alive last wrote the heartbeat (time.monotonic()), and each loop's
         # last store error.
@@ -389,19 +405,21 @@ class Engine:
         assert self._wake is not None
         self._wake.clear()
         loop = asyncio.get_running_loop()
-        # Expired leases and met dependencies are looked for once per poll interval, not at
-        # every wake-up: at thousands of runs per second those queries would dominate.
+        # Expired leases and met dependencies are looked for once per poll interval, and when a lease
+        # expires or a sighting's grace ends, not at every wake-up: at thousands of runs per second
+        # those queries would dominate.
         if loop.time() >= self._next_recovery:
-            await self._recover()
+            look_again = min(await self._recover(), self.config.poll_interval.total_seconds())
             await self._settle_dependencies()
-            self._next_recovery = loop.time() + self.config.poll_interval.total_seconds()
+            self._next_recovery = loop.time() + look_again
         if self._claiming:
             await self._claim_and_start()
         return await self._sleep_time()
 
     async def _sleep_time(self) -> float:
-        """Seconds until something could be claimed here, never more than ``poll_interval``."""
-        delay = self.config.poll_interval.total_seconds()
+        """Seconds until something could be claimed or recovered here, never more than ``poll_interval``."""
+        to_recovery = self._next_recovery - asyncio.get_running_loop().time()
+        delay = max(0.0, min(self.config.poll_interval.total_seconds(), to_recovery))
         if self._free_capacity() == 0 or self._stopping:
             return delay  # a finishing run wakes the loop
         for store in self.stores:
@@ -444,17 +462,46 @@ class Engine:
             log.warning("run %s: its code raised %r after the run was stopped", run_id, error)
         self.wake()  # the slot it held is free again
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> float:
+        """Recover the leases this node has seen expired for ``recovery_grace``; the seconds until
+        another lease expires or a sighting ripens (infinite if none)."""
         if not self.config.executor_node:
-            return
-        for store in self.stores:
-            for task in await store.recover_expired(self.config.node_id, self.config.retention):
+            return math.inf
+        grace = self.config.recovery_grace
+        look_again = math.inf
+        for index, store in enumerate(self.stores):
+            expiries = await store.lease_expiries()
+            now = store.now()
+            sightings = self._sight_expired(index, expiries.expired, now)
+            ripe = [lease for lease, first_seen in sightings.items() if now - first_seen >= grace]
+            pending = [first_seen + grace for first_seen in sightings.values() if now - first_seen < grace]
+            if expiries.next_expiry is not None:
+                pending.append(expiries.next_expiry)
+            if pending:
+                look_again = min(look_again, (min(pending) - now).total_seconds())
+            if not ripe:
+                continue
+            for task in await store.recover_expired(self.config.node_id, self.config.retention, only=ripe):
                 log.warning(
                     "recovered task %s from crashed node %s (now %s)",
                     task.item_id, task.status_details.get("crashedNode"), task.status.value,
                     extra={"task": task.item_id},
                 )
                 self.listener.recovered(task)
+        return max(0.0, look_again)
+
+    def _sight_expired(self, index: int, expired: Sequence[ExpiredLease], now: datetime) -> dict[ExpiredLease, datetime]:
+        """Note the expired leases of store ``index`` seen now; each with the time it was first seen."""
+        earlier = self._expiry_seen[index]
+        for lease in expired:
+            if lease not in earlier:
+                log.info(
+                    "the lease of task %s expired at %s: recovering it in %.1fs unless it is renewed",
+                    lease.item_id, utc_iso(lease.until), self.config.recovery_grace.total_seconds(),
+                    extra={"task": lease.item_id},
+                )
+        sightings = self._expiry_seen[index] = {lease: earlier.get(lease, now) for lease in expired}
+        return sightings
 
     async def _settle_dependencies(self) -> None:
         if not self.config.executor_node:

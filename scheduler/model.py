@@ -183,6 +183,24 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ExpiredLease:
+    """A RUNNING task's lease that has run out, as one look at the store saw it: ``recover_expired(only=...)``
+    crashes the task only while it still holds this very lease (a renewal moves ``until``)."""
+
+    item_id: str
+    fence: int
+    until: datetime
+
+
+@dataclass(frozen=True)
+class LeaseExpiries:
+    """What ``Store.lease_expiries`` saw: the leases run out now, and when the next one will."""
+
+    expired: tuple[ExpiredLease, ...] = ()
+    next_expiry: datetime | None = None  # the first instant a lease not yet run out counts as expired
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What an executor reports; the engine turns it into a ``Transition``."""
 

@@ -23,7 +23,9 @@ The claim protocol (see DESIGN.md):
 3. ``finish_run`` and ``save_progress`` write only where owner and fence match
    and the task is still RUNNING: a stale node's late write changes nothing.
 4. ``recover_expired`` applies the crash rule to expired leases under the same
-   fence condition, keeping ``checkpointData``.
+   fence condition, keeping ``checkpointData``. The engine recovers a lease only
+   once it has seen it expired for a grace period (``lease_expiries``), so that
+   an owner paused with its whole machine can stop the command first.
 5. Each claim inserts a run record, unique on ``(taskId, scheduledFor, attempt)``.
 
 Every change of a task's state is decided by ``scheduler.policy`` (the status
@@ -40,8 +42,9 @@ from datetime import datetime, timedelta
 from typing import Any, Collection, Mapping, Sequence
 
 from ..model import (
-    SORT_FIELDS, Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult,
-    Settled, Status, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    SORT_FIELDS, Claim, Clock, Declaration, ExpiredLease, LeaseExpiries, NodeInfo, Page, PurgeCounts, Requirement,
+    Retention, RunRecord, RunResult, Settled, Status, Task, TaskQuery, Transition, UpsertResult, system_clock,
+    truncate_ms,
 )
 from ..spec import TaskSpec
 
@@ -259,15 +262,14 @@ class Store(abc.ABC):
         """The run record ``run_id`` of task ``item_id``, or None (a run of another task is None too)."""
 
     async def next_due_time(self, node_id: str, *, task_types: Collection[str] | None = None) -> datetime | None:
-        """The earliest instant at which ``claim_due`` or ``recover_expired``
-        would find work for this node, or None if there is none.
+        """The earliest instant at which ``claim_due`` would find work for this
+        node, or None if there is none.
 
         That is the earliest ``nextScheduledExecution`` among tasks this node could
         claim (as ``claim_due`` defines eligibility, with the same ``task_types``,
         ignoring the time and the lease), delayed to ``lease.until + 1 ms`` for a
         task that still carries an unexpired lease (a cancelled run being
-        retried); or the first instant at which a RUNNING task's lease counts as
-        expired (``until + 1 ms``), whichever node holds it."""
+        retried). Expiring leases are ``lease_expiries``'s."""
         return await self._next_due_time(node_id, _frozen(task_types))
 
     @abc.abstractmethod
@@ -391,7 +393,15 @@ class Store(abc.ABC):
         """``finish_run`` with its arguments checked."""
 
     @abc.abstractmethod
-    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
+    async def lease_expiries(self) -> LeaseExpiries:
+        """The RUNNING tasks whose lease has expired (``until < now``), whichever node
+        holds them, with their fences; and the first instant at which a lease not yet
+        expired will count as expired (``until + 1 ms``), or None. A read: the engine
+        decides from it which leases to recover, and when to look again."""
+
+    async def recover_expired(
+        self, node_id: str, retention: Retention = Retention(), *, only: Collection[ExpiredLease] | None = None
+    ) -> list[Task]:
         """Apply ``policy.crash`` to every RUNNING task whose lease expired before
         now (fenced on the fence read and on the lease still being expired): a
         history entry, the run record closed as crashed, ``statusDetails.crashTime``
@@ -399,7 +409,16 @@ class Store(abc.ABC):
         and due now while the slot has attempts left (``onCrash: resume`` tasks
         are claimable again at once, ``manual`` ones wait for ``resume``), else
         the next slot or FAILED. ``node_id`` is the recovering node, written in
-        the history. Returns the recovered tasks."""
+        the history. With ``only``, just those of these leases whose task still
+        holds that fence (a lease taken again since is left alone). Returns the
+        recovered tasks."""
+        return await self._recover_expired(node_id, retention, None if only is None else frozenset(only))
+
+    @abc.abstractmethod
+    async def _recover_expired(
+        self, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None
+    ) -> list[Task]:
+        """``recover_expired`` with ``only`` frozen."""
 
     @abc.abstractmethod
     async def settle_dependencies(self) -> Settled:

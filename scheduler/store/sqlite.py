@@ -43,8 +43,8 @@ from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from ..errors import StoreError
 from ..spec import TaskSpec
 from ..model import (
-    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult, Settled,
-    Task, TaskQuery, Transition, UpsertResult, system_clock,
+    Claim, Clock, Declaration, ExpiredLease, LeaseExpiries, NodeInfo, Page, PurgeCounts, Requirement, Retention,
+    RunRecord, RunResult, Settled, Task, TaskQuery, Transition, UpsertResult, system_clock,
 )
 from . import sqlite_claims as claims_sql
 from . import sqlite_declarations as declarations_sql
@@ -378,8 +378,13 @@ class SQLiteStore(Store):
     async def release_lease(self, claim: Claim) -> bool:
         return await self._write(claims_sql.release_lease, claim)
 
-    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
-        return await self._write(claims_sql.recover, node_id, retention)
+    async def lease_expiries(self) -> LeaseExpiries:
+        return await self._read(tasks_sql.lease_expiries)
+
+    async def _recover_expired(
+        self, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None
+    ) -> list[Task]:
+        return await self._write(claims_sql.recover, node_id, retention, only)
 
     async def settle_dependencies(self) -> Settled:
         return await self._write(claims_sql.settle_dependencies)

@@ -21,8 +21,8 @@ from typing import Any, Callable, Collection, Iterator, Mapping, TypeVar
 from .. import policy
 from ..errors import StoreError, TaskNotFound
 from ..model import (
-    HISTORY_LIMIT, Claim, DependencyState, Retention, RunResult, Settled, Status, Task, Transition, epoch_ms,
-    from_epoch_ms, make_run_id,
+    HISTORY_LIMIT, Claim, DependencyState, ExpiredLease, Retention, RunResult, Settled, Status, Task, Transition,
+    epoch_ms, from_epoch_ms, make_run_id,
 )
 from ..policy import Change
 from ..spec import Source
@@ -339,13 +339,17 @@ def dependency_states(conn: sqlite3.Connection, item_ids: Collection[str]) -> di
     }
 
 
-def recover(conn: sqlite3.Connection, now: datetime, node_id: str, retention: Retention) -> list[Task]:
+def recover(
+    conn: sqlite3.Connection, now: datetime, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None
+) -> list[Task]:
     expired = conn.execute(
         "SELECT * FROM tasks WHERE status = 'RUNNING' AND lease_until < ? ORDER BY lease_until, item_id",
         (epoch_ms(now),),
     ).fetchall()
     recovered = []
     for row in expired:
+        if only is not None and _expired_lease(row) not in only:
+            continue
         error = policy.lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
         change = policy.crash(task_from_row(row), now, error=error, crashed_node=row["lease_owner"],
                               recovered_by=node_id, retention=retention)
@@ -360,6 +364,10 @@ def recover(conn: sqlite3.Connection, now: datetime, node_id: str, retention: Re
             node_id, len(recovered), ", ".join(task.item_id for task in recovered),
         )
     return recovered
+
+
+def _expired_lease(row: sqlite3.Row) -> ExpiredLease:
+    return ExpiredLease(row["item_id"], row["fence"], from_epoch_ms(row["lease_until"]))
 
 
 def abandon(conn: sqlite3.Connection, now: datetime, claims: list[Claim], reason: str, retention: Retention) -> list[str]:

@@ -16,8 +16,9 @@ from typing import Any, Collection
 
 from .. import policy
 from ..model import (
-    FINAL_STATUSES, LabelOperator, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, RunRecord, Status,
-    Task, TaskQuery, UpsertResult, copies_range, epoch_ms, is_file_source, prefix_range,
+    FINAL_STATUSES, ExpiredLease, LabelOperator, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement,
+    Retention, RunRecord, Status, Task, TaskQuery, UpsertResult, copies_range, epoch_ms, from_epoch_ms, is_file_source,
+    prefix_range,
 )
 from ..spec import TaskSpec
 from .sqlite_claims import read_row, transition
@@ -276,10 +277,23 @@ def next_due(
             break
         candidate = next_at if lease_until is None else max(next_at, lease_until + 1)
         best = candidate if best is None else min(best, candidate)
-    expiry = conn.execute("SELECT MIN(lease_until) FROM tasks WHERE status = 'RUNNING'").fetchone()[0]
-    if expiry is not None:
-        best = expiry + 1 if best is None else min(best, expiry + 1)
     return datetime_or_none(best)
+
+
+def lease_expiries(conn: sqlite3.Connection, now: datetime) -> LeaseExpiries:
+    now_ms = epoch_ms(now)
+    expired = conn.execute(
+        "SELECT item_id, fence, lease_until FROM tasks WHERE status = 'RUNNING' AND lease_until < ?"
+        " ORDER BY lease_until, item_id",
+        (now_ms,),
+    ).fetchall()
+    until = conn.execute(
+        "SELECT MIN(lease_until) FROM tasks WHERE status = 'RUNNING' AND lease_until >= ?", (now_ms,)
+    ).fetchone()[0]
+    return LeaseExpiries(
+        tuple(ExpiredLease(item_id, fence, from_epoch_ms(until)) for item_id, fence, until in expired),
+        None if until is None else from_epoch_ms(until + 1),
+    )
 
 
 def count_waiting(conn: sqlite3.Connection, now: datetime) -> dict[Requirement, int]:

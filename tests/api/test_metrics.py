@@ -171,6 +171,8 @@ async def test_recoveries_lease_losses_and_reloads(client, services, seed, store
     clock.advance(LEASE + timedelta(seconds=1))
     engine = Engine(EngineConfig(node_id="node-1"), [store], {"job": executor_from_callable(job)}, services.metrics)
 
+    await engine.run_until_idle()  # sees the lease expired
+    clock.advance(engine.config.recovery_grace)
     await engine.run_until_idle()  # recovers, then runs the resumed task
     services.metrics.lease_lost(claim)
     services.metrics.reload_finished(False, 2, datetime(2024, 3, 20, 14, 0, 31, tzinfo=timezone.utc))

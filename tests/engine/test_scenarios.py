@@ -294,6 +294,8 @@ async def test_a_crashed_run_is_resumed_from_its_last_checkpoint(store, clock, m
 
     clock.advance(timedelta(seconds=31))
     node_b = make_engine(store, "b", job=job)
+    await node_b.run_until_idle()  # sees the lease expired
+    clock.advance(node_b.config.recovery_grace)
     await node_b.run_until_idle()
 
     assert seen == [(1, None), (2, {"progress": 50})]
@@ -320,6 +322,8 @@ async def test_manual_on_crash_waits_for_resume(store, clock, make_engine):
     clock.advance(timedelta(seconds=31))
     survivor = make_engine(store, "b", job=job)
 
+    await survivor.run_until_idle()  # sees the lease expired
+    clock.advance(survivor.config.recovery_grace)
     await survivor.run_until_idle()
     task = await store.get_task("t")
     assert task.status is Status.CRASHED and attempts == [1]

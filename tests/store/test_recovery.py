@@ -1,10 +1,10 @@
-"""Contract: expired leases recovered at their exact boundary, abandoned runs, next due time."""
+"""Contract: expired leases seen and recovered at their exact boundary, abandoned runs, next due time."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.model import Outcome, Status, TaskQuery
+from scheduler.model import ExpiredLease, LeaseExpiries, Outcome, Status, TaskQuery
 
 from .helpers import HOUR, LEASE, MS, add_task, claim_one, make_spec, success, write_stored_spec
 
@@ -95,13 +95,47 @@ async def test_next_due_time(store, clock):
     assert await store.next_due_time("b") == clock() + timedelta(minutes=5)
 
 
-async def test_next_due_time_includes_the_first_instant_a_lease_counts_expired(store, clock):
-    await add_task(store, clock(), "t")
-    claim = await claim_one(store, "a")
+async def test_lease_expiries_name_the_expired_leases_and_the_next_to_expire(store, peer, clock):
+    assert await store.lease_expiries() == LeaseExpiries((), None)
+    await add_task(store, clock(), "short")
+    short = await claim_one(store, "a", lease=timedelta(seconds=10))
+    await add_task(store, clock(), "long")
+    long = await claim_one(store, "b", lease=timedelta(seconds=60))
     await add_task(store, clock() + HOUR, "later")
-    assert await store.next_due_time("b") == claim.lease_until + MS
-    clock.set(claim.lease_until + MS)
-    assert [task.item_id for task in await store.recover_expired("b")] == ["t"]
+    assert await peer.next_due_time("c") == clock() + HOUR  # an expiring lease is no work to claim
+    assert await peer.lease_expiries() == LeaseExpiries((), short.lease_until + MS)
+
+    clock.set(short.lease_until)  # until == now: the lease still holds
+    assert await peer.lease_expiries() == LeaseExpiries((), short.lease_until + MS)
+    clock.advance(MS)
+    assert await peer.lease_expiries() == LeaseExpiries(
+        (ExpiredLease("short", short.fence, short.lease_until),), long.lease_until + MS
+    )
+    clock.set(long.lease_until + MS)
+    assert await peer.lease_expiries() == LeaseExpiries(
+        (ExpiredLease("short", short.fence, short.lease_until), ExpiredLease("long", long.fence, long.lease_until)),
+        None,
+    )
+
+
+async def test_recover_only_the_leases_named(store, peer, clock):
+    for name in ("x", "y"):
+        await add_task(store, clock(), name)
+    claims = {claim.item_id: claim for claim in await store.claim_due("a", 10, LEASE)}
+    clock.advance(LEASE + MS)
+    expired = {lease.item_id: lease for lease in (await peer.lease_expiries()).expired}
+    assert [task.item_id for task in await peer.recover_expired("b", only=[expired["y"]])] == ["y"]
+    assert (await peer.get_task("x")).status == Status.RUNNING
+    assert await peer.recover_expired("b", only=[expired["y"]]) == []  # done once
+
+    # A lease renewed since it was seen is another lease: it is not recovered, even once expired again.
+    assert await store.renew_leases("a", [claims["x"]], LEASE) == set()
+    clock.advance(LEASE + MS)
+    assert await peer.recover_expired("b", only=[expired["x"]]) == []
+    assert (await peer.get_task("x")).status == Status.RUNNING
+    [again] = (await peer.lease_expiries()).expired
+    assert again.fence == expired["x"].fence and again.until > expired["x"].until
+    assert [task.item_id for task in await peer.recover_expired("b", only=[again])] == ["x"]
 
 
 async def test_next_due_time_waits_for_a_cancelled_runs_lease(store, clock):

@@ -360,6 +360,7 @@ async def busy_store(tmp_path):
         ("next due", lambda store: store.next_due_time("b", task_types={"type1", "type3"}), "tasks_claim"),
         ("next due, run: sections only", lambda store: store.next_due_time("b", task_types=()), "tasks_claim"),
         ("recover", lambda store: store.recover_expired("b"), "tasks_recover"),
+        ("lease expiries", lambda store: store.lease_expiries(), "tasks_recover"),
         ("status page", lambda store: store.query_tasks(TaskQuery(status=Status.SCHEDULED, limit=50)), "tasks_status"),
         ("type page", lambda store: store.query_tasks(TaskQuery(task_type="type3", limit=50)), "tasks_type"),
         ("by next run", lambda store: store.query_tasks(TaskQuery(sort_by="nextScheduledExecution", descending=True)),

@@ -28,7 +28,8 @@ from pymongo.errors import DuplicateKeyError
 
 from ... import policy
 from ...model import (
-    HISTORY_LIMIT, Claim, DependencyState, Retention, Settled, RunResult, Status, Task, Transition, make_run_id,
+    HISTORY_LIMIT, Claim, DependencyState, ExpiredLease, Retention, Settled, RunResult, Status, Task, Transition,
+    make_run_id,
 )
 from ...policy import Change
 from ...spec import Source
@@ -278,12 +279,16 @@ def dependency_states(db: Database, item_ids: Sequence[str]) -> dict[str, Depend
             for doc in found}
 
 
-def recover_expired(db: Database, node_id: str, retention: Retention, now: datetime) -> list[Task]:
+def recover_expired(
+    db: Database, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None, now: datetime
+) -> list[Task]:
     recovered = []
     expired = db["tasks"].find({"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
                                sort=[("lease.until", 1), ("_id", 1)])
     for doc in list(expired):
         lease = doc["lease"]
+        if only is not None and ExpiredLease(doc["_id"], lease["fence"], aware(lease["until"])) not in only:
+            continue
         error = policy.lease_expired_error(lease["owner"], aware(lease["until"]))
         # Fenced on the fence read, and on the lease still being expired: a renewal
         # that landed meanwhile leaves the fence unchanged but moves ``until``.

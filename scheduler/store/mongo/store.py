@@ -32,8 +32,8 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from ...errors import ConfigError, StoreError
 from ...redact import redact_url
 from ...model import (
-    Claim, Clock, Declaration, NodeInfo, Page, PurgeCounts, Requirement, Retention, RunRecord, RunResult, Settled,
-    Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
+    Claim, Clock, Declaration, ExpiredLease, LeaseExpiries, NodeInfo, Page, PurgeCounts, Requirement, Retention,
+    RunRecord, RunResult, Settled, Task, TaskQuery, Transition, UpsertResult, system_clock, truncate_ms,
 )
 from ...spec import TaskSpec
 from ..base import Store
@@ -301,8 +301,13 @@ class MongoStore(Store):
     async def _finish_run(self, claim: Claim, result: RunResult, transition: Transition) -> bool:
         return await self._with_db_now(f"finish run {claim.run_id}", protocol.finish_run, claim, result, transition)
 
-    async def recover_expired(self, node_id: str, retention: Retention = Retention()) -> list[Task]:
-        return await self._with_db_now("recover expired leases", protocol.recover_expired, node_id, retention)
+    async def lease_expiries(self) -> LeaseExpiries:
+        return await self._with_db_now("look for expired leases", tasks.lease_expiries)
+
+    async def _recover_expired(
+        self, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None
+    ) -> list[Task]:
+        return await self._with_db_now("recover expired leases", protocol.recover_expired, node_id, retention, only)
 
     async def settle_dependencies(self) -> Settled:
         return await self._with_db_now("check dependencies", protocol.settle_dependencies)

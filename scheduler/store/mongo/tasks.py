@@ -20,8 +20,8 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, ONE_MS, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention, RunRecord, Status,
-    Task, TaskQuery, UpsertResult,
+    FINAL_STATUSES, ONE_MS, ExpiredLease, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention,
+    RunRecord, Status, Task, TaskQuery, UpsertResult,
 )
 from ...policy import Change
 from ...spec import TaskSpec
@@ -218,13 +218,22 @@ def next_due_time(db: Database, node_id: str, task_types: Collection[str] | None
             until = aware(doc["lease"]["until"])
             candidate = due if until is None else max(due, until + ONE_MS)
             best = candidate if best is None else min(best, candidate)
-    expiring = db["tasks"].find_one(
-        {"status": Status.RUNNING.value, "lease.until": {"$ne": None}}, sort=[("lease.until", 1)], projection=["lease"]
-    )
-    if expiring is not None:
-        expired_at = aware(expiring["lease"]["until"]) + ONE_MS
-        best = expired_at if best is None else min(best, expired_at)
     return best
+
+
+def lease_expiries(db: Database, now: datetime) -> LeaseExpiries:
+    expired = db["tasks"].find(
+        {"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
+        sort=[("lease.until", 1), ("_id", 1)], projection=["lease.fence", "lease.until"],
+    )
+    expiring = db["tasks"].find_one(
+        {"status": Status.RUNNING.value, "lease.until": {"$gte": now}}, sort=[("lease.until", 1)],
+        projection=["lease.until"],
+    )
+    return LeaseExpiries(
+        tuple(ExpiredLease(doc["_id"], doc["lease"]["fence"], aware(doc["lease"]["until"])) for doc in expired),
+        None if expiring is None else aware(expiring["lease"]["until"]) + ONE_MS,
+    )
 
 
 def count_waiting(db: Database) -> dict[Requirement, int]:
