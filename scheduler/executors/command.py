@@ -20,11 +20,9 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +32,7 @@ from ..spec import RunSpec, thaw, utc_iso
 from ..watchdog import Watchdog, node_watchdog
 from .base import OUTPUT_LIMIT, Execution, RunContext, stop_message, text_tail, wait_or_stop
 from .control import ControlReader
+from .control_dir import ControlDir
 from .processes import describe_exit, parent_death_signal, watch_exit
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class CommandExecutor:
         self.output_limit = output_limit
         self.control_poll = control_poll
         self._watchdog = watchdog  # None: this process's own, started on first use
-        self._control_dir: Path | None = None  # private, made on first use; holds the runs' control files
+        self._control_dir = ControlDir()  # private, made on first use; holds the runs' control files
 
     @property
     def watchdog(self) -> Watchdog:
@@ -79,13 +78,9 @@ class CommandExecutor:
         """An empty control file of its own for a run, in this executor's private temporary directory.
 
         One directory serves every run: making and removing a directory per run
-        costs a fifth of a short command's run on ext4. It is made again when a
-        cleaner of /tmp removed it, and removed with the executor.
+        costs a fifth of a short command's run on ext4 (see ``control_dir``).
         """
-        if self._control_dir is None or not self._control_dir.is_dir():
-            self._control_dir = Path(tempfile.mkdtemp(prefix="scheduler-runs-"))
-            weakref.finalize(self, shutil.rmtree, self._control_dir, ignore_errors=True)
-        fd, path = tempfile.mkstemp(suffix=".control.jsonl", dir=self._control_dir)
+        fd, path = tempfile.mkstemp(suffix=".control.jsonl", dir=self._control_dir.path())
         os.close(fd)
         return Path(path)
 
