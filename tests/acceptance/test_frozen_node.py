@@ -63,26 +63,37 @@ def life(path: Path) -> list[tuple[str, int, int, str, float]]:
     return rows
 
 
-def test_a_frozen_nodes_command_is_stopped_when_its_lease_runs_out(tmp_path):
-    tasks = tmp_path / "tasks.d"
-    tasks.mkdir()
-    (tmp_path / "recorder.py").write_text(RECORDER)
-    out = tmp_path / "life.log"
+def start_two_nodes(tmp_path: Path) -> list[Daemon]:
+    """Two nodes on one SQLite store and one tasks.d, with a 3 s lease."""
+    (tmp_path / "tasks.d").mkdir()
     config = tmp_path / "scheduler.yaml"
     config.write_text("leaseDuration: 3s\npollInterval: 100ms\n")
     store = f"sqlite:///{tmp_path / 'cluster.db'}"
     nodes = [
-        Daemon(state_dir=tmp_path / node_id, tasks_dir=tasks, node_id=node_id, store=store, config=config)
+        Daemon(state_dir=tmp_path / node_id, tasks_dir=tmp_path / "tasks.d", node_id=node_id, store=store,
+               config=config)
         for node_id in ("node-a", "node-b")
     ]
     for node in nodes:
         node.start()
+    return nodes
+
+
+def declare_recorder(tmp_path: Path, out: Path, seconds: float) -> None:
+    """The one-shot task ``long``: the recorder writing to ``out``, its attempt 1 running ``seconds``."""
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    (tmp_path / "tasks.d" / "long.yaml").write_text(
+        "apiVersion: scheduler/v1\nkind: Task\nname: long\nschedule: {after: 0s}\n"
+        f'run: {{command: ["{sys.executable}", "{tmp_path / "recorder.py"}", "{out}", "{seconds}"]}}\n'
+    )
+
+
+def test_a_frozen_nodes_command_is_stopped_when_its_lease_runs_out(tmp_path):
+    nodes = start_two_nodes(tmp_path)
+    out = tmp_path / "life.log"
     frozen: Daemon | None = None
     try:
-        (tasks / "long.yaml").write_text(
-            "apiVersion: scheduler/v1\nkind: Task\nname: long\nschedule: {after: 0s}\n"
-            f'run: {{command: ["{sys.executable}", "{tmp_path / "recorder.py"}", "{out}", "120"]}}\n'
-        )  # attempt 1 would outlive any freeze
+        declare_recorder(tmp_path, out, seconds=120)  # attempt 1 would outlive any freeze
         first = wait_until(lambda: next((r for r in life(out) if r[0] == "start"), None), timeout=30,
                            what="attempt 1 to start")
         frozen = next(node for node in nodes if node.node_id == first[3])
@@ -146,25 +157,11 @@ def test_a_paused_machine_resumes_without_two_attempts_at_once(tmp_path):
     At the resume every process finds the lease long expired at the same instant. Without the
     recovery grace the peer took the task over before the owner's watchdog had stopped attempt 1.
     """
-    tasks = tmp_path / "tasks.d"
-    tasks.mkdir()
-    (tmp_path / "recorder.py").write_text(RECORDER)
+    nodes = start_two_nodes(tmp_path)
     out = tmp_path / "life.log"
-    config = tmp_path / "scheduler.yaml"
-    config.write_text("leaseDuration: 3s\npollInterval: 100ms\n")
-    store = f"sqlite:///{tmp_path / 'cluster.db'}"
-    nodes = [
-        Daemon(state_dir=tmp_path / node_id, tasks_dir=tasks, node_id=node_id, store=store, config=config)
-        for node_id in ("node-a", "node-b")
-    ]
-    for node in nodes:
-        node.start()
     paused: list[int] = []
     try:
-        (tasks / "long.yaml").write_text(
-            "apiVersion: scheduler/v1\nkind: Task\nname: long\nschedule: {after: 0s}\n"
-            f'run: {{command: ["{sys.executable}", "{tmp_path / "recorder.py"}", "{out}", "20"]}}\n'
-        )
+        declare_recorder(tmp_path, out, seconds=20)
         wait_until(lambda: any(r[0] == "tick" for r in life(out)), timeout=30, what="attempt 1 to run")
         paused = process_tree([node.process.pid for node in nodes])
         for pid in paused:
