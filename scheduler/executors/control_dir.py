@@ -34,14 +34,17 @@ class ControlDir:
     def __init__(self, parent: Path | None = None) -> None:
         self._parent = Path(tempfile.gettempdir()) if parent is None else parent
         self._path: Path | None = None
+        self._removal: weakref.finalize | None = None
 
     def path(self) -> Path:
         if self._path is None or not self._path.is_dir():
+            if self._removal is not None:
+                self._removal()  # the lock of the directory a cleaner removed
             sweep(self._parent)
             self._path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self._parent))
             lock = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: nobody else can hold it
-            weakref.finalize(self, _remove, self._path, lock)
+            self._removal = weakref.finalize(self, _remove, self._path, lock)
         return self._path
 
 

@@ -395,7 +395,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def lease_expiries(self) -> LeaseExpiries:
         """The RUNNING tasks whose lease has expired (``until < now``), whichever node
-        holds them, with their fences; and the first instant at which a lease not yet
+        holds them, each with its fence and expiry; and the first instant at which a lease not yet
         expired will count as expired (``until + 1 ms``), or None. A read: the engine
         decides from it which leases to recover, and when to look again."""
 
@@ -410,8 +410,8 @@ class Store(abc.ABC):
         are claimable again at once, ``manual`` ones wait for ``resume``), else
         the next slot or FAILED. ``node_id`` is the recovering node, written in
         the history. With ``only``, just those of these leases whose task still
-        holds that fence (a lease taken again since is left alone). Returns the
-        recovered tasks."""
+        holds that very lease, fence and expiry (a lease renewed or taken again
+        since is left alone). Returns the recovered tasks."""
         return await self._recover_expired(node_id, retention, None if only is None else frozenset(only))
 
     @abc.abstractmethod

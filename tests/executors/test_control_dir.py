@@ -49,9 +49,11 @@ def test_a_directory_is_private_and_removed_with_its_executor(tmp_path):
 def test_a_directory_removed_by_a_cleaner_is_made_again(tmp_path):
     control = ControlDir(tmp_path)
     first = control.path()
+    open_files = len(os.listdir("/proc/self/fd"))
     first.rmdir()
     again = control.path()
     assert again.is_dir() and again != first
+    assert len(os.listdir("/proc/self/fd")) == open_files  # the first one's lock is closed, not leaked
 
 
 def test_the_directory_of_a_killed_process_is_swept_and_a_living_ones_kept(tmp_path):
