@@ -6,8 +6,9 @@ victim is back), so their times drift with how fast nodes restart, not their ord
 in shuffled rounds of three, so that a minute sees several of each:
 
 - ``kill``: SIGKILL, then a restart after ``hold`` seconds (a crash: leases are left to expire);
-- ``freeze``: SIGSTOP for ``hold`` seconds, longer than the lease, then SIGCONT (a long GC
-  pause, a stalled VM): peers take the node's runs over while it cannot see it;
+- ``freeze``: SIGSTOP for ``hold`` seconds, longer than the lease and the peers' recovery grace,
+  then SIGCONT (a long GC pause, a stalled process): peers take the node's runs over while it
+  cannot see it;
 - ``term``: SIGTERM, a clean stop that must exit 0, then a restart after ``hold`` seconds.
 
 A victim is a node drawn by the seed or, for two faults in three, the node running a given task
@@ -22,7 +23,10 @@ import random
 import signal
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Iterator, Sequence
+
+from scheduler.engine import EngineConfig
 
 if TYPE_CHECKING:
     from chaos_cluster import Cluster
@@ -44,11 +48,13 @@ class Fault:
 def plan(seed: int, nodes: int, lease: float, targets: Sequence[str]) -> Iterator[Fault]:
     """An endless, reproducible sequence of faults; ``targets`` are tasks whose node may be aimed at."""
     rng = random.Random(seed)
+    # A peer takes a lease over once it has seen it expired for the recovery grace.
+    takeover = lease + EngineConfig(lease_duration=timedelta(seconds=lease)).recovery_grace.total_seconds()
     while True:
         kinds = list(KINDS)
         rng.shuffle(kinds)
         for kind in kinds:
-            hold = lease + rng.uniform(0.5, 2.5) if kind == "freeze" else rng.uniform(0.0, 1.0)
+            hold = takeover + rng.uniform(0.5, 2.5) if kind == "freeze" else rng.uniform(0.0, 1.0)
             node = rng.randrange(nodes) if kind == "freeze" or nodes == 1 else rng.randrange(1, nodes)
             yield Fault(kind, node, rng.choice([None, *targets]), hold, rng.uniform(1.0, 3.0))
 
