@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,9 +21,36 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range, and never handed out before in this process.
+
+    Not a port the kernel picks (bind to port 0): those come from the ephemeral range, which outgoing
+    connections use too. A node restarted on its port (the chaos soak) would then find it taken by one
+    of the many connections a MongoDB driver opens, and fail to listen for as long as it lasts.
+    """
+    below = _ephemeral_ports()[0]
+    while True:
+        port = _ports.randrange(max(1024, below - 10_000), below)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+        _handed_out.add(port)
+        return port
+
+
+_ports = random.Random()
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def scheduler_command(*args: str) -> list[str]:
