@@ -129,14 +129,13 @@ def soak(args: argparse.Namespace, work: Path) -> None:
                     raise SystemExit(f"{node.node_id} exited with {node.process.returncode}; see {node.log_path}")
             rss.append((elapsed, rss_mb(nodes[0].process.pid)[0]))
             if not runs or elapsed - runs[-1][0] >= SCRAPE:
-                runs.append((elapsed, *scrape(nodes)))
+                runs.append((elapsed, *scrape(nodes)[:2]))
                 if len(runs) % 2 == 1:
                     print(f"  {elapsed:5.0f} s  RSS {rss[-1][1]:6.1f} MB  {runs[-1][1]:9,.0f} runs"
                           f"  load {os.getloadavg()[0]:.1f}", flush=True)
             time.sleep(args.sample)  # the sampling period
-        runs.append((time.monotonic() - began, *scrape(nodes)))
-        losses_metric = sum(metric(get(f"{node.url}/metrics").decode(), "scheduler_lease_losses_total")
-                            for node in nodes)
+        finished, cpu, losses_metric = scrape(nodes)
+        runs.append((time.monotonic() - began, finished, cpu))
     finally:
         probe.stopping.set()
         for node in nodes:
@@ -148,10 +147,14 @@ def soak(args: argparse.Namespace, work: Path) -> None:
     report(args, rss, runs, probe, lateness(store, warm_ms), [node.log_path for node in nodes], losses_metric)
 
 
-def scrape(nodes: list[Daemon]) -> tuple[float, float]:
-    """Runs finished and CPU seconds used so far, summed over ``nodes``."""
-    finished = sum(metric(get(f"{node.url}/metrics").decode(), "scheduler_runs_total") for node in nodes)
-    return finished, sum(cpu_seconds(node.process.pid) for node in nodes)
+def scrape(nodes: list[Daemon]) -> tuple[float, float, float]:
+    """Runs finished, CPU seconds used and leases lost so far, summed over ``nodes``: one scrape each."""
+    pages = [get(f"{node.url}/metrics").decode() for node in nodes]
+    return (
+        sum(metric(page, "scheduler_runs_total") for page in pages),
+        sum(cpu_seconds(node.process.pid) for node in nodes),
+        sum(metric(page, "scheduler_lease_losses_total") for page in pages),
+    )
 
 
 def cpu_seconds(pid: int) -> float:

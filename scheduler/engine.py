@@ -467,18 +467,19 @@ class Engine:
         another lease expires or a sighting ripens (infinite if none)."""
         if not self.config.executor_node:
             return math.inf
-        grace = self.config.recovery_grace
         look_again = math.inf
         for index, store in enumerate(self.stores):
             expiries = await store.lease_expiries()
             now = store.now()
-            sightings = self._sight_expired(index, expiries.expired, now)
-            ripe = [lease for lease, first_seen in sightings.items() if now - first_seen >= grace]
-            pending = [first_seen + grace for first_seen in sightings.values() if now - first_seen < grace]
-            if expiries.next_expiry is not None:
-                pending.append(expiries.next_expiry)
-            if pending:
-                look_again = min(look_again, (min(pending) - now).total_seconds())
+            ripe, next_look = [], expiries.next_expiry
+            for lease, first_seen in self._sight_expired(index, expiries.expired, now).items():
+                ripe_at = first_seen + self.config.recovery_grace
+                if ripe_at <= now:
+                    ripe.append(lease)
+                elif next_look is None or ripe_at < next_look:
+                    next_look = ripe_at
+            if next_look is not None:
+                look_again = min(look_again, (next_look - now).total_seconds())
             if not ripe:
                 continue
             for task in await store.recover_expired(self.config.node_id, self.config.retention, only=ripe):

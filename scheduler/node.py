@@ -15,9 +15,10 @@ import logging
 import os
 import secrets
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from aiohttp import web
 
@@ -260,22 +261,26 @@ class Node:
         ``shutdownGrace``); a second one hands the running runs back at once.
         """
         loop = asyncio.get_running_loop()
-        # Handlers first: /readyz answers during start(), and a SIGHUP sent as soon as it
-        # does must rescan, not kill the process (SIGHUP's default action).
-        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
-        with batch_lines(loop):
+        with self._signal_handlers(loop), batch_lines(loop):
             try:
                 await self.start()
                 tune_gc_for_daemon()
                 await self._stopped.wait()
             finally:
-                try:
-                    await self.stop()
-                finally:
-                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                        loop.remove_signal_handler(sig)
+                await self.stop()
+
+    @contextmanager
+    def _signal_handlers(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        # Handlers first: /readyz answers during start(), and a SIGHUP sent as soon as it
+        # does must rescan, not kill the process (SIGHUP's default action).
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
 
     def _on_stop_signal(self, name: str) -> None:
         if not self._stopped.is_set():

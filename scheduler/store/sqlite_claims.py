@@ -348,7 +348,7 @@ def recover(
     ).fetchall()
     recovered = []
     for row in expired:
-        if only is not None and _expired_lease(row) not in only:
+        if only is not None and expired_lease(row) not in only:
             continue
         error = policy.lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
         change = policy.crash(task_from_row(row), now, error=error, crashed_node=row["lease_owner"],
@@ -366,7 +366,8 @@ def recover(
     return recovered
 
 
-def _expired_lease(row: sqlite3.Row) -> ExpiredLease:
+def expired_lease(row: sqlite3.Row) -> ExpiredLease:
+    """The lease a RUNNING task's row holds, as ``recover(only=...)`` names it."""
     return ExpiredLease(row["item_id"], row["fence"], from_epoch_ms(row["lease_until"]))
 
 

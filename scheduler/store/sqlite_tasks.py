@@ -16,12 +16,12 @@ from typing import Any, Collection
 
 from .. import policy
 from ..model import (
-    FINAL_STATUSES, ExpiredLease, LabelOperator, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement,
+    FINAL_STATUSES, LabelOperator, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement,
     Retention, RunRecord, Status, Task, TaskQuery, UpsertResult, copies_range, epoch_ms, from_epoch_ms, is_file_source,
     prefix_range,
 )
 from ..spec import TaskSpec
-from .sqlite_claims import read_row, transition
+from .sqlite_claims import expired_lease, read_row, transition
 from .sqlite_schema import (
     CLAIMABLE,
     FROM_CLAIMABLE,
@@ -282,18 +282,15 @@ def next_due(
 
 def lease_expiries(conn: sqlite3.Connection, now: datetime) -> LeaseExpiries:
     now_ms = epoch_ms(now)
-    expired = conn.execute(
+    expired = tuple(expired_lease(row) for row in conn.execute(
         "SELECT item_id, fence, lease_until FROM tasks WHERE status = 'RUNNING' AND lease_until < ?"
         " ORDER BY lease_until, item_id",
         (now_ms,),
-    ).fetchall()
-    until = conn.execute(
+    ))
+    next_until = conn.execute(
         "SELECT MIN(lease_until) FROM tasks WHERE status = 'RUNNING' AND lease_until >= ?", (now_ms,)
     ).fetchone()[0]
-    return LeaseExpiries(
-        tuple(ExpiredLease(item_id, fence, from_epoch_ms(until)) for item_id, fence, until in expired),
-        None if until is None else from_epoch_ms(until + 1),
-    )
+    return LeaseExpiries(expired, None if next_until is None else from_epoch_ms(next_until + 1))
 
 
 def count_waiting(conn: sqlite3.Connection, now: datetime) -> dict[Requirement, int]:

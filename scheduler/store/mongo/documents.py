@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from ...model import Claim, NodeInfo, Outcome, RunRecord, Status, Task, is_file_source, truncate_ms
+from ...model import Claim, ExpiredLease, NodeInfo, Outcome, RunRecord, Status, Task, is_file_source, truncate_ms
 from ...spec import Source, TaskSpec, document_hash, thaw
 from ..common import readable_spec
 
@@ -44,6 +44,11 @@ def current_slot(doc: Mapping[str, Any]) -> datetime | None:
     """The slot of a task's next or running run: ``scheduledFor``, or its due
     time when a transition left ``scheduledFor`` empty."""
     return aware(doc.get("scheduledFor")) or aware(doc.get("nextScheduledExecution"))
+
+
+def expired_lease(doc: Mapping[str, Any]) -> ExpiredLease:
+    """The lease a RUNNING task's document holds, as ``recover_expired(only=...)`` names it."""
+    return ExpiredLease(doc["_id"], doc["lease"]["fence"], aware(doc["lease"]["until"]))
 
 
 def label_pairs(labels: Mapping[str, str]) -> list[str]:

@@ -34,7 +34,7 @@ from ...model import (
 from ...policy import Change
 from ...spec import Source
 from ..common import stored_spec
-from .documents import TASK_FIELDS, aware, current_slot, new_run_document, plain, stored, task_from_document
+from .documents import TASK_FIELDS, aware, current_slot, expired_lease, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced_claim, held_claim
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def recover_expired(
                                sort=[("lease.until", 1), ("_id", 1)])
     for doc in list(expired):
         lease = doc["lease"]
-        if only is not None and ExpiredLease(doc["_id"], lease["fence"], aware(lease["until"])) not in only:
+        if only is not None and expired_lease(doc) not in only:
             continue
         error = policy.lease_expired_error(lease["owner"], aware(lease["until"]))
         # Fenced on the fence read, and on the lease still being expired: a renewal

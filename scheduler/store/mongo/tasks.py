@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, ONE_MS, ExpiredLease, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention,
+    FINAL_STATUSES, ONE_MS, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention,
     RunRecord, Status, Task, TaskQuery, UpsertResult,
 )
 from ...policy import Change
@@ -28,6 +28,7 @@ from ...spec import TaskSpec
 from .documents import (
     aware,
     current_slot,
+    expired_lease,
     new_task_document,
     node_document,
     node_from_document,
@@ -231,7 +232,7 @@ def lease_expiries(db: Database, now: datetime) -> LeaseExpiries:
         projection=["lease.until"],
     )
     return LeaseExpiries(
-        tuple(ExpiredLease(doc["_id"], doc["lease"]["fence"], aware(doc["lease"]["until"])) for doc in expired),
+        tuple(expired_lease(doc) for doc in expired),
         None if expiring is None else aware(expiring["lease"]["until"]) + ONE_MS,
     )
 
