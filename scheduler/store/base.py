@@ -26,6 +26,9 @@ The claim protocol (see DESIGN.md):
    fence condition, keeping ``checkpointData``. The engine recovers a lease only
    once it has seen it expired for a grace period (``lease_expiries``), so that
    an owner paused with its whole machine can stop the command first.
+   A lease outlives its run's status: a task cancelled (or deleted) while it
+   runs keeps it until its node says the run stopped (``release_lease``) or it
+   is recovered like any other, and no claim takes a task that carries one.
 5. Each claim inserts a run record, unique on ``(taskId, scheduledFor, attempt)``.
 
 Every change of a task's state is decided by ``scheduler.policy`` (the status
@@ -267,9 +270,9 @@ class Store(abc.ABC):
 
         That is the earliest ``nextScheduledExecution`` among tasks this node could
         claim (as ``claim_due`` defines eligibility, with the same ``task_types``,
-        ignoring the time and the lease), delayed to ``lease.until + 1 ms`` for a
-        task that still carries an unexpired lease (a cancelled run being
-        retried). Expiring leases are ``lease_expiries``'s."""
+        ignoring the time) that carry no lease. A task that still carries one (a
+        cancelled run being retried) waits for ``release_lease`` or for its
+        recovery, and expiring leases are ``lease_expiries``'s."""
         return await self._next_due_time(node_id, _frozen(task_types))
 
     @abc.abstractmethod
@@ -305,8 +308,9 @@ class Store(abc.ABC):
         it: the spec has a ``run:`` section (its stored executor type is null), or
         its type is one of ``task_types``, the types the node has an executor for
         (None: every type, for callers that run whatever they claim, such as
-        tests; an engine always passes its own); no lease, or a
-        lease whose ``until`` has passed (``until < now``). ``limit`` 0 claims
+        tests; an engine always passes its own); no lease. A lease that expired
+        does not do: it is released by ``recover_expired`` first, after the
+        engine's grace. ``limit`` 0 claims
         nothing; a negative limit or a non-positive lease is a ``ValueError``.
 
         Each claim is one compare-and-set: status RUNNING, ``lease = {owner:
@@ -338,8 +342,9 @@ class Store(abc.ABC):
         that lease: cancelled, deleted, taken over or finished (run ids, not task
         ids: a run still stopping and the next run of its task are two claims). The caller must
         stop those runs and write nothing. A lease still held by a task that is
-        no longer RUNNING (a cancel, then a retry or a run-now) is extended all
-        the same: its run is still stopping, and nothing may start the task
+        no longer RUNNING (a cancel, then a retry or a run-now), or by a task
+        deleted since, is extended all the same: its run is still stopping, and
+        nothing may start the task (or a task created again under its id)
         beside it until its node calls ``release_lease``."""
         check_lease(lease_duration)
         if not claims:
@@ -353,10 +358,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_lease(self, claim: Claim) -> bool:
         """The run of ``claim`` has stopped after its task left RUNNING (cancel,
-        then maybe retry or run-now): clear the lease where owner and fence
-        still match and the task is not RUNNING, so that the task can be claimed
-        at once instead of when the lease expires. False when there was nothing
-        to release."""
+        then maybe retry or run-now) or was deleted: clear the lease where owner
+        and fence still match and the task is not RUNNING, so that the task can
+        be claimed at once instead of after the lease's recovery. False when
+        there was nothing to release."""
 
     @abc.abstractmethod
     async def save_progress(
@@ -394,10 +399,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_expiries(self) -> LeaseExpiries:
-        """The RUNNING tasks whose lease has expired (``until < now``), whichever node
-        holds them, each with its fence and expiry; and the first instant at which a lease not yet
-        expired will count as expired (``until + 1 ms``), or None. A read: the engine
-        decides from it which leases to recover, and when to look again."""
+        """The leases that have expired (``until < now``), whichever node holds them,
+        each with its task, fence and expiry: of RUNNING tasks, of tasks cancelled
+        while they ran, and of tasks deleted while they ran; and the first instant
+        at which a lease not yet expired will count as expired (``until + 1 ms``),
+        or None. A read: the engine decides from it which leases to recover, and
+        when to look again."""
 
     async def recover_expired(
         self, node_id: str, retention: Retention = Retention(), *, only: Collection[ExpiredLease] | None = None
@@ -409,9 +416,11 @@ class Store(abc.ABC):
         and due now while the slot has attempts left (``onCrash: resume`` tasks
         are claimable again at once, ``manual`` ones wait for ``resume``), else
         the next slot or FAILED. ``node_id`` is the recovering node, written in
-        the history. With ``only``, just those of these leases whose task still
-        holds that very lease, fence and expiry (a lease renewed or taken again
-        since is left alone). Returns the recovered tasks."""
+        the history. The other expired leases (a cancelled or deleted task's run
+        whose node never said it stopped) are released. With ``only``, just those
+        of these leases whose task still holds that very lease, fence and expiry
+        (a lease renewed or taken again since is left alone). Returns the
+        recovered RUNNING tasks."""
         return await self._recover_expired(node_id, retention, None if only is None else frozenset(only))
 
     @abc.abstractmethod

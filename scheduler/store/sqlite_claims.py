@@ -164,7 +164,8 @@ def claim(
     due_first, type_params = in_due_order(
         "item_id, fence, scheduled_for, attempt, next_at, last_execution_date, spec_hash, spec, source_path,"
         " source_line",
-        f"next_at <= :horizon AND {NODE_ELIGIBLE} AND (lease_until IS NULL OR lease_until < :now)",
+        # Only a released lease frees a task: one that expired is recovered first, after a grace.
+        f"next_at <= :horizon AND {NODE_ELIGIBLE} AND lease_until IS NULL",
         task_types,
     )
     due = conn.execute(
@@ -265,23 +266,22 @@ def renew(
     until = epoch_ms(now + lease_duration)
     lost = set()
     for held in claims:
-        row = conn.execute(
-            f"UPDATE tasks SET lease_until = :until WHERE {HELD} RETURNING status",
-            {"until": until, **fence_of(held), "owner": node_id},
-        ).fetchone()
+        params = {"until": until, **fence_of(held), "owner": node_id}
+        row = conn.execute(f"UPDATE tasks SET lease_until = :until WHERE {HELD} RETURNING status", params).fetchone()
         if row is None or row[0] != Status.RUNNING:
             lost.add(held.run_id)
+        if row is None:  # the task was deleted: its lease is kept for a task created again under its id
+            conn.execute(f"UPDATE removed_leases SET lease_until = :until WHERE {HELD}", params)
     return lost
 
 
 def release_lease(conn: sqlite3.Connection, now: datetime, held: Claim) -> bool:
-    """The run of a cancelled (or retried, run-now) task has stopped: its lease no longer blocks a claim."""
-    return bool(
-        conn.execute(
-            f"UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE {HELD} AND status != 'RUNNING'",
-            fence_of(held),
-        ).rowcount
-    )
+    """The run of a cancelled (or retried, run-now) or deleted task has stopped: its lease no longer blocks a claim."""
+    released = conn.execute(
+        f"UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE {HELD} AND status != 'RUNNING'",
+        fence_of(held),
+    ).rowcount
+    return bool(released or conn.execute(f"DELETE FROM removed_leases WHERE {HELD}", fence_of(held)).rowcount)
 
 
 def save_progress(conn: sqlite3.Connection, now: datetime, held: Claim, updates: dict[str, object]) -> bool:
@@ -342,32 +342,54 @@ def dependency_states(conn: sqlite3.Connection, item_ids: Collection[str]) -> di
 def recover(
     conn: sqlite3.Connection, now: datetime, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None
 ) -> list[Task]:
+    now_ms = epoch_ms(now)
     expired = conn.execute(
-        "SELECT * FROM tasks WHERE status = 'RUNNING' AND lease_until < ? ORDER BY lease_until, item_id",
-        (epoch_ms(now),),
+        "SELECT * FROM tasks WHERE lease_until < ? ORDER BY lease_until, item_id", (now_ms,)
     ).fetchall()
-    recovered = []
+    recovered, released = [], []
     for row in expired:
-        if only is not None and expired_lease(row) not in only:
+        lease = expired_lease(row)
+        if only is not None and lease not in only:
+            continue
+        # Fenced on the lease read: a renewal that landed meanwhile moves ``lease_until``.
+        still_held = {"fence": lease.fence, "until": row["lease_until"]}
+        if row["status"] != Status.RUNNING:  # a cancelled run that never said it stopped
+            if conn.execute(
+                "UPDATE tasks SET lease_owner = NULL, lease_until = NULL"
+                " WHERE item_id = :item_id AND fence = :fence AND lease_until = :until AND status != 'RUNNING'",
+                {**still_held, "item_id": lease.item_id},
+            ).rowcount:
+                released.append(lease.item_id)
             continue
         error = policy.lease_expired_error(row["lease_owner"], from_epoch_ms(row["lease_until"]))
         change = policy.crash(task_from_row(row), now, error=error, crashed_node=row["lease_owner"],
                               recovered_by=node_id, retention=retention)
-        if apply_change(
-            conn, now, row, change, "fence = :fence AND status = 'RUNNING' AND lease_until < :now",
-            {"fence": row["fence"], "now": epoch_ms(now)},
-        ):
+        if apply_change(conn, now, row, change, "fence = :fence AND status = 'RUNNING' AND lease_until = :until",
+                        still_held):
             recovered.append(task_from_row(read_row(conn, row["item_id"])))
+    for row in conn.execute(
+        "SELECT item_id, fence, lease_until FROM removed_leases WHERE lease_until < ?", (now_ms,)
+    ).fetchall():
+        lease = expired_lease(row)
+        if only is None or lease in only:
+            conn.execute("DELETE FROM removed_leases WHERE item_id = ? AND fence = ? AND lease_until = ?",
+                         (lease.item_id, lease.fence, row["lease_until"]))
+            released.append(lease.item_id)
     if recovered:
         logger.warning(
             "node %s recovered %s task(s) with expired leases: %s",
             node_id, len(recovered), ", ".join(task.item_id for task in recovered),
         )
+    if released:
+        logger.warning(
+            "node %s released the expired leases of %s run(s) stopped by a cancel or delete, whose node never"
+            " said they had stopped: %s", node_id, len(released), ", ".join(released),
+        )
     return recovered
 
 
 def expired_lease(row: sqlite3.Row) -> ExpiredLease:
-    """The lease a RUNNING task's row holds, as ``recover(only=...)`` names it."""
+    """The lease a task's row (or a deleted task's lease) holds, as ``recover(only=...)`` names it."""
     return ExpiredLease(row["item_id"], row["fence"], from_epoch_ms(row["lease_until"]))
 
 

@@ -26,7 +26,7 @@ from .common import readable_spec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 5000
 
 # The claim's eligibility apart from time, node and lease. The partial index
@@ -128,7 +128,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_dependents ON tasks (next_at) WHERE depends_on IS NOT NULL AND dependencies_ready = 0;
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (executor_type, next_at, item_id, node, nodes) WHERE {CLAIMABLE};
-CREATE INDEX IF NOT EXISTS tasks_recover ON tasks (lease_until, item_id) WHERE status = 'RUNNING';
+-- Every lease held: RUNNING tasks, and tasks cancelled (then maybe retried) whose run is still stopping.
+CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until, item_id) WHERE lease_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, item_id);
 CREATE INDEX IF NOT EXISTS tasks_type ON tasks (task_type, item_id);
@@ -183,6 +184,16 @@ CREATE TABLE IF NOT EXISTS declarations (
     PRIMARY KEY (item_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS declarations_by_node ON declarations (node_id, item_id);
+-- The lease a task still held when it was deleted: its run may still be stopping. A task created
+-- again under that id takes the lease over (sqlite_tasks.remove, upsert), so that it cannot start
+-- beside that run, and its fences go on from the old ones.
+CREATE TABLE IF NOT EXISTS removed_leases (
+    item_id TEXT PRIMARY KEY,
+    lease_owner TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    fence INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS removed_leases_expiry ON removed_leases (lease_until, item_id);
 """
 
 # Version n -> n + 1, run in order before ``DDL`` (which then creates what is new).
@@ -222,6 +233,11 @@ DROP INDEX IF EXISTS tasks_claim
     # 5 -> 6: how many runs of the current slot nodes handed back at shutdown, which use no attempt.
     5: """
 ALTER TABLE tasks ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0
+""",
+    # 6 -> 7: claims wait until a lease is released, not merely expired, so every lease held is
+    # indexed (not only those of RUNNING tasks); the leases of deleted tasks (DDL creates both).
+    6: """
+DROP INDEX IF EXISTS tasks_recover
 """,
 }
 

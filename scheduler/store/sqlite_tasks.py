@@ -28,7 +28,6 @@ from .sqlite_schema import (
     KEEPS_RUNS,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
-    datetime_or_none,
     in_due_order,
     ms_or_none,
     node_from_row,
@@ -96,7 +95,7 @@ def upsert(
         values = {
             **declared, "item_id": item_id, "status": Status.SCHEDULED.value, "next_at": due,
             "scheduled_for": due, "attempt": 1, "failure_count": 0, "success_count": 0,
-            "status_details": "{}", "fence": 0, "history": "[]", "creation_date": now_ms,
+            "status_details": "{}", "history": "[]", "creation_date": now_ms, **_lease_of_removed(conn, item_id),
         }
         placeholders = ", ".join(f":{column}" for column in values)
         conn.execute(f"INSERT INTO tasks ({', '.join(values)}) VALUES ({placeholders})", values)
@@ -124,11 +123,32 @@ def keep_declared_specs(conn: sqlite3.Connection, item_id: str, spec_json: str) 
     conn.execute("UPDATE declarations SET spec = ? WHERE item_id = ? AND spec IS NULL", (spec_json, item_id))
 
 
+def _lease_of_removed(conn: sqlite3.Connection, item_id: str) -> dict[str, Any]:
+    """The lease and fence of a task created under ``item_id``: a deleted task's lease still held
+    (its run may still be stopping; the new task is claimed once that run released it, or once it
+    expired and was recovered), and fences past every one the id had (a holder of an old fence
+    must never match the new task)."""
+    held = conn.execute(
+        "DELETE FROM removed_leases WHERE item_id = ? RETURNING lease_owner, lease_until, fence", (item_id,)
+    ).fetchone()
+    if held is not None:
+        return dict(held)
+    (last_fence,) = conn.execute("SELECT MAX(fence) FROM runs WHERE task_id = ?", (item_id,)).fetchone()
+    return {"lease_owner": None, "lease_until": None, "fence": last_fence or 0}
+
+
 def remove(conn: sqlite3.Connection, now: datetime, item_id: str) -> bool:
-    deleted = conn.execute("DELETE FROM tasks WHERE item_id = ? RETURNING status, spec", (item_id,)).fetchone()
+    deleted = conn.execute(
+        "DELETE FROM tasks WHERE item_id = ? RETURNING status, spec, lease_owner, lease_until, fence", (item_id,)
+    ).fetchone()
     if deleted is None:
         return False
     keep_declared_specs(conn, item_id, deleted["spec"])
+    if deleted["lease_until"] is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO removed_leases (item_id, lease_owner, lease_until, fence) VALUES (?, ?, ?, ?)",
+            (item_id, deleted["lease_owner"], deleted["lease_until"], deleted["fence"]),
+        )
     if deleted["status"] == Status.RUNNING:
         conn.execute(
             "UPDATE runs SET finished_at = ?, outcome = ?, error = ? WHERE task_id = ? AND finished_at IS NULL",
@@ -266,29 +286,27 @@ def get_run(conn: sqlite3.Connection, now: datetime, item_id: str, run_id: str) 
 def next_due(
     conn: sqlite3.Connection, now: datetime, node_id: str, task_types: Collection[str] | None
 ) -> datetime | None:
-    best: int | None = None
-    # Walk claimable tasks by due time (the claim index): a held lease delays a task
-    # to just past its expiry, so walk on only while a later task could be earlier.
+    # A task that still carries a lease (a cancelled run stopping) waits for its release, which
+    # ``lease_expiries`` and the release itself wake the engine for.
     due_first, type_params = in_due_order(
-        "next_at, item_id, lease_until", f"next_at IS NOT NULL AND {NODE_ELIGIBLE}", task_types
+        "next_at, item_id", f"next_at IS NOT NULL AND lease_until IS NULL AND {NODE_ELIGIBLE}", task_types
     )
-    for next_at, _, lease_until in conn.execute(due_first, {"node": node_id, **type_params}):
-        if best is not None and next_at >= best:
-            break
-        candidate = next_at if lease_until is None else max(next_at, lease_until + 1)
-        best = candidate if best is None else min(best, candidate)
-    return datetime_or_none(best)
+    first = conn.execute(f"{due_first} LIMIT 1", {"node": node_id, **type_params}).fetchone()
+    return None if first is None else from_epoch_ms(first[0])
 
 
 def lease_expiries(conn: sqlite3.Connection, now: datetime) -> LeaseExpiries:
+    # Every lease held: of RUNNING tasks, of tasks whose cancelled run is stopping, of deleted tasks.
+    held = (
+        "SELECT item_id, fence, lease_until FROM tasks WHERE lease_until IS NOT NULL AND {condition}"
+        " UNION ALL SELECT item_id, fence, lease_until FROM removed_leases WHERE {condition}"
+    )
     now_ms = epoch_ms(now)
     expired = tuple(expired_lease(row) for row in conn.execute(
-        "SELECT item_id, fence, lease_until FROM tasks WHERE status = 'RUNNING' AND lease_until < ?"
-        " ORDER BY lease_until, item_id",
-        (now_ms,),
+        held.format(condition="lease_until < :now") + " ORDER BY lease_until, item_id", {"now": now_ms}
     ))
     next_until = conn.execute(
-        "SELECT MIN(lease_until) FROM tasks WHERE status = 'RUNNING' AND lease_until >= ?", (now_ms,)
+        f"SELECT MIN(lease_until) FROM ({held.format(condition='lease_until >= :now')})", {"now": now_ms}
     ).fetchone()[0]
     return LeaseExpiries(expired, None if next_until is None else from_epoch_ms(next_until + 1))
 

@@ -5,6 +5,9 @@ stopped with SIGSTOP: it renews nothing, its lease runs out and the peer starts 
 Only the node's watchdog, a process of its own that the freeze does not reach, can stop
 attempt 1 meanwhile. When everything is stopped at once (a paused virtual machine), the
 watchdog is frozen too: the peers' recovery grace gives it the time to act at the resume.
+
+A run being stopped keeps its lease whatever happens to its task meanwhile (cancelled then
+retried, deleted then declared again): nothing starts the task beside it.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 # The command records its own life: start, a tick every 100 ms (proof it still runs), and the
-# SIGTERM that stopped it and its exit half a second later (it cleans up), or its end; each line
-# with its attempt, pid, node and time. Attempt 1 runs for argv[2] seconds, later ones for 1 s.
+# SIGTERM that stopped it and its exit argv[3] seconds later (it cleans up), or its end; each line
+# with its attempt, pid, node and time. The first run runs for argv[2] seconds, later ones for 1 s.
 RECORDER = textwrap.dedent(
     """\
     import os, signal, sys, time
 
     out = sys.argv[1]
     attempt = int(os.environ["SCHEDULER_ATTEMPT"])
+    first = not os.path.exists(out)
 
     def record(event):
         with open(out, "a") as file:
@@ -40,13 +44,13 @@ RECORDER = textwrap.dedent(
 
     def stopped(signum, frame):
         record("term")
-        time.sleep(0.5)
+        time.sleep(float(sys.argv[3]))
         record("exit")
         sys.exit(143)
 
     signal.signal(signal.SIGTERM, stopped)
     record("start")
-    end = time.monotonic() + (float(sys.argv[2]) if attempt == 1 else 1)
+    end = time.monotonic() + (float(sys.argv[2]) if first else 1)
     while time.monotonic() < end:
         time.sleep(0.1)
         record("tick")
@@ -79,13 +83,37 @@ def start_two_nodes(tmp_path: Path) -> list[Daemon]:
     return nodes
 
 
-def declare_recorder(tmp_path: Path, out: Path, seconds: float) -> None:
-    """The one-shot task ``long``: the recorder writing to ``out``, its attempt 1 running ``seconds``."""
+def declare_recorder(tmp_path: Path, out: Path, seconds: float, exit_after: float = 0.5) -> None:
+    """The one-shot task ``long``: the recorder writing to ``out``, its first run running ``seconds``,
+    each run exiting ``exit_after`` seconds after its SIGTERM."""
     (tmp_path / "recorder.py").write_text(RECORDER)
     (tmp_path / "tasks.d" / "long.yaml").write_text(
         "apiVersion: scheduler/v1\nkind: Task\nname: long\nschedule: {after: 0s}\n"
-        f'run: {{command: ["{sys.executable}", "{tmp_path / "recorder.py"}", "{out}", "{seconds}"]}}\n'
+        f'run: {{command: ["{sys.executable}", "{tmp_path / "recorder.py"}", "{out}", "{seconds}", "{exit_after}"]}}\n'
     )
+
+
+def assert_one_run_at_a_time(out: Path) -> None:
+    """No run of the command (one pid each) started before the one before it had ended."""
+
+    def spans() -> dict[int, list]:
+        """Each run's first and last record, and its last event."""
+        found: dict[int, list] = {}
+        for event, _, pid, _, at in life(out):
+            found.setdefault(pid, [at, at, event])[1:] = [at, event]
+        return found
+
+    wait_until(lambda: all(span[2] in ("exit", "end") for span in spans().values()), timeout=30,
+               what="every run to end")
+    runs = sorted(span[:2] for span in spans().values())
+    tail = "\n".join(out.read_text().splitlines()[-20:])
+    for before, after in zip(runs, runs[1:]):
+        assert before[1] <= after[0], f"a run started {before[1] - after[0]:.3f}s before the one before ended:\n{tail}"
+
+
+def wait_completed(node: Daemon) -> dict:
+    return wait_until(lambda: (node.task("long") or {}).get("status") == "COMPLETED" and node.task("long"),
+                      timeout=60, what="the task to complete")
 
 
 def test_a_frozen_nodes_command_is_stopped_when_its_lease_runs_out(tmp_path):
@@ -151,6 +179,28 @@ def process_tree(roots: list[int]) -> list[int]:
     return tree
 
 
+def pause_machine(nodes: list[Daemon], seconds: float = 6, *, last: Daemon | None = None) -> None:
+    """Stop every process of the nodes' trees (nodes, watchdogs, commands) for ``seconds``, by
+    default twice the lease, as a paused virtual machine stops them; then resume them all,
+    the tree of ``last`` half a second after the others (the order a resumed machine runs them in
+    is anyone's)."""
+    trees = {node.node_id: process_tree([node.process.pid]) for node in nodes}
+    for tree in trees.values():
+        for pid in tree:
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)  # the pause itself, not a wait for something to happen
+    finally:
+        for node_id, tree in sorted(trees.items(), key=lambda item: last is not None and item[0] == last.node_id):
+            if last is not None and node_id == last.node_id:
+                time.sleep(0.5)
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+
 def test_a_paused_machine_resumes_without_two_attempts_at_once(tmp_path):
     """Both nodes, their watchdogs and the command are stopped together past the lease, then resumed.
 
@@ -159,20 +209,12 @@ def test_a_paused_machine_resumes_without_two_attempts_at_once(tmp_path):
     """
     nodes = start_two_nodes(tmp_path)
     out = tmp_path / "life.log"
-    paused: list[int] = []
     try:
         declare_recorder(tmp_path, out, seconds=20)
         wait_until(lambda: any(r[0] == "tick" for r in life(out)), timeout=30, what="attempt 1 to run")
-        paused = process_tree([node.process.pid for node in nodes])
-        for pid in paused:
-            os.kill(pid, signal.SIGSTOP)
-        time.sleep(6)  # the pause itself: twice the lease
-        for pid in paused:
-            os.kill(pid, signal.SIGCONT)
-        paused = []
+        pause_machine(nodes)
 
-        done = wait_until(lambda: (nodes[0].task("long") or {}).get("status") == "COMPLETED" and nodes[0].task("long"),
-                          timeout=60, what="the task to complete")
+        done = wait_completed(nodes[0])
         rows = life(out)
         tail = "\n".join(out.read_text().splitlines()[-15:])
         later_starts = [r[4] for r in rows if r[0] == "start" and r[1] > 1]
@@ -182,7 +224,54 @@ def test_a_paused_machine_resumes_without_two_attempts_at_once(tmp_path):
         else:  # the owner renewed its lease at the resume and kept it
             assert rows[-1][0] == "end" and done["attempt"] == 1, tail
     finally:
-        for pid in paused:
-            os.kill(pid, signal.SIGCONT)
+        for node in nodes:
+            node.kill()
+
+
+def test_a_cancel_retried_then_paused_with_the_machine_waits_for_the_old_command(tmp_path):
+    """The retry is due at once, but the cancelled command is still stopping when the machine pauses.
+
+    At the resume its lease has long expired. A claim took that as free, and started attempt 2
+    beside attempt 1; now the lease must be released by its run's end (or recovered after the grace).
+    """
+    nodes = start_two_nodes(tmp_path)
+    out = tmp_path / "life.log"
+    try:
+        declare_recorder(tmp_path, out, seconds=60, exit_after=1)
+        first = wait_until(lambda: next((r for r in life(out) if r[0] == "tick"), None), timeout=30,
+                           what="attempt 1 to run")
+        assert nodes[0].request("DELETE", "/cxs/tasks/long")[0] == 204
+        assert nodes[0].request("POST", "/cxs/tasks/long/retry")[0] == 200
+        pause_machine(nodes, last=next(node for node in nodes if node.node_id == first[3]))  # the owner
+
+        done = wait_completed(nodes[0])
+        assert_one_run_at_a_time(out)
+        assert done["attempt"] == 2 and [r[0] for r in life(out) if r[1] == 1][-1] == "exit"
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def test_a_task_deleted_and_declared_again_while_it_runs_waits_for_the_old_command(tmp_path):
+    """An operator moves a task's file away and back while its command runs.
+
+    The task is deleted, then created again: a new task that is due at once. It used to be
+    claimed while the old command was still stopping, and with a fence the old run had held.
+    """
+    nodes = start_two_nodes(tmp_path)
+    out = tmp_path / "life.log"
+    declared, away = tmp_path / "tasks.d" / "long.yaml", tmp_path / "long.yaml.away"
+    try:
+        declare_recorder(tmp_path, out, seconds=60, exit_after=2)
+        wait_until(lambda: any(r[0] == "tick" for r in life(out)), timeout=30, what="the command to run")
+        declared.rename(away)
+        wait_until(lambda: all(node.task("long") is None for node in nodes), timeout=30, what="the task to go")
+        away.rename(declared)
+
+        wait_completed(nodes[0])
+        assert_one_run_at_a_time(out)
+        starts = [r for r in life(out) if r[0] == "start"]
+        assert len(starts) == 2 and life(out)[-1][0] == "end", out.read_text()
+    finally:
         for node in nodes:
             node.kill()

@@ -74,11 +74,12 @@ def _keys(collection) -> dict[str, list[tuple[str, int]]]:
     return {name: list(info["key"]) for name, info in collection.index_information().items()}
 
 
-async def test_start_creates_the_claim_recover_and_query_indexes(raw):
+async def test_start_creates_the_claim_lease_and_query_indexes(raw):
     keys = _keys(raw["tasks"])
     assert keys["claim_by_type"] == [("status", 1), ("enabled", 1), ("executorType", 1), ("nextScheduledExecution", 1)]
     assert "claim" not in keys  # schema 1's claim index, without the executor type
-    assert keys["recover"] == [("status", 1), ("lease.until", 1)]
+    assert keys["leases"] == [("lease.until", 1)]
+    assert "recover" not in keys  # RUNNING tasks' leases only: a cancelled run's lease outlives its status
     assert keys["status_nextScheduledExecution"] == [("status", 1), ("nextScheduledExecution", 1), ("_id", 1)]
     assert keys["status_itemId"] == [("status", 1), ("_id", 1)]
     assert keys["taskType"] == [("taskType", 1), ("_id", 1)]
@@ -116,6 +117,8 @@ async def test_a_schema_1_database_gets_executor_types_and_loses_its_old_claim_i
     old["tasks"].update_many({}, {"$unset": {"executorType": ""}})
     old["meta"].update_one({"_id": "schema"}, {"$set": {"version": 1}})
     old["tasks"].create_index([("status", 1), ("enabled", 1), ("nextScheduledExecution", 1)], name="claim")
+    old["tasks"].drop_index("leases")
+    old["tasks"].create_index([("status", 1), ("lease.until", 1)], name="recover")
 
     async with MongoStore("mongodb://127.0.0.1/old", clock=clock, client_factory=factory_of(shared)) as store:
         assert [claim.item_id for claim in await store.claim_due("a", 10, LEASE, task_types=())] == ["backup"]
@@ -126,6 +129,7 @@ async def test_a_schema_1_database_gets_executor_types_and_loses_its_old_claim_i
     assert {doc["_id"]: doc["executorType"] for doc in old["tasks"].find()} == {"app-job": "appJob", "backup": None}
     assert old["meta"].find_one({"_id": "schema"})["version"] == 2
     assert "claim" not in old["tasks"].index_information()
+    assert "recover" not in old["tasks"].index_information() and "leases" in old["tasks"].index_information()
 
     # A schema 1 node still running writes a task without its executor type: the next start fills it in.
     old["tasks"].update_one({"_id": "app-job"}, {"$unset": {"executorType": ""}})

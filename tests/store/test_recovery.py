@@ -138,15 +138,117 @@ async def test_recover_only_the_leases_named(store, peer, clock):
     assert [task.item_id for task in await peer.recover_expired("b", only=[again])] == ["x"]
 
 
-async def test_next_due_time_waits_for_a_cancelled_runs_lease(store, clock):
+# -- a lease outlives its run's status: cancelled, retried, deleted, created again ----------------
+
+
+async def cancel_and_retry(store, clock):
+    """A run cancelled then retried: SCHEDULED and due, but still carrying the old run's lease."""
     await add_task(store, clock(), "t")
     claim = await claim_one(store, "a")
     await store.cancel("t")
-    await store.retry("t")  # due now, but the killed run's lease still holds
-    assert await store.next_due_time("a") == claim.lease_until + MS
-    assert await store.claim_due("a", 1, LEASE) == []
+    await store.retry("t")
+    return claim
+
+
+async def test_a_retried_cancel_waits_until_its_old_run_releases_the_lease(store, peer, clock):
+    claim = await cancel_and_retry(store, clock)
+    assert await peer.next_due_time("b") is None
+    assert await peer.claim_due("b", 1, LEASE) == []
+    assert await store.release_lease(claim)  # the old run stopped
+    assert await peer.next_due_time("b") == clock()
+    assert (await claim_one(peer, "b")).attempt == 2
+
+
+async def test_an_expired_lease_of_a_cancelled_run_frees_the_task_only_once_recovered(store, peer, clock):
+    claim = await cancel_and_retry(store, clock)
     clock.set(claim.lease_until + MS)
-    assert (await claim_one(store, "a")).attempt == 2
+    # Its node may be paused with its machine, the old command still running: expired is not released.
+    assert await peer.claim_due("b", 1, LEASE) == []
+    assert await peer.next_due_time("b") is None
+    assert (await peer.lease_expiries()).expired == (ExpiredLease("t", claim.fence, claim.lease_until),)
+
+    assert await peer.recover_expired("b") == []  # released, not a crash: the task is not RUNNING
+    task = await peer.get_task("t")
+    assert task.status == Status.SCHEDULED and task.lease_owner is None and task.lease_until is None
+    assert task.failure_count == 0 and [entry["outcome"] for entry in task.history] == ["cancelled"]
+    assert await peer.lease_expiries() == LeaseExpiries((), None)
+    assert (await claim_one(peer, "b")).attempt == 2
+    assert not await store.release_lease(claim)  # the old node, late: nothing to release
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}
+
+
+async def test_recovery_leaves_a_cancelled_runs_lease_renewed_since_it_was_seen(store, peer, clock):
+    claim = await cancel_and_retry(store, clock)
+    clock.set(claim.lease_until + MS)
+    [seen] = (await peer.lease_expiries()).expired
+    await store.renew_leases("a", [claim], LEASE)  # the paused node resumed and renewed
+    assert await peer.recover_expired("b", only=[seen]) == []
+    assert (await peer.get_task("t")).lease_owner == "a"
+
+
+async def test_a_task_deleted_while_it_runs_and_created_again_waits_for_the_old_run(store, peer, clock):
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store, "a")
+    assert await store.remove_spec("t")
+    clock.advance(LEASE / 3)
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}  # lost, and kept while it stops
+    await add_task(peer, clock(), "t")
+    task = await peer.get_task("t")
+    assert task.status == Status.SCHEDULED and task.next_scheduled_execution == clock()
+    assert (task.lease_owner, task.lease_until, task.fence) == ("a", clock() + LEASE, claim.fence)
+    assert await peer.next_due_time("b") is None
+    assert await peer.claim_due("b", 1, LEASE) == []
+
+    assert await store.release_lease(claim)  # the old run stopped
+    again = await claim_one(peer, "b")
+    assert again.fence == claim.fence + 1
+    assert await store.renew_leases("a", [claim], LEASE) == {claim.run_id}
+    assert not await store.finish_run(claim, *success(claim, clock()))
+    assert (await peer.get_task("t")).lease_owner == "b"
+
+
+async def test_a_deleted_tasks_lease_that_expires_is_released_by_recovery(store, peer, clock):
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store, "a")
+    assert await store.remove_spec("t")
+    clock.set(claim.lease_until + MS)
+    seen = ExpiredLease("t", claim.fence, claim.lease_until)
+    assert await peer.lease_expiries() == LeaseExpiries((seen,), None)
+    assert await peer.recover_expired("b", only=[]) == []
+    assert (await peer.lease_expiries()).expired == (seen,)  # only what was named
+    assert await peer.recover_expired("b", only=[seen]) == []
+    assert await peer.lease_expiries() == LeaseExpiries((), None)
+    await add_task(peer, clock(), "t")
+    assert (await peer.get_task("t")).lease_owner is None
+    assert (await claim_one(peer, "b")).fence == claim.fence + 1
+
+
+async def test_the_next_expiry_counts_the_leases_of_deleted_and_cancelled_tasks(store, clock):
+    await add_task(store, clock(), "gone")
+    gone = await claim_one(store, "a")
+    clock.advance(timedelta(seconds=5))
+    await add_task(store, clock(), "cancelled")
+    cancelled = await claim_one(store, "a")
+    await store.cancel("cancelled")
+    assert (await store.lease_expiries()).next_expiry == gone.lease_until + MS
+    await store.remove_spec("gone")
+    assert (await store.lease_expiries()).next_expiry == gone.lease_until + MS
+    assert await store.release_lease(gone)
+    assert (await store.lease_expiries()).next_expiry == cancelled.lease_until + MS
+
+
+async def test_a_task_created_again_never_reuses_a_fence_of_the_old_one(store, peer, clock):
+    await add_task(store, clock(), "t")
+    stale = await claim_one(store, "a")
+    clock.set(stale.lease_until + MS)
+    await peer.recover_expired("b")  # node a was frozen: it still believes it holds the run
+    assert await peer.remove_spec("t")
+    await add_task(peer, clock(), "t")
+    again = await claim_one(store, "a")  # node a resumes and claims the new task first
+    assert again.fence > stale.fence
+    assert await store.renew_leases("a", [stale], LEASE) == {stale.run_id}
+    assert not await store.finish_run(stale, *success(stale, clock()))
+    assert await store.renew_leases("a", [again], LEASE) == set()
 
 
 # -- the retry budget applies to crashes -------------------------------------------------------------

@@ -106,7 +106,7 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path):
 V4_DUMP = Path(__file__).parent / "data" / "schema_v4.sql"
 
 
-async def test_a_version_4_file_gets_suspensions_keep_runs_and_free_hand_backs(tmp_path):
+async def test_a_version_4_file_gets_suspensions_keep_runs_free_hand_backs_and_lasting_leases(tmp_path):
     path = tmp_path / "v4.db"
     with sqlite3.connect(path) as conn:
         conn.executescript(V4_DUMP.read_text())
@@ -129,9 +129,12 @@ async def test_a_version_4_file_gets_suspensions_keep_runs_and_free_hand_backs(t
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         claim_condition = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks_claim'").fetchone()[0]
         limits = conn.execute("SELECT keep_successful, keep_failed FROM tasks").fetchall()
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert SCHEMA_VERSION == 6 and "suspended_at IS NULL" in claim_condition
+    assert SCHEMA_VERSION == 7 and "suspended_at IS NULL" in claim_condition
     assert [tuple(row) for row in limits] == [(None, None), (None, None)]
+    assert "tasks_leases" in indexes and "tasks_recover" not in indexes and "removed_leases" in tables  # schema 7
 
 
 async def test_sqlite_errors_become_store_errors(tmp_path):
@@ -359,8 +362,8 @@ async def busy_store(tmp_path):
         ("claim, run: sections only", lambda store: store.claim_due("b", 16, LEASE, task_types=()), "tasks_claim"),
         ("next due", lambda store: store.next_due_time("b", task_types={"type1", "type3"}), "tasks_claim"),
         ("next due, run: sections only", lambda store: store.next_due_time("b", task_types=()), "tasks_claim"),
-        ("recover", lambda store: store.recover_expired("b"), "tasks_recover"),
-        ("lease expiries", lambda store: store.lease_expiries(), "tasks_recover"),
+        ("recover", lambda store: store.recover_expired("b"), "tasks_leases"),
+        ("lease expiries", lambda store: store.lease_expiries(), "tasks_leases"),
         ("status page", lambda store: store.query_tasks(TaskQuery(status=Status.SCHEDULED, limit=50)), "tasks_status"),
         ("type page", lambda store: store.query_tasks(TaskQuery(task_type="type3", limit=50)), "tasks_type"),
         ("by next run", lambda store: store.query_tasks(TaskQuery(sort_by="nextScheduledExecution", descending=True)),

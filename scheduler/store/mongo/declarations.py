@@ -22,7 +22,7 @@ from ...model import Declaration, UpsertResult, declaration_version
 from ...schedule import first_slot
 from ...spec import Source, TaskSpec, document_hash
 from .documents import aware, stored
-from .tasks import _busy, close_open_runs, upsert_spec
+from .tasks import _busy, delete_task, upsert_spec
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,9 @@ def _is_live(doc: Mapping[str, Any], me: str | None, live_nodes: set[str], live_
 
 def _delete_task(db: Database, item_id: str, rev: int | None, now: datetime) -> bool:
     """Delete the task if no declaration was recorded since ``declRev`` was ``rev``, with its declarations."""
-    removed = db["tasks"].find_one_and_delete({"_id": item_id, "declRev": rev}, projection=["status"])
-    if removed is None:
+    if not delete_task(db, {"_id": item_id, "declRev": rev}, now):
         return False
     db["declarations"].delete_many({"task": item_id})
-    close_open_runs(db, item_id, removed["status"], now)
     return True
 
 

@@ -21,6 +21,10 @@ from ..common import readable_spec
 # 2: ``executorType`` on tasks (and in the claim index), ``taskTypes`` on nodes.
 SCHEMA_VERSION = 2
 
+# The leases of deleted tasks whose run may still be stopping, ``{_id: itemId, lease: {owner,
+# until, fence}}``: a task created again under that id takes its lease over (``tasks.delete_task``).
+REMOVED_LEASES = "removedLeases"
+
 
 def aware(moment: datetime | None) -> datetime | None:
     """A stored date as an aware UTC datetime: drivers hand back naive UTC or a fixed offset."""
@@ -47,7 +51,7 @@ def current_slot(doc: Mapping[str, Any]) -> datetime | None:
 
 
 def expired_lease(doc: Mapping[str, Any]) -> ExpiredLease:
-    """The lease a RUNNING task's document holds, as ``recover_expired(only=...)`` names it."""
+    """The lease a task's document (or a deleted task's lease) holds, as ``recover_expired(only=...)`` names it."""
     return ExpiredLease(doc["_id"], doc["lease"]["fence"], aware(doc["lease"]["until"]))
 
 
@@ -86,8 +90,10 @@ def spec_fields(spec: TaskSpec, node: str | None, spec_version: float) -> dict[s
 
 
 def new_task_document(
-    item_id: str, spec: TaskSpec, node: str | None, first_due: datetime | None, spec_version: float, now: datetime
+    item_id: str, spec: TaskSpec, node: str | None, first_due: datetime | None, spec_version: float, now: datetime,
+    lease: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``lease``: the one a deleted task of that id still held, or its last fence (``tasks._lease_of_removed``)."""
     first_due = stored(first_due)
     return {
         "_id": item_id,
@@ -106,7 +112,7 @@ def new_task_document(
         "checkpointData": None,
         "lastError": None,
         # Always a sub-document (never null) so that "lease.owner" can be $set.
-        "lease": {"owner": None, "until": None, "fence": 0},
+        "lease": {"owner": None, "until": None, "fence": 0, **(lease or {})},
         "maxRetriesOverride": None,
         "retryDelayOverrideMs": None,
         "history": [],

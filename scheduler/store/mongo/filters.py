@@ -49,9 +49,8 @@ def claimable_by(node_id: str, task_types: Collection[str] | None = None) -> dic
     return {**waiting(), "$and": conditions}
 
 
-def lease_free(now: datetime) -> dict[str, Any]:
-    """No lease, or one whose ``until`` has passed."""
-    return {"$or": [{"lease.until": None}, {"lease.until": {"$lt": now}}]}
+# No lease. One that expired does not do: it is released by ``recover_expired`` first, after a grace.
+NO_LEASE = {"lease.until": None}
 
 
 def due_and_free(
@@ -63,7 +62,7 @@ def due_and_free(
         "$and": [
             claimable_by(node_id, task_types),
             {"nextScheduledExecution": {"$lte": now + horizon}},
-            lease_free(now),
+            NO_LEASE,
             {"_id": {"$nin": skip}},
         ]
     }

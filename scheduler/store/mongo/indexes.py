@@ -13,8 +13,11 @@ Collection ``tasks`` (``_id`` is the itemId):
   so that tasks waiting for another node's executor need not be read. It
   replaces schema 1's ``claim`` ``(status, enabled, nextScheduledExecution)``,
   which ``start()`` drops.
-- ``recover`` ``(status, lease.until)``: ``recover_expired`` and ``next_due_time``
-  look for RUNNING tasks whose lease has expired or will expire first.
+- ``leases`` ``(lease.until)``: ``lease_expiries`` and ``recover_expired`` look for
+  the leases that have expired or will expire first, whatever the task's status (a
+  cancelled run still stopping holds one). Tasks without a lease hold null there,
+  which a range on dates never reads. It replaces ``recover`` ``(status,
+  lease.until)``, which served RUNNING tasks only; ``start()`` drops it.
 - ``status_<field>`` ``(status, <field>, _id)`` for each sortable field, and
   ``status_itemId`` ``(status, _id)``: the API lists tasks of one status sorted
   by any ``SORT_FIELDS`` entry with itemId as the tie-breaker, and pages through
@@ -43,6 +46,10 @@ Collection ``declarations`` (what each node declares in its files, see ``declara
   task's declarations are read together.
 - ``node_task`` ``(node, task)``: a node's own declarations, and those of nodes
   that stopped counting.
+
+Collection ``removedLeases`` (the leases of deleted tasks whose run may still be
+stopping) has only ``_id``: it holds a document per task deleted while it ran, for
+as long as that run takes to stop, and is read whole.
 
 The TTL monitor runs about once a minute (mongomock only hides expired
 documents from reads), so ``purge()`` deletes expired documents itself as well.
@@ -86,7 +93,7 @@ def task_indexes() -> list[IndexModel]:
             ],
             name="claim_by_type",
         ),
-        IndexModel([("status", ASCENDING), ("lease.until", ASCENDING)], name="recover"),
+        IndexModel([("lease.until", ASCENDING)], name="leases"),
         *by_status,
         IndexModel([("status", ASCENDING), ("_id", ASCENDING)], name="status_itemId"),
         IndexModel([("taskType", ASCENDING), ("_id", ASCENDING)], name="taskType"),
@@ -108,7 +115,7 @@ def run_indexes() -> list[IndexModel]:
 
 
 # Indexes of earlier schema versions that nothing uses any more.
-RETIRED_TASK_INDEXES = ("claim",)
+RETIRED_TASK_INDEXES = ("claim", "recover")
 
 
 def declaration_indexes() -> list[IndexModel]:

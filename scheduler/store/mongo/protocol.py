@@ -34,7 +34,7 @@ from ...model import (
 from ...policy import Change
 from ...spec import Source
 from ..common import stored_spec
-from .documents import TASK_FIELDS, aware, current_slot, expired_lease, new_run_document, plain, stored, task_from_document
+from .documents import REMOVED_LEASES, TASK_FIELDS, aware, current_slot, expired_lease, new_run_document, plain, stored, task_from_document
 from .filters import due_and_free, fenced_claim, held_claim
 
 log = logging.getLogger(__name__)
@@ -170,17 +170,21 @@ def renew_leases(
     until = stored(now + lease_duration)
     lost = set()
     for claim in claims:
-        held = db["tasks"].find_one_and_update(
-            {**held_claim(claim), "lease.owner": node_id}, {"$set": {"lease.until": until}}, projection=["status"]
-        )
+        condition = {**held_claim(claim), "lease.owner": node_id}
+        held = db["tasks"].find_one_and_update(condition, {"$set": {"lease.until": until}}, projection=["status"])
         if held is None or held["status"] != Status.RUNNING.value:
             lost.add(claim.run_id)
+        if held is None:  # the task was deleted: its lease is kept for a task created again under its id
+            db[REMOVED_LEASES].update_one(condition, {"$set": {"lease.until": until}})
     return lost
 
 
 def release_lease(db: Database, claim: Claim, now: datetime) -> bool:
+    """The run of a cancelled (or retried, run-now) or deleted task has stopped: its lease no longer blocks a claim."""
     condition = {**held_claim(claim), "status": {"$ne": Status.RUNNING.value}}
-    return db["tasks"].update_one(condition, {"$set": {"lease.owner": None, "lease.until": None}}).matched_count == 1
+    if db["tasks"].update_one(condition, {"$set": {"lease.owner": None, "lease.until": None}}).matched_count:
+        return True
+    return db[REMOVED_LEASES].delete_one(held_claim(claim)).deleted_count == 1
 
 
 def save_progress(
@@ -282,32 +286,42 @@ def dependency_states(db: Database, item_ids: Sequence[str]) -> dict[str, Depend
 def recover_expired(
     db: Database, node_id: str, retention: Retention, only: frozenset[ExpiredLease] | None, now: datetime
 ) -> list[Task]:
-    recovered = []
-    expired = db["tasks"].find({"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
-                               sort=[("lease.until", 1), ("_id", 1)])
+    recovered, released = [], []
+    expired = db["tasks"].find({"lease.until": {"$lt": now}}, sort=[("lease.until", 1), ("_id", 1)])
     for doc in list(expired):
         lease = doc["lease"]
         if only is not None and expired_lease(doc) not in only:
             continue
+        # Fenced on the lease read: a renewal that landed meanwhile leaves the fence but moves ``until``.
+        still_held = {"_id": doc["_id"], "lease.fence": lease["fence"], "lease.until": lease["until"]}
+        if doc["status"] != Status.RUNNING.value:  # a cancelled run that never said it stopped
+            if db["tasks"].update_one(
+                {**still_held, "status": doc["status"]}, {"$set": {"lease.owner": None, "lease.until": None}}
+            ).matched_count:
+                released.append(doc["_id"])
+            continue
         error = policy.lease_expired_error(lease["owner"], aware(lease["until"]))
-        # Fenced on the fence read, and on the lease still being expired: a renewal
-        # that landed meanwhile leaves the fence unchanged but moves ``until``.
-        condition = {
-            "_id": doc["_id"],
-            "status": Status.RUNNING.value,
-            "lease.fence": lease["fence"],
-            "lease.until": {"$lt": now},
-        }
         change = policy.crash(task_from_document(doc), now, error=error, crashed_node=lease["owner"],
                               recovered_by=node_id, retention=retention)
-        if apply_change(db, doc["_id"], condition, change, now, current_slot(doc)):
+        if apply_change(db, doc["_id"], {**still_held, "status": Status.RUNNING.value}, change, now, current_slot(doc)):
             recovered.append(task_from_document(db["tasks"].find_one({"_id": doc["_id"]})))
+    for doc in list(db[REMOVED_LEASES].find({"lease.until": {"$lt": now}})):
+        lease = doc["lease"]
+        if (only is None or expired_lease(doc) in only) and db[REMOVED_LEASES].delete_one(
+            {"_id": doc["_id"], "lease.fence": lease["fence"], "lease.until": lease["until"]}
+        ).deleted_count:
+            released.append(doc["_id"])
     if recovered:
         log.warning(
             "node %s recovered %d task(s) with expired leases: %s",
             node_id,
             len(recovered),
             ", ".join(task.item_id for task in recovered),
+        )
+    if released:
+        log.warning(
+            "node %s released the expired leases of %d run(s) stopped by a cancel or delete, whose node never"
+            " said they had stopped: %s", node_id, len(released), ", ".join(released),
         )
     return recovered
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Mapping
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -20,12 +20,13 @@ from pymongo.errors import DuplicateKeyError
 from ... import policy
 from ...errors import StoreError, TaskNotFound
 from ...model import (
-    FINAL_STATUSES, ONE_MS, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention,
+    FINAL_STATUSES, ONE_MS, ExpiredLease, LeaseExpiries, NodeInfo, Outcome, Page, PurgeCounts, Requirement, Retention,
     RunRecord, Status, Task, TaskQuery, UpsertResult,
 )
 from ...policy import Change
 from ...spec import TaskSpec
 from .documents import (
+    REMOVED_LEASES,
     aware,
     current_slot,
     expired_lease,
@@ -72,10 +73,13 @@ def upsert_spec(
     for _ in range(_ROUNDS):
         current = tasks.find_one({"_id": item_id}, projection=["specHash", "specVersion", "spec.schedule", "status"])
         if current is None:
+            lease = _lease_of_removed(db, item_id)
             try:
-                tasks.insert_one(new_task_document(item_id, spec, node, first_due, spec_version, now))
+                tasks.insert_one(new_task_document(item_id, spec, node, first_due, spec_version, now, lease))
             except DuplicateKeyError:
                 continue  # another node created it meanwhile: compare with what it wrote
+            if lease["until"] is not None:  # the new task holds it now
+                db[REMOVED_LEASES].delete_one(_holding(item_id, lease))
             return UpsertResult.CREATED
         if replacing is not None and current["specHash"] not in (replacing, fields["specHash"]):
             return UpsertResult.SUPERSEDED
@@ -108,12 +112,49 @@ def upsert_spec(
     raise _busy(item_id, "its spec was being updated")
 
 
+def _lease_of_removed(db: Database, item_id: str) -> dict[str, Any]:
+    """The lease and fence of a task created under ``item_id``: a deleted task's lease still held
+    (its run may still be stopping; the new task is claimed once that run released it, or once it
+    expired and was recovered), and fences past every one the id had (a holder of an old fence
+    must never match the new task)."""
+    held = db[REMOVED_LEASES].find_one({"_id": item_id})
+    if held is not None:
+        return held["lease"]
+    last = db["runs"].find_one({"taskId": item_id}, sort=[("fence", -1)], projection=["fence"])
+    return {"owner": None, "until": None, "fence": 0 if last is None else last["fence"]}
+
+
+def _holding(item_id: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+    return {"_id": item_id, "lease.owner": lease["owner"], "lease.fence": lease["fence"]}
+
+
+def delete_task(db: Database, condition: Mapping[str, Any], now: datetime) -> bool:
+    """Delete the task matching ``condition`` (which names its ``_id``) and close its open run.
+
+    A lease it still holds (its run is stopping) is kept in ``removed_leases`` first, for a task
+    created again under its id; the delete is then fenced on that lease, and tried again if the
+    lease changed in between."""
+    item_id = condition["_id"]
+    for _ in range(_ROUNDS):
+        doc = db["tasks"].find_one(condition, projection=["lease"])
+        if doc is None:
+            return False
+        lease = doc["lease"]
+        if lease["until"] is not None:
+            db[REMOVED_LEASES].replace_one({"_id": item_id}, {"_id": item_id, "lease": lease}, upsert=True)
+        removed = db["tasks"].find_one_and_delete(
+            {**condition, **_holding(item_id, lease)}, projection=["status"]
+        )
+        if removed is not None:
+            close_open_runs(db, item_id, removed["status"], now)
+            return True
+        if lease["until"] is not None:  # released, renewed away or claimed meanwhile: not that lease
+            db[REMOVED_LEASES].delete_one(_holding(item_id, lease))
+    raise _busy(item_id, "its lease kept changing")
+
+
 def remove_spec(db: Database, item_id: str, now: datetime) -> bool:
-    removed = db["tasks"].find_one_and_delete({"_id": item_id}, projection=["status"])
-    if removed is None:
-        return False
-    close_open_runs(db, item_id, removed["status"], now)
-    return True
+    return delete_task(db, {"_id": item_id}, now)
 
 
 def close_open_runs(db: Database, item_id: str, status: str, now: datetime) -> None:
@@ -203,38 +244,32 @@ def get_run(db: Database, item_id: str, run_id: str) -> RunRecord | None:
 
 
 def next_due_time(db: Database, node_id: str, task_types: Collection[str] | None) -> datetime | None:
-    best: datetime | None = None
-    # Walk claimable tasks in due order (the claim index): a lease still held (a
-    # cancelled run being retried) delays a task to just past its expiry, so walk
-    # on only while a later task could still be earlier.
-    with db["tasks"].find(
-        {"$and": [claimable_by(node_id, task_types), {"nextScheduledExecution": {"$ne": None}}]},
+    # A task that still carries a lease (a cancelled run stopping) waits for its release, which
+    # ``lease_expiries`` and the release itself wake the engine for.
+    first = db["tasks"].find_one(
+        {"$and": [claimable_by(node_id, task_types), {"nextScheduledExecution": {"$ne": None}, "lease.until": None}]},
         sort=[("nextScheduledExecution", 1), ("_id", 1)],
-        projection=["nextScheduledExecution", "lease.until"],
-    ) as candidates:
-        for doc in candidates:
-            due = aware(doc["nextScheduledExecution"])
-            if best is not None and due >= best:
-                break
-            until = aware(doc["lease"]["until"])
-            candidate = due if until is None else max(due, until + ONE_MS)
-            best = candidate if best is None else min(best, candidate)
-    return best
+        projection=["nextScheduledExecution"],
+    )
+    return None if first is None else aware(first["nextScheduledExecution"])
 
 
 def lease_expiries(db: Database, now: datetime) -> LeaseExpiries:
-    expired = db["tasks"].find(
-        {"status": Status.RUNNING.value, "lease.until": {"$lt": now}},
-        sort=[("lease.until", 1), ("_id", 1)], projection=["lease.fence", "lease.until"],
-    )
-    expiring = db["tasks"].find_one(
-        {"status": Status.RUNNING.value, "lease.until": {"$gte": now}}, sort=[("lease.until", 1)],
-        projection=["lease.until"],
-    )
-    return LeaseExpiries(
-        tuple(expired_lease(doc) for doc in expired),
-        None if expiring is None else aware(expiring["lease"]["until"]) + ONE_MS,
-    )
+    # Every lease held: of RUNNING tasks, of tasks whose cancelled run is stopping, of deleted tasks.
+    expired: list[ExpiredLease] = []
+    next_expiry = None
+    for collection in ("tasks", REMOVED_LEASES):
+        expired += (expired_lease(doc) for doc in db[collection].find(
+            {"lease.until": {"$lt": now}}, projection=["lease.fence", "lease.until"],
+        ))
+        expiring = db[collection].find_one(
+            {"lease.until": {"$gte": now}}, sort=[("lease.until", 1)], projection=["lease.until"]
+        )
+        if expiring is not None:
+            until = aware(expiring["lease"]["until"]) + ONE_MS
+            next_expiry = until if next_expiry is None else min(next_expiry, until)
+    expired.sort(key=lambda lease: (lease.until, lease.item_id))
+    return LeaseExpiries(tuple(expired), next_expiry)
 
 
 def count_waiting(db: Database) -> dict[Requirement, int]:
