@@ -28,7 +28,8 @@ from ..policy import Change
 from ..spec import Source
 from .common import stored_spec
 from .sqlite_schema import (
-    NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, datetime_or_none, in_due_order, task_from_row, to_json,
+    NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, TASK_WITHOUT_HISTORY, datetime_or_none, in_due_order, task_from_row,
+    to_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,8 @@ def _claim_rows(
         row["item_id"]: row for row in conn.execute(
             "UPDATE tasks SET status = 'RUNNING', lease_owner = ?, lease_until = ?, fence = fence + 1,"
             f" last_execution_date = MAX(?, next_at), last_modified = ? WHERE item_id IN ({marks})"
-            f" AND fence = CASE item_id {' '.join(['WHEN ? THEN ?'] * len(claimed))} END RETURNING *",
+            f" AND fence = CASE item_id {' '.join(['WHEN ? THEN ?'] * len(claimed))} END"
+            f" RETURNING {TASK_WITHOUT_HISTORY}",
             [node_id, until_ms, now_ms, now_ms, *(row["item_id"] for _, row, _ in claimed),
              *(value for _, row, _ in claimed for value in (row["item_id"], row["fence"]))],
         )

@@ -28,6 +28,7 @@ from .sqlite_schema import (
     KEEPS_RUNS,
     NODE_ELIGIBLE,
     SORT_COLUMNS,
+    TASK_WITHOUT_HISTORY,
     in_due_order,
     ms_or_none,
     node_from_row,
@@ -221,7 +222,8 @@ def query(conn: sqlite3.Connection, now: datetime, request: TaskQuery) -> Page:
     where = " AND ".join(conditions) or "1"
     total = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]
     rows = conn.execute(
-        f"SELECT *, json_extract(history, '$[0]') AS newest FROM tasks WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"SELECT {TASK_WITHOUT_HISTORY}, json_extract(history, '$[0]') AS newest FROM tasks WHERE {where}"
+        f" ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, request.limit, request.offset],
     ).fetchall()
     return Page(items=[_listed(row) for row in rows], offset=request.offset, total=total)
