@@ -551,7 +551,9 @@ class Store(abc.ABC):
         that ended longer ago than ``retention.runs``. Tasks declared in files are
         only deleted with their file (a purged one-shot would be created again
         by the next reload, and run twice), except by ``finished_before``, an
-        operator's explicit request. Open run records are never deleted. Always,
+        operator's explicit request. Open run records are never deleted, nor is
+        a task that still holds a lease (cancelled while it ran, its run still
+        stopping): a later purge takes it once the lease is released. Always,
         whatever the other arguments: the finished run records of a task whose
         spec has ``keepRuns`` beyond its limits, newest ``started_at`` first
         among its ``success`` records and among its others (counted apart, in

@@ -413,7 +413,10 @@ def purge(
             )
         params["ttl_runs"] = now_ms - retention.runs // timedelta(milliseconds=1)
         run_terms.append("finished_at < :ttl_runs")
-    tasks = conn.execute(f"DELETE FROM tasks WHERE {FINAL_SQL} AND ({' OR '.join(task_terms)})", params).rowcount
+    # Never a task that still holds a lease (cancelled, its run still stopping): the next purge takes it.
+    tasks = conn.execute(
+        f"DELETE FROM tasks WHERE {FINAL_SQL} AND lease_until IS NULL AND ({' OR '.join(task_terms)})", params
+    ).rowcount
     runs = conn.execute(
         f"DELETE FROM runs WHERE finished_at IS NOT NULL AND ({' OR '.join(run_terms)})", params
     ).rowcount

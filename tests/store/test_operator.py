@@ -250,6 +250,19 @@ async def test_purge_finished_before_removes_old_final_tasks_only(store, clock):
     assert (await store.list_runs("new-done")).total == 1
 
 
+async def test_purge_keeps_a_cancelled_task_until_its_run_released_the_lease(store, clock):
+    """Purged while its command still stops, a task declared again would start beside that command."""
+    await add_task(store, clock(), "t")
+    claim = await claim_one(store)
+    await store.cancel("t")
+    clock.advance(timedelta(days=2))
+    await store.renew_leases("a", [claim], LEASE)  # still stopping
+    assert (await store.purge(finished_before=clock())).tasks == 0
+    assert (await store.get_task("t")).status == Status.CANCELLED
+    assert await store.release_lease(claim)
+    assert (await store.purge(finished_before=clock())).tasks == 1
+
+
 async def test_purge_keep_history_trims_every_task(store, clock):
     await add_task(store, clock(), "short")
     claim = await claim_one(store)

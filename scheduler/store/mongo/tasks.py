@@ -380,7 +380,8 @@ def purge(
             task_terms.append({"originFile": False, "status": status.value, "lastModified": {"$lt": cutoff}})
         run_terms.append({"finishedAt": {"$lt": stored(now - retention.runs)}})
     final = [status.value for status in FINAL_STATUSES]
-    tasks = db["tasks"].delete_many({"status": {"$in": final}, "$or": task_terms}).deleted_count
+    # Never a task that still holds a lease (cancelled, its run still stopping): the next purge takes it.
+    tasks = db["tasks"].delete_many({"status": {"$in": final}, "lease.until": None, "$or": task_terms}).deleted_count
     runs = db["runs"].delete_many({"finishedAt": {"$ne": None}, "$or": run_terms}).deleted_count
     beyond = _delete_beyond_keep_runs(db)
     if keep_history is not None:
