@@ -65,6 +65,29 @@ async def test_a_lease_renewed_during_the_grace_is_left_to_its_owner(store, cloc
     assert (await store.get_task("t")).status == Status.COMPLETED
 
 
+async def test_a_retried_cancel_whose_node_died_runs_once_its_lease_is_released(store, clock, make_engine):
+    """The old run's node never says the run stopped: its lease is released like any expired one, after the grace."""
+    runs: list[int] = []
+    await register(store, clock, {"name": "t", "type": "job", "schedule": {"after": "0s"}})
+    [claim] = await store.claim_due("a", 1, LEASE)
+    await store.cancel("t")
+    await store.retry("t")  # due now, behind the lease of the run being stopped
+    peer = make_engine(store, "b", job=lambda ctx: runs.append(ctx.attempt), lease_duration=LEASE)
+
+    assert await peer.run_until_idle() == 0
+    clock.advance(LEASE + MS)  # node a died: the lease expires
+    assert await peer.run_until_idle() == 0  # the first sight
+    clock.advance(peer.config.recovery_grace - MS)
+    assert await peer.run_until_idle() == 0
+    assert (await store.get_task("t")).lease_owner == "a"
+
+    clock.advance(MS)
+    assert await peer.run_until_idle() == 1
+    task = await store.get_task("t")
+    assert task.status == Status.COMPLETED and runs == [claim.attempt + 1]
+    assert [entry["outcome"] for entry in task.history] == ["success", "cancelled"]  # released, not a crash
+
+
 @pytest.mark.realtime
 async def test_the_loop_wakes_for_the_expiry_and_the_end_of_the_grace_without_polling(store, real_clock, make_engine):
     """With a poll interval far longer than the test, only the expiry and the grace can wake the loop."""
