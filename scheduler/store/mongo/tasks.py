@@ -131,7 +131,7 @@ def _holding(item_id: str, lease: Mapping[str, Any]) -> dict[str, Any]:
 def delete_task(db: Database, condition: Mapping[str, Any], now: datetime) -> bool:
     """Delete the task matching ``condition`` (which names its ``_id``) and close its open run.
 
-    A lease it still holds (its run is stopping) is kept in ``removed_leases`` first, for a task
+    A lease it still holds (its run is stopping) is kept in ``removedLeases`` first, for a task
     created again under its id; the delete is then fenced on that lease, and tried again if the
     lease changed in between."""
     item_id = condition["_id"]
