@@ -14,7 +14,7 @@ from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeou
 
 from scheduler.errors import ConfigError, StoreError
 from scheduler.model import Status, TaskQuery
-from scheduler.store.mongo import MongoStore
+from scheduler.store.mongo import MongoStore, protocol
 from scheduler.store.mongo.clock import RESYNC_INTERVAL, ServerClock
 from scheduler.store.mongo.store import database_from_url, hosts_of
 
@@ -379,3 +379,27 @@ async def test_a_checkpoint_bson_cannot_hold_is_a_value_error_and_writes_nothing
     with pytest.raises(ValueError, match="cannot save progress of run .*: a value cannot be stored in MongoDB"):
         await mongo.save_progress(claim, checkpoint=checkpoint)
     assert (await mongo.get_task("t")).checkpoint_data == {"rows": 1}
+
+
+# -- leases of deleted tasks -------------------------------------------------------
+
+
+async def test_a_task_created_again_as_the_old_run_releases_its_lease_does_not_keep_it(mongo, raw, clock, monkeypatch):
+    """The creation reads the deleted task's lease; the old run's node releases it; the task is inserted."""
+    await add_task(mongo, clock(), "t")
+    claim = await claim_one(mongo, "a")
+    assert await mongo.remove_spec("t")
+    clock.advance(timedelta(seconds=1))  # a new slot: the old one's run record stays
+    insert = mongomock.collection.Collection.insert_one
+
+    def released_first(collection, document, *args, **kwargs):
+        if collection.name == "tasks":
+            monkeypatch.undo()
+            assert protocol.release_lease(raw, claim, clock())  # no task yet: the lease kept apart goes
+        return insert(collection, document, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "insert_one", released_first)
+    await add_task(mongo, clock(), "t")
+    task = await mongo.get_task("t")
+    assert (task.lease_owner, task.lease_until, task.fence) == (None, None, claim.fence)
+    assert (await claim_one(mongo, "b")).fence == claim.fence + 1

@@ -78,8 +78,10 @@ def upsert_spec(
                 tasks.insert_one(new_task_document(item_id, spec, node, first_due, spec_version, now, lease))
             except DuplicateKeyError:
                 continue  # another node created it meanwhile: compare with what it wrote
-            if lease["until"] is not None:  # the new task holds it now
-                db[REMOVED_LEASES].delete_one(_holding(item_id, lease))
+            if lease["until"] is not None and not db[REMOVED_LEASES].delete_one(_holding(item_id, lease)).deleted_count:
+                # Released between the read and the insert (the old run stopped, or a recovery): the new
+                # task must not keep a lease that nobody holds any more. No claim can have taken it meanwhile.
+                tasks.update_one(_holding(item_id, lease), {"$set": {"lease.owner": None, "lease.until": None}})
             return UpsertResult.CREATED
         if replacing is not None and current["specHash"] not in (replacing, fields["specHash"]):
             return UpsertResult.SUPERSEDED
