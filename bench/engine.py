@@ -68,15 +68,17 @@ async def drain(url: str, node_id: str, capacity: int = 64, cpu: dict[str, float
     return finished
 
 
+def cpu_seconds(pid: int | str = "self", thread: int | None = None) -> float:
+    """User and system CPU time so far of process ``pid`` (all its threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def thread_cpu_seconds(name_prefix: str) -> float:
-    """CPU seconds of this process's live threads whose name starts with ``name_prefix`` (/proc)."""
-    ticks = 0
-    for thread in threading.enumerate():
-        if thread.name.startswith(name_prefix) and thread.native_id is not None:
-            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
-            utime, stime = stat.rpartition(")")[2].split()[11:13]  # fields 14 and 15
-            ticks += int(utime) + int(stime)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of this process's live threads whose name starts with ``name_prefix``."""
+    return sum(cpu_seconds(thread=thread.native_id) for thread in threading.enumerate()
+               if thread.name.startswith(name_prefix) and thread.native_id is not None)
 
 
 def throughput(count: int = 10_000) -> str:
@@ -91,7 +93,8 @@ def throughput(count: int = 10_000) -> str:
     # The store's writer is one thread: its CPU per run bounds the rate whatever the loop does.
     return (
         f"throughput, 1 node:    {count / elapsed:8,.0f} runs/s ({count:,} no-op runs in {elapsed:.2f} s;"
-        f" CPU per run: store writer {cpu['store'] / count * 1e6:.0f} us, event loop {cpu['loop'] / count * 1e6:.0f} us)"
+        f" CPU per run: store writer {cpu['store'] / count * 1e6:.0f} us,"
+        f" event loop {cpu['loop'] / count * 1e6:.0f} us)"
     )
 
 

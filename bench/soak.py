@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support: the node is its Daemon
 
-from engine import machine, percentile, rss_mb  # noqa: E402  (bench/engine.py)
+from engine import cpu_seconds, machine, percentile, rss_mb  # noqa: E402  (bench/engine.py)
 from tests.support.daemon import Daemon  # noqa: E402
 
 JOBS = Path(__file__).resolve().parent / "jobs"  # noop.py, on the node's PYTHONPATH
@@ -155,12 +155,6 @@ def scrape(nodes: list[Daemon]) -> tuple[float, float, float]:
         sum(cpu_seconds(node.process.pid) for node in nodes),
         sum(metric(page, "scheduler_lease_losses_total") for page in pages),
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def lateness(store: Path, since_ms: float) -> list[float]:

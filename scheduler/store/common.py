@@ -1,4 +1,4 @@
-"""Helpers both store backends share: parsed specs.
+"""Helpers both store backends share: parsed specs, the report of a recovery.
 
 Nothing here touches a database and nothing here decides a task's state (that
 is ``scheduler.policy``): these are the storage details both backends agree on.
@@ -6,6 +6,7 @@ is ``scheduler.policy``): these are the storage details both backends agree on.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
@@ -55,3 +56,15 @@ def readable_spec(
             source=source,
         )
 
+
+
+def report_recovery(logger: logging.Logger, node_id: str, recovered: list[str], released: list[str]) -> None:
+    """Log what ``recover_expired`` did: tasks recovered as crashed, leases of stopped runs released."""
+    if recovered:
+        logger.warning("node %s recovered %d task(s) with expired leases: %s", node_id, len(recovered),
+                       ", ".join(recovered))
+    if released:
+        logger.warning(
+            "node %s released the expired leases of %d run(s) stopped by a cancel or delete, whose node never"
+            " said they had stopped: %s", node_id, len(released), ", ".join(released),
+        )

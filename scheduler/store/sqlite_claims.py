@@ -26,7 +26,7 @@ from ..model import (
 )
 from ..policy import Change
 from ..spec import Source
-from .common import stored_spec
+from .common import report_recovery, stored_spec
 from .sqlite_schema import (
     NODE_ELIGIBLE, RUN_KEY, TASK_COLUMNS, TASK_WITHOUT_HISTORY, datetime_or_none, in_due_order, task_from_row,
     to_json,
@@ -377,16 +377,7 @@ def recover(
             conn.execute("DELETE FROM removed_leases WHERE item_id = ? AND fence = ? AND lease_until = ?",
                          (lease.item_id, lease.fence, row["lease_until"]))
             released.append(lease.item_id)
-    if recovered:
-        logger.warning(
-            "node %s recovered %s task(s) with expired leases: %s",
-            node_id, len(recovered), ", ".join(task.item_id for task in recovered),
-        )
-    if released:
-        logger.warning(
-            "node %s released the expired leases of %s run(s) stopped by a cancel or delete, whose node never"
-            " said they had stopped: %s", node_id, len(released), ", ".join(released),
-        )
+    report_recovery(logger, node_id, [task.item_id for task in recovered], released)
     return recovered
 
 

@@ -12,6 +12,7 @@ retried, deleted then declared again): nothing starts the task beside it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, cli
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -275,3 +276,37 @@ def test_a_task_deleted_and_declared_again_while_it_runs_waits_for_the_old_comma
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_a_cancelled_task_purged_while_its_command_stops_is_kept_until_it_has(tmp_path):
+    """An operator cancels a task, purges it with the CLI and reloads while its command still stops.
+
+    The purge used to delete the task, lease and all; the reload then declared it again from its
+    file, and the new task started beside the old command.
+    """
+    nodes = start_two_nodes(tmp_path)
+    out = tmp_path / "life.log"
+    node = nodes[0]
+
+    def purge_and_reload() -> int:
+        purged = cli("task-purge", "--days", "0", "--force", "-o", "json", "--url", node.url, "--token", node.token)
+        assert purged.returncode == 0, purged.stderr
+        assert node.request("POST", "/-/reload")[0] == 200
+        return json.loads(purged.stdout)["tasks"]
+
+    try:
+        declare_recorder(tmp_path, out, seconds=60, exit_after=2)
+        wait_until(lambda: any(r[0] == "tick" for r in life(out)), timeout=30, what="the command to run")
+        assert node.request("DELETE", "/cxs/tasks/long")[0] == 204
+        assert purge_and_reload() == 0  # its command is still stopping: the task and its lease stay
+        assert node.task("long")["status"] == "CANCELLED"
+
+        wait_until(lambda: life(out)[-1][0] == "exit", timeout=30, what="the cancelled command to exit")
+        wait_until(lambda: (node.task("long") or {}).get("lease") is None, timeout=30, what="the lease's release")
+        assert purge_and_reload() == 1  # now it goes, and its file declares it again
+        wait_completed(node)
+        assert_one_run_at_a_time(out)
+        assert [r[0] for r in life(out)].count("start") == 2
+    finally:
+        for daemon in nodes:
+            daemon.kill()

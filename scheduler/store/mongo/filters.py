@@ -77,9 +77,14 @@ def fenced_claim(claim: Claim) -> dict[str, Any]:
     return fenced(claim.item_id, claim.node_id, claim.fence)
 
 
+def held(item_id: str, owner: str | None, fence: int) -> dict[str, Any]:
+    """Matches while that lease is held, whatever the status (a cancelled run still stopping); on
+    ``removedLeases`` too, whose documents carry the lease of a deleted task the same way."""
+    return {"_id": item_id, "lease.owner": owner, "lease.fence": fence}
+
+
 def held_claim(claim: Claim) -> dict[str, Any]:
-    """Matches while the claim's lease is held, whatever the status (a cancelled run still stopping)."""
-    return {"_id": claim.item_id, "lease.owner": claim.node_id, "lease.fence": claim.fence}
+    return held(claim.item_id, claim.node_id, claim.fence)
 
 
 def _string(name: str, value: Any) -> str:

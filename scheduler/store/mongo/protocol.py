@@ -33,8 +33,10 @@ from ...model import (
 )
 from ...policy import Change
 from ...spec import Source
-from ..common import stored_spec
-from .documents import REMOVED_LEASES, TASK_FIELDS, aware, current_slot, expired_lease, new_run_document, plain, stored, task_from_document
+from ..common import report_recovery, stored_spec
+from .documents import (
+    REMOVED_LEASES, TASK_FIELDS, aware, current_slot, expired_lease, new_run_document, plain, stored, task_from_document,
+)
 from .filters import due_and_free, fenced_claim, held_claim
 
 log = logging.getLogger(__name__)
@@ -311,18 +313,7 @@ def recover_expired(
             {"_id": doc["_id"], "lease.fence": lease["fence"], "lease.until": lease["until"]}
         ).deleted_count:
             released.append(doc["_id"])
-    if recovered:
-        log.warning(
-            "node %s recovered %d task(s) with expired leases: %s",
-            node_id,
-            len(recovered),
-            ", ".join(task.item_id for task in recovered),
-        )
-    if released:
-        log.warning(
-            "node %s released the expired leases of %d run(s) stopped by a cancel or delete, whose node never"
-            " said they had stopped: %s", node_id, len(released), ", ".join(released),
-        )
+    report_recovery(log, node_id, [task.item_id for task in recovered], released)
     return recovered
 
 

@@ -38,7 +38,7 @@ from .documents import (
     stored,
     task_from_document,
 )
-from .filters import claimable_by, query_filter, query_sort, waiting
+from .filters import claimable_by, held, query_filter, query_sort, waiting
 from .protocol import apply_change
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _lease_of_removed(db: Database, item_id: str) -> dict[str, Any]:
 
 
 def _holding(item_id: str, lease: Mapping[str, Any]) -> dict[str, Any]:
-    return {"_id": item_id, "lease.owner": lease["owner"], "lease.fence": lease["fence"]}
+    return held(item_id, lease["owner"], lease["fence"])
 
 
 def delete_task(db: Database, condition: Mapping[str, Any], now: datetime) -> bool:
