@@ -102,12 +102,16 @@ class ApiProbe(threading.Thread):
 
 
 def soak(args: argparse.Namespace, work: Path) -> None:
-    write_tasks(work / "tasks.d", args.tasks, "noop_async" if args.use_async else "noop", args.spread)
+    # The tasks directory in a directory of its own, as /etc/scheduler/tasks.d is: its parent is watched
+    # too (a link switch), and the store's writes or the logs beside it would wake the watcher all the time.
+    tasks_dir = work / "etc" / "tasks.d"
+    tasks_dir.parent.mkdir()
+    write_tasks(tasks_dir, args.tasks, "noop_async" if args.use_async else "noop", args.spread)
     config = work / "scheduler.yaml"
     config.write_text("".join(f"{line}\n" for line in args.config))
     store = work / "soak.db"
     nodes = [
-        Daemon(state_dir=work / f"state-{index}", tasks_dir=work / "tasks.d", node_id=f"soak-{index}",
+        Daemon(state_dir=work / f"state-{index}", tasks_dir=tasks_dir, node_id=f"soak-{index}",
                store=f"sqlite:///{store}", config=config, log_level=args.log_level,
                env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(JOBS)])})  # this checkout's node
         for index in range(1, args.nodes + 1)

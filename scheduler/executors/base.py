@@ -120,9 +120,10 @@ class RunContext:
         self._checkpoint_data = None if checkpoint_data is None else dict(checkpoint_data)
         self._sink = progress_sink
         self._loop = loop
-        self._cancel_event = threading.Event()
-        self._cancelled = CancelSignal(self._cancel_event)
-        self._async_cancelled = asyncio.Event()
+        # Made when task code first looks (``cancelled``): most runs never do, and a threading.Event
+        # costs a lock and a condition, a few microseconds before every run starts.
+        self._cancel_event: threading.Event | None = None
+        self._cancelled: CancelSignal | None = None
         self._stop_gates: list[asyncio.Future[None]] = []  # sleep_unless_stopped's, opened by a stop
         self.cancel_reason: Outcome | None = None
         # Progress bookkeeping. Reports are numbered under the lock and queued on
@@ -190,7 +191,13 @@ class RunContext:
     @property
     def cancelled(self) -> CancelSignal:
         """Set when the run must stop (cancel, lease lost, timeout); see ``cancel_reason``."""
-        return self._cancelled
+        with self._lock:  # cancel() sets it under the same lock: never made unset after the stop
+            if self._cancelled is None:
+                self._cancel_event = threading.Event()
+                if self.cancel_reason is not None:
+                    self._cancel_event.set()
+                self._cancelled = CancelSignal(self._cancel_event)
+            return self._cancelled
 
     # -- what task code calls ------------------------------------------------
 
@@ -214,8 +221,8 @@ class RunContext:
 
     async def wait_cancelled(self) -> None:
         """Return once the run must stop."""
-        if not self._cancel_event.is_set():
-            await self._async_cancelled.wait()
+        if self.cancel_reason is None:
+            await self.sleep_unless_stopped(None)
 
     # -- engine side -----------------------------------------------------------
 
@@ -227,17 +234,22 @@ class RunContext:
         ahead and due at one instant started 50 ms later from first to last for that alone.
         """
         gate = self._loop.create_future()
-        if self._cancel_event.is_set():
+        if self.cancel_reason is not None:
             gate.set_result(None)
             return gate
-        if seconds is not None:
-            timer = self._loop.call_later(seconds, _open_gate, gate)
-            gate.add_done_callback(lambda _: timer.cancel())
+        timer = None if seconds is None else self._loop.call_later(seconds, _open_gate, gate)
+
+        def closed(_: asyncio.Future[None]) -> None:  # timed out, or its waiter cancelled, or the stop came
+            if timer is not None:
+                timer.cancel()
+            if gate in self._stop_gates:  # not after a stop, which took the list: task code waiting
+                self._stop_gates.remove(gate)  # in a loop (wait_for(wait_cancelled(), 1)) must not pile gates up
+
+        gate.add_done_callback(closed)
         self._stop_gates.append(gate)
         return gate
 
     def _stopped_on_loop(self) -> None:
-        self._async_cancelled.set()
         gates, self._stop_gates = self._stop_gates, []
         for gate in gates:
             _open_gate(gate)
@@ -250,7 +262,8 @@ class RunContext:
             if self.cancel_reason is not None:
                 return
             self.cancel_reason = reason
-            self._cancel_event.set()
+            if self._cancel_event is not None:
+                self._cancel_event.set()
         if self._on_loop_thread():
             self._stopped_on_loop()
         else:

@@ -36,7 +36,7 @@ import traceback
 from datetime import timedelta
 from typing import Any, Callable
 
-from .. import capture
+from .. import capture, loopcalls
 from ..model import Outcome
 from ..targets import import_target
 from .base import OUTPUT_LIMIT, Execution, RunContext, run_timeout, stop_message, text_tail, wait_or_stop
@@ -225,7 +225,7 @@ def _start_thread(fn: Callable[..., Any], args: tuple, ctx: RunContext, output: 
         except BaseException as exc:  # handed over to the loop, which decides
             result, error = None, exc
         try:
-            loop.call_soon_threadsafe(settle, result, error)
+            loopcalls.call_soon(loop, settle, result, error)
         except RuntimeError:  # the loop is closed: the node has shut down meanwhile
             logger.warning("run %s: function %s returned after its node's loop closed", ctx.run_id, _name(fn))
 

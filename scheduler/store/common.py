@@ -15,7 +15,10 @@ from ..spec import Schedule, Source, TaskSpec
 
 
 _parsed_specs: dict[tuple[str, Source | None], TaskSpec] = {}
-_PARSED_SPECS_MAX = 4096
+# Claims go round the due tasks in turn, so with more tasks than this every claim would parse its
+# spec again (the cache is cleared whole when full). 16,384 specs are about 20 MB at most (1.2 kB
+# for a small one), only for a node that reads that many.
+_PARSED_SPECS_MAX = 16_384
 
 
 def stored_spec(spec_hash: str, load: Callable[[], Mapping[str, Any]], source: Source | None) -> TaskSpec:

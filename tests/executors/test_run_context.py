@@ -138,6 +138,28 @@ async def test_a_sleep_abandoned_by_its_waiter_does_not_break_a_later_stop(make_
     await asyncio.wait_for(ctx.wait_cancelled(), timeout=10)
 
 
+async def test_the_cancel_signal_first_looked_at_after_the_stop_is_set(make_ctx):
+    ctx = make_ctx()
+    ctx.cancel(Outcome.TIMEOUT)
+    assert ctx.cancelled.is_set() and ctx.cancelled.wait(0) and ctx.cancelled is ctx.cancelled
+
+
+async def test_task_code_waiting_for_its_stop_in_a_loop_leaves_nothing_behind(make_ctx):
+    """``wait_for(ctx.wait_cancelled(), 0.01)`` again and again, as a run polls between steps:
+    each abandoned wait is forgotten (a run of hours must not pile them up), and the stop still comes."""
+    ctx = make_ctx()
+    for _ in range(50):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.wait_cancelled(), 0.001)
+        await asyncio.wait_for(ctx.sleep_unless_stopped(0), 10)  # timed out on its own
+    assert ctx._stop_gates == []
+    waiting = asyncio.ensure_future(ctx.wait_cancelled())
+    await asyncio.sleep(0)
+    assert len(ctx._stop_gates) == 1
+    ctx.cancel(Outcome.CANCELLED)
+    await asyncio.wait_for(waiting, 10)
+
+
 async def test_cancel_rejects_an_outcome_that_is_not_a_stop(make_ctx):
     ctx = make_ctx()
     with pytest.raises(ValueError):

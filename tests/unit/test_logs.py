@@ -113,3 +113,26 @@ def messages(stream: io.StringIO) -> list[str]:
     if text.startswith("{"):
         return [json.loads(line)["message"] for line in text.splitlines()]
     return [line.partition(": ")[2] for line in text.splitlines()]
+
+
+# -- time stamps ---------------------------------------------------------------------------------
+
+
+def test_each_line_has_its_own_time_in_both_formats():
+    """Lines logged within one second and across seconds each carry their own time, to the millisecond."""
+    times = (1_764_590_400.25, 1_764_590_400.75, 1_764_590_401.125, 1_764_590_400.5)  # exact in binary
+    for fmt, stamp in (("text", lambda line: line[:23]), ("json", lambda line: json.loads(line)["time"])):
+        log, stream = cli_logger(fmt)
+        for created in times:
+            record = log.makeRecord(log.name, logging.INFO, __file__, 1, "run %s started", ("r",), None)
+            record.created, record.msecs = created, (created % 1) * 1000
+            log.handle(record)
+        stamps = [stamp(line) for line in stream.getvalue().splitlines()]
+        if fmt == "json":  # UTC
+            assert stamps == ["2025-12-01T12:00:00.250Z", "2025-12-01T12:00:00.750Z", "2025-12-01T12:00:01.125Z",
+                              "2025-12-01T12:00:00.500Z"]
+        else:  # local time, as logging.Formatter gives it
+            expected = [logging.Formatter().formatTime(logging.makeLogRecord({"created": c, "msecs": (c % 1) * 1000}))
+                        for c in times]
+            assert stamps == expected
+            assert [s[-4:] for s in stamps] == [",250", ",750", ",125", ",500"]
