@@ -43,7 +43,12 @@ def from_epoch_ms(ms: int) -> datetime:
 
 def make_run_id(item_id: str, scheduled_for: datetime, attempt: int) -> str:
     """``<taskId>:<scheduledFor ms>:<attempt>``: the same slot always gets the same id."""
-    return f"{item_id}:{epoch_ms(scheduled_for)}:{attempt}"
+    return run_id_at(item_id, epoch_ms(scheduled_for), attempt)
+
+
+def run_id_at(item_id: str, scheduled_ms: int, attempt: int) -> str:
+    """``make_run_id`` of a slot given in epoch milliseconds, as the stores keep it."""
+    return f"{item_id}:{scheduled_ms}:{attempt}"
 
 
 class Status(StrEnum):

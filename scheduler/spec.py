@@ -101,10 +101,10 @@ def thaw(value: Any) -> Any:
 
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, seconds precision kept exact (milliseconds when present)."""
-    moment = moment.astimezone(timezone.utc)
-    if moment.microsecond:
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not timezone.utc:  # the store's clock and the store's dates already are
+        moment = moment.astimezone(timezone.utc)
+    # isoformat ends in "+00:00" here; it is twice as fast as strftime, and every finish writes three of these.
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")[:-6] + "Z"
 
 
 def _timezone(name: str, pointer: str) -> ZoneInfo:

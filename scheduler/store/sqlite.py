@@ -223,11 +223,15 @@ class SQLiteStore(Store):
             outcomes = [(write, None, self._store_error(exc)) for write in batch]
         except BaseException as exc:  # delivered to every waiting caller, not lost in the executor
             outcomes = [(write, None, exc) for write in batch]
-        # The writes' loops hear back through one wake-up per loop for all of them (``loopcalls``).
+        # One call per loop for the whole batch: each call may wake its loop, which then takes the GIL
+        # from this thread (``loopcalls``: none when a wake-up is on its way already).
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for write, result, error in outcomes:
+            by_loop.setdefault(write.loop, []).append((write.future, result, error))
+        for loop, settled in by_loop.items():
             try:
-                loopcalls.call_soon(write.loop, _settle, write.future, result, error)
-            except RuntimeError:  # that loop is closed: nobody waits for the write any more
+                loopcalls.call_soon(loop, _settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody waits for these writes any more
                 pass
 
     def _apply(self, conn: sqlite3.Connection, _now: datetime, batch: list[_PendingWrite],
@@ -437,13 +441,14 @@ class SQLiteStore(Store):
         return await self._write(tasks_sql.purge, finished_before, keep_history, retention)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():  # the caller went away; the write itself is committed (or not) all the same
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.cancelled():  # the caller went away; the write itself is committed (or not) all the same
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _identity(stat: os.stat_result) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from .. import policy
 from ..errors import StoreError, TaskNotFound
 from ..model import (
     HISTORY_LIMIT, Claim, DependencyState, ExpiredLease, Retention, RunResult, Settled, Status, Task, Transition,
-    epoch_ms, from_epoch_ms, make_run_id,
+    epoch_ms, from_epoch_ms, run_id_at,
 )
 from ..policy import Change
 from ..spec import Source
@@ -191,7 +191,7 @@ def _claim_rows(
     for row in due:
         item_id, fence, scheduled_ms, attempt, next_ms = row[:5]
         start_ms = max(now_ms, next_ms)  # claimed ahead: the run starts when due
-        runs[make_run_id(item_id, from_epoch_ms(scheduled_ms), attempt)] = (row, start_ms)
+        runs[run_id_at(item_id, scheduled_ms, attempt)] = (row, start_ms)
     inserted = {
         run_id for (run_id,) in conn.execute(
             "INSERT INTO runs (run_id, task_id, scheduled_for, attempt, node_id, fence, started_at) VALUES "
@@ -226,6 +226,7 @@ def _claim_rows(
         )
     }
     claims = []
+    lease_until = from_epoch_ms(until_ms)
     for run_id, due_row, start_ms in claimed:
         row = updated.get(due_row["item_id"])
         if row is None:  # impossible while this transaction holds the write lock
@@ -234,7 +235,7 @@ def _claim_rows(
             Claim(
                 task=task_from_row(row, with_history=False), node_id=node_id, fence=row["fence"], run_id=run_id,
                 scheduled_for=from_epoch_ms(due_row["scheduled_for"]), attempt=due_row["attempt"],
-                started_at=from_epoch_ms(start_ms), lease_until=from_epoch_ms(until_ms),
+                started_at=from_epoch_ms(start_ms), lease_until=lease_until,
                 previous_execution_date=datetime_or_none(due_row["last_execution_date"]),
             )
         )

@@ -1,9 +1,10 @@
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from scheduler.errors import SpecError
-from scheduler.spec import KeepRuns, RetryPolicy, TaskSpec, parse_duration
+from scheduler.spec import KeepRuns, RetryPolicy, TaskSpec, parse_duration, utc_iso
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,14 @@ def test_a_bad_url_is_quoted_without_its_secrets():
 def test_retry_delay(backoff, failures, expected):
     policy = RetryPolicy(retry_delay=timedelta(seconds=60), backoff=backoff, max_delay=timedelta(hours=1))
     assert policy.delay(failures) == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("moment, text", [
+    (datetime(2026, 12, 1, 18, 0, 0, 123456, tzinfo=timezone.utc), "2026-12-01T18:00:00.123Z"),
+    (datetime(2026, 12, 1, 18, 0, 0, tzinfo=timezone.utc), "2026-12-01T18:00:00Z"),
+    (datetime(2026, 12, 1, 18, 0, 0, 500, tzinfo=timezone.utc), "2026-12-01T18:00:00.000Z"),  # below the ms
+    (datetime(2026, 12, 1, 19, 30, 5, 7000, tzinfo=ZoneInfo("Europe/Paris")), "2026-12-01T18:30:05.007Z"),
+    (datetime(2026, 6, 1, 0, 0, tzinfo=timezone(timedelta(hours=-7))), "2026-06-01T07:00:00Z"),
+])
+def test_times_are_written_in_utc_with_a_z_to_the_millisecond_when_there_is_one(moment, text):
+    assert utc_iso(moment) == text
