@@ -136,10 +136,10 @@ async function login(event) {
   event.preventDefault();
   const secret = $("token").value.trim();
   if (!secret) return;
+  $("login-error").hidden = true; // an earlier refusal is not this token's answer
   try {
     await start(secret);
     $("token").value = "";
-    $("login-error").hidden = true;
   } catch (error) {
     const message = error instanceof ApiError && error.status === 401
       ? "This token is not accepted by the node (401)."

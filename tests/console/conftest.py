@@ -169,6 +169,9 @@ class Console:
         self.open()
         self.page.fill("#token", token)
         self.page.click("#login-form button")
+        # The token is kept only once the node has answered /cxs/whoami: a navigation made
+        # before that answer would find no token and show the login form again.
+        self.page.wait_for_selector("#nav:visible, #login-error:visible", state="attached")
 
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(self.artifacts / f"{name}.png"), full_page=True)
