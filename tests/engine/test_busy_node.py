@@ -41,6 +41,37 @@ async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engi
     assert [ref for ref in contexts if ref() is not None] == []
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_finished_runs_are_freed_without_the_garbage_collector(store, clock, make_engine, kind):
+    """A run's objects must not form reference cycles: left to the collector, a thousand runs a second
+    pile up until a full collection, which then pauses the loop for tens of milliseconds (late starts)."""
+    contexts: list[weakref.ref] = []
+
+    def job(ctx) -> None:
+        contexts.append(weakref.ref(ctx))
+
+    async def async_job(ctx) -> None:
+        job(ctx)
+
+    for index in range(20):
+        await register(store, clock, {"name": f"t{index}", "type": "job", "schedule": {"every": "1s"}})
+    engine = make_engine(store, "a", job=job if kind == "sync" else async_job)
+    assert await engine.run_until_idle() == 20  # the first runs import and cache what later runs reuse
+    clock.advance(timedelta(seconds=1))
+    contexts.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            assert await engine.run_until_idle() == 20
+            clock.advance(timedelta(seconds=1))
+        assert len(contexts) == 40
+        alive = [ref() for ref in contexts if ref() is not None]
+    finally:
+        gc.enable()
+    assert alive == [], f"{len(alive)} of 40 finished runs' contexts are kept alive by reference cycles"
+
+
 class RenewalSpy:
     """A store that counts the renewals made through it and the runs they found no longer held."""
 
