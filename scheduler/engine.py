@@ -422,11 +422,16 @@ class Engine:
         delay = max(0.0, min(self.config.poll_interval.total_seconds(), to_recovery))
         if self._free_capacity() == 0 or self._stopping:
             return delay  # a finishing run wakes the loop
+        # While tasks keep falling due (slots spread over the second), claims wait at least half the
+        # prefetch horizon for one another: each then takes what fell due meanwhile, not the one or two
+        # tasks of the last millisecond, and every task is still claimed at least that long before it is due.
+        gap = self.config.prefetch.total_seconds() / 2
         for store in self.stores:
             due = await store.next_due_time(self.config.node_id, task_types=self.task_types)
             if due is not None:
-                ahead = due - store.now() - self.config.prefetch
-                delay = min(delay, max(0.0, ahead.total_seconds()))
+                ahead = (due - store.now() - self.config.prefetch).total_seconds()
+                # Due within the horizon already (a peer took the claim's place, a run came due again): now.
+                delay = min(delay, 0.0 if ahead <= 0 else max(ahead, gap))
         return delay
 
     async def _keepalive_round(self) -> float:
