@@ -13,11 +13,12 @@ import pytest
 from scheduler.errors import StoreError, TaskNotFound
 from scheduler.model import Requirement, Status, TaskQuery, UpsertResult
 from scheduler.store import open_store
+from scheduler.store import sqlite as sqlite_store
 from scheduler.store.sqlite import SQLiteStore
 from scheduler.store.sqlite_schema import SCHEMA_VERSION
 from tests.support.clock import ManualClock
 
-from .helpers import LEASE, add_task, failure, make_spec
+from .helpers import LEASE, add_task, failure, make_spec, success
 
 
 async def test_file_database_uses_wal_and_records_its_schema_version(tmp_path):
@@ -294,6 +295,48 @@ async def test_queued_writes_stay_atomic_each_when_one_fails(tmp_path):
         transactions = [sql for sql in statements if sql.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
         assert transactions == ["BEGIN IMMEDIATE", "ROLLBACK", "BEGIN IMMEDIATE", "ROLLBACK TO verb",
                                 "ROLLBACK TO verb", "COMMIT"]
+
+
+async def _claimed(store: SQLiteStore, clock: ManualClock, count: int) -> list:
+    for index in range(count):
+        await add_task(store, clock(), f"t{index}")
+    claims = await store.claim_due("a", count, LEASE)
+    assert len(claims) == count
+    return claims
+
+
+async def test_run_ends_one_after_another_share_a_commit(tmp_path, monkeypatch):
+    """Runs ending moments apart (slots spread over each second) wait for one another: one commit for
+    several, rather than a transaction each."""
+    monkeypatch.setattr(sqlite_store, "FINISH_LINGER", 0.5)
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        first, second, third = await _claimed(store, clock, 3)
+        assert await store.finish_run(first, *success(first, clock()))  # the first commit of run ends: at once
+        statements: list[str] = []
+        await store._call(lambda: store._conn.set_trace_callback(statements.append))
+        ending = asyncio.ensure_future(store.finish_run(second, *success(second, clock())))
+        await asyncio.sleep(0.05)  # the writer waits for the rest of FINISH_LINGER after the first commit
+        assert not ending.done()
+        assert await store.finish_run(third, *success(third, clock())) and await ending
+        await store._call(lambda: store._conn.set_trace_callback(None))
+        assert [sql for sql in statements if sql.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
+
+
+async def test_any_other_write_cuts_the_wait_of_run_ends_short(tmp_path, monkeypatch):
+    """A claim (or an operator's action) never waits for run ends to gather: it commits at once, with them."""
+    monkeypatch.setattr(sqlite_store, "FINISH_LINGER", 30)
+    clock = ManualClock()
+    async with SQLiteStore(tmp_path / "s.db", clock) as store:
+        first, second = await _claimed(store, clock, 2)
+        await add_task(store, clock(), "next")
+        assert await store.finish_run(first, *success(first, clock()))
+        ending = asyncio.ensure_future(store.finish_run(second, *success(second, clock())))
+        await asyncio.sleep(0.05)
+        assert not ending.done()  # waiting for other run ends, up to half a minute
+        claims = await asyncio.wait_for(store.claim_due("a", 5, LEASE), timeout=10)
+        assert [claim.item_id for claim in claims] == ["next"]
+        assert await asyncio.wait_for(ending, timeout=10)  # it went with the claim
 
 
 async def test_reads_are_served_while_the_writer_is_busy(tmp_path):
