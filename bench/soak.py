@@ -17,6 +17,8 @@ on a SQLite store in a temporary directory (the default ``scheduler.yaml`` but f
 - ``GET /cxs/tasks?limit=50``, timed twice a second by a client thread;
 - start lateness: ``startedAt - scheduledFor`` of the run records (store clock when the
   executor is called, minus the slot), read from the store file once the node has stopped;
+- slots missed: in the same records, each task's slots without a run between its first and
+  last run after the warm-up (a run more than a period late covers the slots it missed);
 - "lost the lease" warnings in the node's log, and ``scheduler_lease_losses_total``.
 
 The first minute is warm-up (start, imports, the store's pages, thread pool): runs/s,
@@ -148,7 +150,8 @@ def soak(args: argparse.Namespace, work: Path) -> None:
             except subprocess.TimeoutExpired:
                 node.kill()
     warm_ms = began_ms + 1000 * min(WARM_UP, rss[-1][0])
-    report(args, rss, runs, probe, lateness(store, warm_ms), [node.log_path for node in nodes], losses_metric)
+    report(args, rss, runs, probe, lateness(store, warm_ms), missed_slots(store, warm_ms),
+           [node.log_path for node in nodes], losses_metric)
 
 
 def scrape(nodes: list[Daemon]) -> tuple[float, float, float]:
@@ -168,7 +171,26 @@ def lateness(store: Path, since_ms: float) -> list[float]:
         return [float(late) for (late,) in db.execute(query, (since_ms,))]
 
 
-def report(args, rss, runs, probe: ApiProbe, late: list[float], log_paths: list[Path], losses_metric: float) -> None:
+def missed_slots(store: Path, since_ms: float, period_ms: int = 1000) -> tuple[int, int]:
+    """Slots after ``since_ms`` that no run record covers, between each task's first and last run
+    there (every ``period_ms``: a task whose run came late ran once for the slots it missed); and the
+    slots in that span. From the store, not from rates: a scrape's own time skews those by a percent."""
+    missed = spanned = 0
+    last: dict[str, int] = {}
+    with closing(sqlite3.connect(store)) as db:
+        query = "SELECT task_id, scheduled_for FROM runs WHERE scheduled_for >= ? ORDER BY task_id, scheduled_for"
+        for task, slot in db.execute(query, (since_ms,)):
+            before = last.get(task)
+            if before is not None and slot > before:  # a retry of the same slot is no new slot
+                slots = round((slot - before) / period_ms)
+                missed += slots - 1
+                spanned += slots
+            last[task] = slot
+    return missed, spanned
+
+
+def report(args, rss, runs, probe: ApiProbe, late: list[float], missed: tuple[int, int], log_paths: list[Path],
+           losses_metric: float) -> None:
     warm = [sample for sample in rss if sample[0] >= WARM_UP] or rss
     t0, t1 = warm[0][0], rss[-1][0]
     # Medians over a minute: single samples zigzag by a few MB (the node returns freed memory once a minute).
@@ -190,7 +212,8 @@ def report(args, rss, runs, probe: ApiProbe, late: list[float], log_paths: list[
     rate = (runs1 - runs0) / (r1_at - r0_at)
     whose = "the nodes'" if args.nodes > 1 else "the node's"
     print(f"slots: {args.tasks:,} due every second, {rate:,.0f} run per second after the first minute"
-          f" ({100 * rate / args.tasks:.0f} %: a late task runs once for the slots it missed, missedRuns: runOnce)")
+          f" ({100 * rate / args.tasks:.0f} %: a late task runs once for the slots it missed, missedRuns: runOnce);"
+          f" in the run records, {missed[0]:,} of {missed[1]:,} slots missed ({100 * missed[0] / max(1, missed[1]):.2f} %)")
     print(f"runs: {runs1:,.0f} finished, {rate:,.0f} runs/s after the first minute;"
           f" {whose} CPU {1000 * (cpu1 - cpu0) / (runs1 - runs0):.2f} ms per run"
           f" ({100 * (cpu1 - cpu0) / (r1_at - r0_at):.0f} % of a core)")
