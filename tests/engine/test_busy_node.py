@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from scheduler.engine import Engine
 from scheduler.listener import EngineListener
 from scheduler.model import Status, TaskQuery
 from scheduler.spec import Source, TaskSpec
@@ -19,8 +20,9 @@ from .conftest import register, wait_for
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engine, kind):
+async def twenty_recording_tasks(store, clock, make_engine, kind: str) -> tuple[Engine, list[weakref.ref]]:
+    """An engine with 20 tasks every second whose runs, a plain or an ``async`` function, note weak
+    references to their contexts in the list returned."""
     contexts: list[weakref.ref] = []
 
     def job(ctx) -> None:
@@ -31,7 +33,12 @@ async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engi
 
     for index in range(20):
         await register(store, clock, {"name": f"t{index}", "type": "job", "schedule": {"every": "1s"}})
-    engine = make_engine(store, "a", job=job if kind == "sync" else async_job)
+    return make_engine(store, "a", job=job if kind == "sync" else async_job), contexts
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engine, kind):
+    engine, contexts = await twenty_recording_tasks(store, clock, make_engine, kind)
     for _ in range(3):
         assert await engine.run_until_idle() == 20
         clock.advance(timedelta(seconds=1))
@@ -47,17 +54,7 @@ async def test_finished_runs_leave_nothing_in_the_engine(store, clock, make_engi
 async def test_finished_runs_are_freed_without_the_garbage_collector(store, clock, make_engine, kind):
     """A run's objects must not form reference cycles: left to the collector, a thousand runs a second
     pile up until a full collection, which then pauses the loop for tens of milliseconds (late starts)."""
-    contexts: list[weakref.ref] = []
-
-    def job(ctx) -> None:
-        contexts.append(weakref.ref(ctx))
-
-    async def async_job(ctx) -> None:
-        job(ctx)
-
-    for index in range(20):
-        await register(store, clock, {"name": f"t{index}", "type": "job", "schedule": {"every": "1s"}})
-    engine = make_engine(store, "a", job=job if kind == "sync" else async_job)
+    engine, contexts = await twenty_recording_tasks(store, clock, make_engine, kind)
     assert await engine.run_until_idle() == 20  # the first runs import and cache what later runs reuse
     clock.advance(timedelta(seconds=1))
     contexts.clear()
