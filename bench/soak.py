@@ -213,7 +213,8 @@ def report(args, rss, runs, probe: ApiProbe, late: list[float], missed: tuple[in
     whose = "the nodes'" if args.nodes > 1 else "the node's"
     print(f"slots: {args.tasks:,} due every second, {rate:,.0f} run per second after the first minute"
           f" ({100 * rate / args.tasks:.0f} %: a late task runs once for the slots it missed, missedRuns: runOnce);"
-          f" in the run records, {missed[0]:,} of {missed[1]:,} slots missed ({100 * missed[0] / max(1, missed[1]):.2f} %)")
+          f" in the run records, {missed[0]:,} of {missed[1]:,} slots missed"
+          f" ({100 * missed[0] / max(1, missed[1]):.2f} %)")
     print(f"runs: {runs1:,.0f} finished, {rate:,.0f} runs/s after the first minute;"
           f" {whose} CPU {1000 * (cpu1 - cpu0) / (runs1 - runs0):.2f} ms per run"
           f" ({100 * (cpu1 - cpu0) / (r1_at - r0_at):.0f} % of a core)")

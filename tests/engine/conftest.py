@@ -20,6 +20,16 @@ from tests.support.wait import wait_for  # noqa: F401  (re-exported for the scen
 START = datetime(2031, 1, 6, 8, 0, tzinfo=timezone.utc)
 
 
+class StoreWrapper:
+    """A store seen through a test's wrapper: what the wrapper does not define goes to the store."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)

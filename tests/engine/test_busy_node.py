@@ -13,9 +13,8 @@ import pytest
 from scheduler.engine import Engine
 from scheduler.listener import EngineListener
 from scheduler.model import Status, TaskQuery
-from scheduler.spec import Source, TaskSpec
 
-from .conftest import register, wait_for
+from .conftest import StoreWrapper, register, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -71,15 +70,12 @@ async def test_finished_runs_are_freed_without_the_garbage_collector(store, cloc
     assert alive == [], f"{len(alive)} of 40 finished runs' contexts are kept alive by reference cycles"
 
 
-class ClaimSpy:
+class ClaimSpy(StoreWrapper):
     """A store that counts the claims made through it that took something."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.claims: list[int] = []  # tasks taken by each claim
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def claim_due(self, *args, **kwargs):
         claims = await self._store.claim_due(*args, **kwargs)
@@ -94,12 +90,10 @@ async def test_tasks_falling_due_one_after_another_are_claimed_in_batches(store,
     """Slots spread over time (a task due every 10 ms) are claimed a prefetch horizon's half at a time,
     not each alone as it enters the horizon: a claim is a transaction, and claiming every task alone
     cost a node spreading a thousand runs over each second 4 times the CPU per run of one instant's."""
-    count, step = 40, timedelta(milliseconds=10)
-    first = real_clock() + timedelta(milliseconds=300)
-    for index in range(count):
-        spec = TaskSpec.from_dict({"name": f"t{index:02d}", "type": "job", "schedule": {"after": "0s"}},
-                                  source=Source("<api>", 0))
-        await store.upsert_spec(spec, first_due=first + index * step)
+    count = 40
+    for index in range(count):  # due 300 ms from now, then every 10 ms
+        await register(store, real_clock, {"name": f"t{index:02d}", "type": "job",
+                                           "schedule": {"after": f"{300 + 10 * index}ms"}})
     spy = ClaimSpy(store)
     engine = make_engine(spy, "a", job=lambda: None, prefetch=timedelta(milliseconds=100))
     await engine.start()
@@ -117,16 +111,13 @@ async def _finished(store) -> int:
     return page.total
 
 
-class RenewalSpy:
+class RenewalSpy(StoreWrapper):
     """A store that counts the renewals made through it and the runs they found no longer held."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.renewals = 0
         self.not_held = 0
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def renew_leases(self, node_id, claims, lease_duration):
         lost = await self._store.renew_leases(node_id, claims, lease_duration)
@@ -185,18 +176,15 @@ async def test_renewals_racing_finishes_and_next_claims_lose_no_lease(store, rea
     assert set(outcomes.finished) == {("success", True)}
 
 
-class LateFinish:
+class LateFinish(StoreWrapper):
     """A store whose finishes are written at once but come back only once ``deliver`` is set, as on
     MongoDB, whose calls share a thread pool: a renewal sent later may come back first."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.written = asyncio.Event()
         self.deliver = asyncio.Event()
         self.not_held = 0
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def finish_run(self, claim, result, transition):
         applied = await self._store.finish_run(claim, result, transition)

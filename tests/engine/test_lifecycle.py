@@ -14,19 +14,16 @@ from scheduler.executors import executor_from_callable
 from scheduler.listener import EngineListener
 from scheduler.model import Status
 
-from .conftest import register, wait_for
+from .conftest import StoreWrapper, register, wait_for
 
 
-class SlowClaims:
+class SlowClaims(StoreWrapper):
     """A store whose claims commit, then keep their caller waiting until ``release`` is set."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.committed = asyncio.Event()
         self.release = asyncio.Event()
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def claim_due(self, *args, **kwargs):
         claims = await self._store.claim_due(*args, **kwargs)
@@ -67,15 +64,12 @@ class CountingListener(EngineListener):
         self.loop_errors.append(loop)
 
 
-class FailingHeartbeats:
+class FailingHeartbeats(StoreWrapper):
     """A store whose heartbeat raises an unexpected error ``failures`` times."""
 
     def __init__(self, store, failures: int) -> None:
-        self._store = store
+        super().__init__(store)
         self.failures = failures
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def heartbeat(self, node):
         if self.failures:

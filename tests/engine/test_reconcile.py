@@ -18,6 +18,8 @@ from scheduler.store import open_store
 from tests.support.taskfiles import counting_reads, task_yaml
 from tests.support.wait import wait_for
 
+from .conftest import StoreWrapper
+
 
 @pytest.fixture
 async def stores(tmp_path, clock):
@@ -298,20 +300,18 @@ async def test_a_file_gone_while_down_goes_with_the_last_node_declaring_it(tmp_p
     assert await ids(stores[0]) == ["a", "everywhere@n1", "everywhere@n2"]
 
 
-class FailingOnce:
+class FailingOnce(StoreWrapper):
     """A store whose first write of one item fails, as a store that loses its connection would."""
 
     def __init__(self, store, item_id):
-        self.store, self.item_id, self.failed = store, item_id, False
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
+        super().__init__(store)
+        self.item_id, self.failed = item_id, False
 
     async def declare_spec(self, node_id, spec, **options):
         if options.get("item_id") == self.item_id and not self.failed:
             self.failed = True
             raise StoreError("connection lost")
-        return await self.store.declare_spec(node_id, spec, **options)
+        return await self._store.declare_spec(node_id, spec, **options)
 
 
 async def test_writes_go_out_in_chunks_and_a_failed_write_is_retried_by_the_next_reload(tmp_path, stores, monkeypatch):

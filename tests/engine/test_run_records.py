@@ -8,20 +8,17 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
 from scheduler.model import Outcome, Status
 
-from .conftest import register
+from .conftest import StoreWrapper, register
 
 LOOP_LAG = timedelta(seconds=7)
 
 
-class LaggingLoop:
+class LaggingLoop(StoreWrapper):
     """A store whose claims return after ``LOOP_LAG`` of injected time: a node too busy to start runs at once."""
 
     def __init__(self, store, clock) -> None:
-        self._store = store
+        super().__init__(store)
         self._clock = clock
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def claim_due(self, *args, **kwargs):
         claims = await self._store.claim_due(*args, **kwargs)

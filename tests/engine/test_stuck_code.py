@@ -13,22 +13,19 @@ from scheduler.engine import Engine, EngineConfig
 from scheduler.executors import executor_from_callable
 from scheduler.model import Status
 
-from .conftest import register, wait_for
+from .conftest import StoreWrapper, register, wait_for
 
 pytestmark = pytest.mark.realtime
 
 SLOTS = 2
 
 
-class CountedHeartbeats:
+class CountedHeartbeats(StoreWrapper):
     """A store that counts the heartbeats written through it."""
 
     def __init__(self, store) -> None:
-        self._store = store
+        super().__init__(store)
         self.heartbeats = 0
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     async def heartbeat(self, node) -> None:
         await self._store.heartbeat(node)

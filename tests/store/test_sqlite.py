@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
@@ -242,22 +243,36 @@ def test_open_store_passes_the_clock():
     assert open_store("memory:", clock=clock).now() == clock()
 
 
+async def until_queued(store: SQLiteStore, count: int) -> None:
+    """Wait until ``count`` writes wait for the writer (each enqueues on its task's first step)."""
+    for _ in range(100):
+        if len(store._pending) == count:
+            return
+        await asyncio.sleep(0)
+    assert len(store._pending) == count
+
+
+@contextlib.asynccontextmanager
+async def traced(store: SQLiteStore):
+    """The statements the writer runs meanwhile."""
+    statements: list[str] = []
+    await store._call(lambda: store._conn.set_trace_callback(statements.append))
+    try:
+        yield statements
+    finally:
+        await store._call(lambda: store._conn.set_trace_callback(None))
+
+
 async def queue_up(store: SQLiteStore, *writes) -> list:
     """Run ``writes`` as one batch: the writer is held until all of them are queued; what they
     returned or raised, and the statements the writer ran meanwhile."""
-    statements: list[str] = []
     gate = threading.Event()
-    await store._call(lambda: store._conn.set_trace_callback(statements.append))
-    store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
-    done = asyncio.gather(*writes, return_exceptions=True)
-    for _ in range(100):  # bounded: each write enqueues on its task's first step
-        if len(store._pending) == len(writes):
-            break
-        await asyncio.sleep(0)
-    assert len(store._pending) == len(writes)
-    gate.set()
-    results = await done
-    await store._call(lambda: store._conn.set_trace_callback(None))
+    async with traced(store) as statements:
+        store._executor.submit(gate.wait, 30)  # hold the worker so that the writes queue up
+        done = asyncio.gather(*writes, return_exceptions=True)
+        await until_queued(store, len(writes))
+        gate.set()
+        results = await done
     return [*results, statements]
 
 
@@ -308,18 +323,16 @@ async def _claimed(store: SQLiteStore, clock: ManualClock, count: int) -> list:
 async def test_run_ends_one_after_another_share_a_commit(tmp_path, monkeypatch):
     """Runs ending moments apart (slots spread over each second) wait for one another: one commit for
     several, rather than a transaction each."""
-    monkeypatch.setattr(sqlite_store, "FINISH_LINGER", 0.5)
+    monkeypatch.setattr(sqlite_store, "FINISH_LINGER", 1.0)
     clock = ManualClock()
     async with SQLiteStore(tmp_path / "s.db", clock) as store:
         first, second, third = await _claimed(store, clock, 3)
         assert await store.finish_run(first, *success(first, clock()))  # the first commit of run ends: at once
-        statements: list[str] = []
-        await store._call(lambda: store._conn.set_trace_callback(statements.append))
-        ending = asyncio.ensure_future(store.finish_run(second, *success(second, clock())))
-        await asyncio.sleep(0.05)  # the writer waits for the rest of FINISH_LINGER after the first commit
-        assert not ending.done()
-        assert await store.finish_run(third, *success(third, clock())) and await ending
-        await store._call(lambda: store._conn.set_trace_callback(None))
+        async with traced(store) as statements:
+            ending = asyncio.ensure_future(store.finish_run(second, *success(second, clock())))
+            await until_queued(store, 1)  # the writer waits for the rest of FINISH_LINGER after the first commit
+            assert not ending.done()
+            assert await store.finish_run(third, *success(third, clock())) and await ending
         assert [sql for sql in statements if sql.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
 
 
@@ -332,7 +345,7 @@ async def test_any_other_write_cuts_the_wait_of_run_ends_short(tmp_path, monkeyp
         await add_task(store, clock(), "next")
         assert await store.finish_run(first, *success(first, clock()))
         ending = asyncio.ensure_future(store.finish_run(second, *success(second, clock())))
-        await asyncio.sleep(0.05)
+        await until_queued(store, 1)
         assert not ending.done()  # waiting for other run ends, up to half a minute
         claims = await asyncio.wait_for(store.claim_due("a", 5, LEASE), timeout=10)
         assert [claim.item_id for claim in claims] == ["next"]

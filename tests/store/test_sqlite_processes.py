@@ -122,6 +122,39 @@ async def test_tasks_of_a_killed_process_are_recovered_by_another(tmp_path):
                 ("rescuer", 2, "success"), ("victim", 1, "crashed")]
 
 
+async def test_runs_ended_by_a_node_killed_before_their_commit_are_run_again_by_another(tmp_path):
+    """A run's end waits up to FINISH_LINGER for other run ends to share its commit. A node SIGKILLed
+    meanwhile leaves the run unrecorded: its lease expires, and a peer records it crashed and runs it
+    again; the end committed before stays recorded once."""
+    path = tmp_path / "linger.db"
+    await _create_due_tasks(path, 2)
+    ready = SPAWN.Event()
+    victim_account = tmp_path / "victim.json"
+    victim = SPAWN.Process(target=store_worker.end_runs_then_hang, args=(f"sqlite://{path}", "victim",
+                                                                         str(victim_account), ready), name="victim")
+    victim.start()
+    assert await asyncio.to_thread(ready.wait, JOIN_TIMEOUT), "the victim never ended its runs"
+    victim.kill()
+    await asyncio.to_thread(victim.join, JOIN_TIMEOUT)
+    assert victim.exitcode == -9
+    ended = json.loads(victim_account.read_text())
+
+    rescuer_account = tmp_path / "rescuer.json"
+    rescuer = SPAWN.Process(target=store_worker.recover_and_finish, args=(f"sqlite://{path}", "rescuer", 31.0,
+                                                                          str(rescuer_account)), name="rescuer")
+    rescuer.start()
+    await _join(rescuer)
+
+    report = json.loads(rescuer_account.read_text())
+    assert report["recovered"] == report["claimed"] == [ended["unrecorded"]]
+    async with SQLiteStore(path) as store:
+        recorded = (await store.list_runs(ended["recorded"])).items
+        assert [(run.node_id, run.outcome) for run in recorded] == [("victim", "success")]
+        unrecorded = (await store.list_runs(ended["unrecorded"])).items
+        assert [(run.node_id, run.attempt, run.outcome) for run in unrecorded] == [
+            ("rescuer", 2, "success"), ("victim", 1, "crashed")]
+
+
 # Without waiting for the lock, 6 processes failed 20 to 35 openings in 300 rounds: 200 rounds
 # leave the race no chance to hide.
 OPENERS = 6

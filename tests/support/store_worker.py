@@ -76,6 +76,28 @@ def hold_leases(url: str, node_id: str, count: int, account: str, ready: Any) ->
     asyncio.run(main())
 
 
+def end_runs_then_hang(url: str, node_id: str, account: str, ready: Any) -> None:
+    """Claim two tasks and record the end of the first; end the second's run too, its record left
+    waiting for other run ends to share its commit (``FINISH_LINGER``, a minute here), and set
+    ``ready``: a node killed now has run both, and recorded one."""
+    from scheduler.store import sqlite as sqlite_store
+
+    sqlite_store.FINISH_LINGER = 60.0
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            first, second = await store.claim_due(node_id, 2, timedelta(seconds=30))
+            assert await store.finish_run(first, *completed(first, store.now()))
+            Path(account).write_text(json.dumps({"recorded": first.item_id, "unrecorded": second.item_id}))
+            ending = asyncio.ensure_future(store.finish_run(second, *completed(second, store.now())))
+            while not store._pending:  # queued: the writer waits for other run ends
+                await asyncio.sleep(0)
+            ready.set()
+            await ending  # never: the parent kills this process first
+
+    asyncio.run(main())
+
+
 def recover_and_finish(url: str, node_id: str, clock_offset_seconds: float, account: str) -> None:
     """With the clock moved ahead by ``clock_offset_seconds``: recover expired leases, then run what is due."""
     offset = timedelta(seconds=clock_offset_seconds)
